@@ -1,0 +1,28 @@
+import os from 'node:os';
+import path from 'node:path';
+import {fileURLToPath} from 'node:url';
+
+/** The checkout / package root (where vm-image/ and Containerfile.builder live). */
+export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** vm-image/: the agent and the builder image recipe. */
+export const vmImageDir = path.join(packageRoot, 'vm-image');
+
+/** exobuild's cache directory: $EXOBUILD_CACHE_DIR, else $XDG_CACHE_HOME/exobuild, else ~/.cache/exobuild. */
+export const cacheDir = (env: NodeJS.ProcessEnv = process.env): string => {
+	if (env['EXOBUILD_CACHE_DIR']) {
+		return path.resolve(env['EXOBUILD_CACHE_DIR']);
+	}
+
+	const xdg = env['XDG_CACHE_HOME'];
+	return path.join(xdg ? path.resolve(xdg) : path.join(os.homedir(), '.cache'), 'exobuild');
+};
+
+/** Builder image archives (OCI image archives named by input hash) and their metadata. */
+export const builderImagesDir = (env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), 'builder-images');
+
+/** Per-build state of running builds; each holds an owner record so orphans can be reaped. */
+export const runsDir = (env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), 'runs');
+
+/** Per-runtime state (e.g. unpacked builder rootfs for linux-userns). */
+export const runtimeStateDir = (runtime: string, env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), runtime);

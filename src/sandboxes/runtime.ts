@@ -1,0 +1,70 @@
+/**
+ * The one interface every sandbox runtime implements (after docker/buildx's driver packages).
+ * Each runtime lives in its own folder (linux-userns/, apple-container/) and is created through
+ * `createRuntime` in ./index.ts; nothing outside src/sandboxes knows which one is in use.
+ *
+ * A sandbox is throwaway: `start` boots it from the builder image with the given mounts,
+ * `runAgent` runs vm-image/exobuild-agent in it and streams its stdout/stderr lines, `stop`
+ * destroys it with everything it created (processes, mounts, binfmt handlers, temp dirs) and is
+ * idempotent. A run killed hard leaves state that `reapOrphans` of a later run removes.
+ */
+import type {BuilderImage} from '../builder-image/builder-image.js';
+
+export type RuntimeName = 'linux-userns' | 'apple-container';
+
+export interface Mount {
+	readonly hostPath: string;
+	/** Absolute path inside the sandbox, under /exobuild. */
+	readonly sandboxPath: string;
+	readonly readOnly: boolean;
+}
+
+export interface SandboxSpec {
+	/** Unique per build (also names temp dirs, labels, and orphan records). */
+	readonly sessionId: string;
+	readonly builderImage: BuilderImage;
+	readonly mounts: readonly Mount[];
+	/** Extra environment for the agent (never secrets). */
+	readonly env?: Readonly<Record<string, string>>;
+}
+
+export interface AgentRun {
+	/** Arguments after the agent's path, e.g. ['build', '--platform', 'linux/ppc64le', …]. */
+	readonly args: readonly string[];
+	readonly onStdoutLine: (line: string) => void;
+	readonly onStderrLine: (line: string) => void;
+	/** Aborting kills the agent and everything it started. */
+	readonly signal?: AbortSignal;
+}
+
+export interface AgentExit {
+	readonly exitCode: number | undefined;
+	readonly signal: string | undefined;
+}
+
+export interface Sandbox {
+	readonly id: string;
+	runAgent(run: AgentRun): Promise<AgentExit>;
+	/** Destroys the sandbox and everything it created. Safe to call more than once. */
+	stop(): Promise<void>;
+}
+
+export interface RuntimeFeatures {
+	/** The sandbox registers its own binfmt handlers without touching the host's table. */
+	readonly privateBinfmt: boolean;
+	/** CPU architecture the sandbox runs natively (uname -m inside). */
+	readonly nativeMachine: string;
+}
+
+export interface ReapReport {
+	/** Ids of orphaned sandboxes (from runs that were killed) that were removed. */
+	readonly removed: readonly string[];
+}
+
+export interface SandboxRuntime {
+	readonly name: RuntimeName;
+	/** Checks the host can run this runtime; throws a UserError with a fix otherwise. */
+	features(): Promise<RuntimeFeatures>;
+	start(spec: SandboxSpec): Promise<Sandbox>;
+	reapOrphans(): Promise<ReapReport>;
+}
