@@ -1,0 +1,37 @@
+#!/bin/sh
+# Installs what exobuild needs on a fresh Debian/Ubuntu machine (as root), then builds it.
+# Idempotent: a second run does only `npm ci` if the lock file changed, and the build.
+#   - apt: mmdebstrap (makes the builder image), util-linux (unshare, setpriv), debian-archive-keyring,
+#     ca-certificates, qemu-user-static (only the tests use the host's copy: agent-level tests run
+#     the agent outside the builder image), buildah/runc (same), shellcheck (npm test lints the
+#     shell code), dpkg-dev (dpkg-deb), xz-utils.
+#   - Node.js >= 20 (Debian's nodejs if none is installed).
+#   - npm dependencies, then `npm run build`.
+set -eu
+cd "$(dirname "$0")/.."
+
+packages="mmdebstrap util-linux debian-archive-keyring ca-certificates qemu-user-static buildah runc shellcheck dpkg-dev xz-utils uidmap"
+missing=""
+for pkg in $packages; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $pkg"
+done
+command -v node >/dev/null 2>&1 || missing="$missing nodejs npm"
+if [ -n "$missing" ]; then
+	echo "install-deps: installing$missing" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086 # a list of package names
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+	echo "install-deps: Node.js $(node --version) is too old; exobuild needs Node.js 20 or later" >&2
+	exit 1
+fi
+
+if [ ! -d node_modules ] || ! cmp -s package-lock.json node_modules/.exobuild-lock-copy; then
+	npm ci --no-audit --no-fund --loglevel=error
+	cp package-lock.json node_modules/.exobuild-lock-copy
+fi
+npm run --silent build

@@ -1,0 +1,44 @@
+/**
+ * A build request: what the user asked for, validated (zod) and normalised, with every path
+ * absolute and every file checked to exist. Built from CLI options by ./options.ts.
+ */
+import {z} from 'zod';
+import type {Platform} from '../platforms/parse.js';
+
+export const progressModes = ['auto', 'plain', 'tty'] as const;
+export const engineNames = ['auto', 'buildkit', 'buildah'] as const;
+export const driverNames = ['linux-userns', 'apple-container'] as const;
+
+export const buildContextSchema = z.object({
+	/** The name a `FROM NAME` / `COPY --from=NAME` refers to. */
+	name: z.string().min(1),
+	/** Absolute path of an OCI image layout folder. */
+	layoutDir: z.string().startsWith('/'),
+	/** Optional tag in the layout (org.opencontainers.image.ref.name) or digest pin. */
+	ref: z.string().optional(),
+	digest: z.string().regex(/^sha256:[a-f0-9]{64}$/).optional(),
+});
+export type BuildContext = z.infer<typeof buildContextSchema>;
+
+export const outputSchema = z.object({
+	type: z.literal('oci'),
+	/** Absolute path of the OCI archive to write (replaced atomically). */
+	dest: z.string().startsWith('/'),
+});
+export type OutputSpec = z.infer<typeof outputSchema>;
+
+export interface BuildRequest {
+	readonly contextDir: string;
+	readonly dockerfile: string;
+	readonly platforms: readonly Platform[];
+	readonly tags: readonly string[];
+	/** In command-line order; later values of a key win. */
+	readonly buildArgs: ReadonlyArray<readonly [string, string]>;
+	readonly target: string | undefined;
+	readonly noCache: boolean;
+	readonly buildContexts: readonly BuildContext[];
+	readonly output: OutputSpec | undefined;
+	readonly progress: (typeof progressModes)[number];
+	readonly engine: (typeof engineNames)[number];
+	readonly driver: (typeof driverNames)[number];
+}

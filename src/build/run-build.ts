@@ -1,0 +1,177 @@
+/**
+ * One build, from a validated request to an OCI archive: resolve base images, make sure the
+ * builder image exists, boot a sandbox, run the agent, tear the sandbox down, write the archive.
+ * Everything created here is removed in `finally` blocks; what a hard kill leaves behind is
+ * removed by the next run's reaping phase.
+ */
+import crypto from 'node:crypto';
+import {parseAgentLine, type AgentEvent, type AgentEventOf} from '../agent-events/contract.js';
+import {ensureBuilderImage} from '../builder-image/index.js';
+import {UserError} from '../errors.js';
+import {packLayoutToArchive, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
+import type {BuildReporter, HostPhase} from '../progress/events.js';
+import {createRuntime} from '../sandboxes/index.js';
+import type {Sandbox} from '../sandboxes/runtime.js';
+import {agentArgs, buildMounts, platformSlug, sandboxPaths, type ResolvedBuildContext} from './agent-args.js';
+import {hintFor} from './agent-errors.js';
+import type {BuildRequest} from './request.js';
+import {createHostScratch, reapHostScratch} from './host-scratch.js';
+
+export interface BuildResult {
+	readonly digest: string;
+	readonly platforms: readonly string[];
+	readonly engine: string;
+	readonly output: string | undefined;
+	readonly handlers: ReadonlyArray<AgentEventOf<'handler'>>;
+	/** Milliseconds per phase (host and agent phases; per-platform phases summed). */
+	readonly phaseMs: Readonly<Record<string, number>>;
+}
+
+export const newSessionId = (): string => `exo-${Date.now().toString(36)}-${crypto.randomBytes(4).toString('hex')}`;
+
+const interrupted = (): UserError => new UserError('build interrupted', {hint: 'everything the build started was removed', exitCode: 130, code: 'E_INTERRUPTED'});
+
+export const runBuild = async (request: BuildRequest, options: {reporter: BuildReporter; signal?: AbortSignal}): Promise<BuildResult> => {
+	const {reporter, signal} = options;
+	const phaseMs: Record<string, number> = {};
+	const hostPhase = async <T>(phase: HostPhase, run: () => Promise<T>, detail?: (value: T) => string | undefined): Promise<T> => {
+		if (signal?.aborted) {
+			throw interrupted();
+		}
+
+		const started = performance.now();
+		reporter.report({kind: 'host-phase', phase, state: 'start'});
+		const value = await run();
+		const ms = Math.round(performance.now() - started);
+		phaseMs[phase] = (phaseMs[phase] ?? 0) + ms;
+		const text = detail?.(value);
+		reporter.report({kind: 'host-phase', phase, state: 'end', ms, ...(text === undefined ? {} : {detail: text})});
+		return value;
+	};
+
+	// Validate every named context against the requested platforms before anything starts.
+	const platformIds = request.platforms.map(platform => platform.id);
+	const resolved = await Promise.all(request.buildContexts.map(async context => {
+		const manifests = await resolvePlatformManifests(context.layoutDir, platformIds, {name: context.name, ref: context.ref, digest: context.digest});
+		return {context, manifests};
+	}));
+
+	const runtime = createRuntime(request.driver);
+	await runtime.features();
+	await hostPhase('reap-orphans', async () => {
+		const [sandboxes, scratch] = await Promise.all([runtime.reapOrphans(), reapHostScratch()]);
+		return sandboxes.removed.length + scratch.length;
+	}, count => (count > 0 ? `removed ${count} left by killed runs` : undefined));
+
+	const builderImage = await hostPhase('builder-image', async () => ensureBuilderImage({
+		onProgress(step, detail) {
+			reporter.report({kind: 'host-phase', phase: 'builder-image', state: 'start', detail: detail ? `${step}: ${detail}` : step});
+		},
+	}), image => `${image.inputHash.slice(0, 12)}`);
+
+	const sessionId = newSessionId();
+	const scratch = await createHostScratch(sessionId);
+	let sandbox: Sandbox | undefined;
+	try {
+		const contexts: ResolvedBuildContext[] = [];
+		for (const [index, {context, manifests}] of resolved.entries()) {
+			contexts.push({name: context.name, layoutDir: context.layoutDir, topDigest: manifests.topDigest});
+			for (const platformId of platformIds) {
+				const descriptor = manifests.platforms.get(platformId);
+				if (descriptor === undefined) {
+					throw new Error(`internal: no manifest resolved for ${platformId} in ${context.layoutDir}`);
+				}
+
+				// eslint-disable-next-line no-await-in-loop
+				await writePlatformView(context.layoutDir, descriptor, `${scratch.viewsDir}/${index}/${platformSlug(platformId)}`, `${sandboxPaths.contexts}/${index}/blobs`);
+			}
+		}
+
+		sandbox = await hostPhase('sandbox-start', async () => runtime.start({sessionId, builderImage, mounts: buildMounts(request, contexts, scratch)}), box => box.id);
+
+		let result: AgentEventOf<'result'> | undefined;
+		let failure: AgentEventOf<'error'> | undefined;
+		let protocolError: Error | undefined;
+		const handlers: Array<AgentEventOf<'handler'>> = [];
+		const phaseStarts = new Map<string, number>();
+		const onEvent = (event: AgentEvent): void => {
+			if (event.event === 'result') {
+				result = event;
+			} else if (event.event === 'error') {
+				failure = event;
+			} else if (event.event === 'handler') {
+				handlers.push(event);
+			} else if (event.event === 'phase-start') {
+				phaseStarts.set(event.phase, Date.now());
+			} else if (event.event === 'phase-end') {
+				phaseMs[event.phase] = (phaseMs[event.phase] ?? 0) + event.ms;
+			}
+
+			reporter.report({kind: 'agent', event});
+		};
+
+		const exit = await sandbox.runAgent({
+			args: agentArgs(request, contexts),
+			onStdoutLine(line) {
+				if (line.trim() === '') {
+					return;
+				}
+
+				try {
+					onEvent(parseAgentLine(line));
+				} catch (error) {
+					protocolError ??= error as Error;
+				}
+			},
+			onStderrLine(line) {
+				reporter.report({kind: 'agent-stderr', line});
+			},
+			...(signal === undefined ? {} : {signal}),
+		});
+
+		if (signal?.aborted) {
+			throw interrupted();
+		}
+
+		if (failure !== undefined) {
+			throw new UserError(`${failure.platform ? `${failure.platform}: ` : ''}${failure.message}`, {hint: hintFor(failure.code), exitCode: 1, code: failure.code});
+		}
+
+		if (protocolError !== undefined) {
+			throw new UserError(`the agent broke the event contract: ${protocolError.message}`, {hint: 'the builder image and this exobuild do not match; run `exobuild builder create --force`', exitCode: 1, code: 'E_PROTOCOL', cause: protocolError});
+		}
+
+		if (result === undefined || exit.exitCode !== 0) {
+			throw new UserError(`the agent ended without a result (exit code ${exit.exitCode ?? '-'}${exit.signal ? `, signal ${exit.signal}` : ''})`, {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
+		}
+
+		const finalResult = result;
+		await hostPhase('teardown', async () => {
+			await sandbox?.stop();
+			sandbox = undefined;
+		});
+
+		if (request.output !== undefined) {
+			const dest = request.output.dest;
+			await hostPhase('archive', async () => packLayoutToArchive(`${scratch.outDir}/oci-layout`, dest, {tags: [...request.tags]}), () => dest);
+		} else {
+			reporter.report({kind: 'warning', message: 'no --output given: the image was discarded with the sandbox. Add --output type=oci,dest=FILE to keep it.'});
+		}
+
+		return {
+			digest: finalResult.digest,
+			platforms: finalResult.platforms,
+			engine: finalResult.engine,
+			output: request.output?.dest,
+			handlers,
+			phaseMs,
+		};
+	} finally {
+		if (sandbox !== undefined) {
+			const box = sandbox;
+			await hostPhase('teardown', async () => box.stop()).catch(async () => box.stop());
+		}
+
+		await scratch.remove();
+	}
+};

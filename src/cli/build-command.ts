@@ -1,0 +1,69 @@
+import process from 'node:process';
+import {Option, type Command} from 'commander';
+import {toBuildRequest, type RawBuildOptions} from '../build/options.js';
+import {runBuild} from '../build/run-build.js';
+import {UserError} from '../errors.js';
+import {createReporter} from '../progress/create-reporter.js';
+import {defaultRuntime} from '../sandboxes/index.js';
+import {collect} from './main.js';
+
+const signalExitCodes = {SIGINT: 130, SIGTERM: 143, SIGHUP: 129} as const;
+
+export const registerBuildCommand = (program: Command): void => {
+	program
+		.command('build')
+		.description('Build an image from a Dockerfile for one or more platforms')
+		.argument('[CONTEXT]', 'build context folder')
+		.addOption(new Option('--platform <P>', 'target platform(s): os/arch[/variant], comma list, repeatable (default: this machine\'s)').argParser(collect).default([]))
+		.addOption(new Option('-f, --file <FILE>', 'Dockerfile (default: CONTEXT/Dockerfile)'))
+		.addOption(new Option('-t, --tag <NAME>', 'name:tag for the image, repeatable').argParser(collect).default([]))
+		.addOption(new Option('--build-arg <K=V|K>', 'build-time variable, repeatable; K alone takes K from the environment').argParser(collect).default([]))
+		.addOption(new Option('--target <STAGE>', 'build up to this stage'))
+		.addOption(new Option('--no-cache', 'do not use cached layers'))
+		.addOption(new Option('--build-context <NAME=oci-layout://DIR[@sha256:D]>', 'satisfy FROM NAME from an OCI image layout, repeatable').argParser(collect).default([]))
+		.addOption(new Option('-o, --output <type=oci,dest=FILE>', 'write the image as an OCI archive').argParser(collect).default([]))
+		.addOption(new Option('--progress <MODE>', 'auto | plain | tty').default('auto'))
+		.addOption(new Option('--engine <ENGINE>', 'auto | buildkit | buildah (auto: buildkit where the builder image has it)').default('auto'))
+		.addOption(new Option('--driver <DRIVER>', 'sandbox runtime: linux-userns | apple-container').default(defaultRuntime()))
+		.action(async (context: string | undefined, raw: RawBuildOptions) => {
+			const warnings: string[] = [];
+			const request = toBuildRequest(context, raw, {cwd: process.cwd(), env: process.env, warn: message => warnings.push(message)});
+			const reporter = createReporter(request.progress);
+			for (const message of warnings) {
+				reporter.report({kind: 'warning', message});
+			}
+
+			const controller = new AbortController();
+			let caught: keyof typeof signalExitCodes | undefined;
+			const onSignal = (signal: keyof typeof signalExitCodes): void => {
+				caught ??= signal;
+				controller.abort();
+			};
+
+			const listeners = Object.keys(signalExitCodes).map(name => {
+				const signal = name as keyof typeof signalExitCodes;
+				const listener = (): void => onSignal(signal);
+				process.on(signal, listener);
+				return [signal, listener] as const;
+			});
+
+			let ok = false;
+			try {
+				const result = await runBuild(request, {reporter, signal: controller.signal});
+				ok = true;
+				await reporter.finish({ok});
+				process.stdout.write(`${result.digest}\n`);
+			} catch (error) {
+				await reporter.finish({ok});
+				if (caught !== undefined) {
+					throw new UserError(`build interrupted by ${caught}`, {hint: 'everything the build started was removed', exitCode: signalExitCodes[caught], code: 'E_INTERRUPTED', cause: error});
+				}
+
+				throw error;
+			} finally {
+				for (const [signal, listener] of listeners) {
+					process.off(signal, listener);
+				}
+			}
+		});
+};

@@ -1,0 +1,69 @@
+/**
+ * exobuild's command line. Parsing is commander's; every command validates its input into a
+ * typed request before anything starts. Errors a user can cause are printed as one line with a
+ * hint (a stack trace only with --debug), and set a non-zero exit code.
+ */
+import {Command, CommanderError, Option} from 'commander';
+import {isUserError, UserError} from '../errors.js';
+import {supportedPlatformIds} from '../platforms/parse.js';
+import {registerBuildCommand} from './build-command.js';
+import {registerBuilderCommand} from './builder-command.js';
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+export {collect};
+
+export const createProgram = (): Command => {
+	const program = new Command('exobuild')
+		.description('Build container images for foreign CPU architectures in a throwaway sandbox with its own QEMU emulators.')
+		.version('0.1.0')
+		.addOption(new Option('--debug', 'print stack traces of errors'))
+		.showSuggestionAfterError(true)
+		.configureOutput({outputError: () => undefined})
+		.exitOverride();
+	program.addHelpText('after', `\nSupported platforms: ${supportedPlatformIds().join(', ')}`);
+	registerBuildCommand(program);
+	registerBuilderCommand(program);
+	return program;
+};
+
+const printError = (error: unknown, debug: boolean): number => {
+	if (error instanceof CommanderError) {
+		if (error.exitCode === 0) {
+			return 0; // --help, --version
+		}
+
+		const message = error.message.replace(/^error: /, '');
+		process.stderr.write(`exobuild: ${message}\nhint: run \`exobuild ${process.argv[2] && !process.argv[2].startsWith('-') ? `${process.argv[2]} ` : ''}--help\` for the options\n`);
+		return 2;
+	}
+
+	if (isUserError(error)) {
+		process.stderr.write(`exobuild: ${error.message}\n${error.hint ? `hint: ${error.hint}\n` : ''}`);
+		if (debug) {
+			process.stderr.write(`${error.stack ?? ''}\n${error.cause ? `cause: ${String((error.cause as Error).stack ?? error.cause)}\n` : ''}`);
+		}
+
+		return error.exitCode;
+	}
+
+	const text = error instanceof Error ? error.message : String(error);
+	process.stderr.write(`exobuild: internal error: ${text}\nhint: this is a bug; run again with --debug and report the output\n`);
+	if (debug && error instanceof Error) {
+		process.stderr.write(`${error.stack ?? ''}\n`);
+	}
+
+	return 70;
+};
+
+export const main = async (argv: string[] = process.argv): Promise<number> => {
+	const program = createProgram();
+	const debug = argv.includes('--debug');
+	try {
+		await program.parseAsync(argv);
+		return typeof process.exitCode === 'number' ? process.exitCode : 0;
+	} catch (error) {
+		return printError(error, debug);
+	}
+};
+
+export const usageError = (message: string, hint: string): UserError => new UserError(message, {hint});

@@ -1,0 +1,84 @@
+/** Line-per-event progress for logs and non-TTY output (stderr). */
+import type {AgentEvent} from '../agent-events/contract.js';
+import {buildPhases, type BuildReporter, type ProgressEvent} from './events.js';
+
+const titleOf = (phase: string): string => buildPhases.find(p => p.name === phase)?.title ?? phase;
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
+
+export const describeAgentEvent = (event: AgentEvent): string | undefined => {
+	switch (event.event) {
+		case 'hello': {
+			return `agent ${event.agentVersion} on ${event.machine} (kernel ${event.kernel}), engine ${event.engine}`;
+		}
+
+		case 'phase-start': {
+			return `${titleOf(event.phase)}${event.platform ? ` ${event.platform}` : ''}`;
+		}
+
+		case 'phase-end': {
+			return `${titleOf(event.phase)}${event.platform ? ` ${event.platform}` : ''}: ${event.ok ? 'done' : 'FAILED'} in ${seconds(event.ms)}`;
+		}
+
+		case 'handler': {
+			return event.mode === 'native'
+				? `${event.platform}: native (uname -m: ${event.proof})`
+				: `${event.platform}: ${event.handler} → ${event.emulator} [${event.flags}] (${event.emulatorVersion}), registered by ${event.registeredBy}, proof: uname -m = ${event.proof}`;
+		}
+
+		case 'engine': {
+			return `${event.engine} ${event.version}; platforms: ${event.platforms.join(', ')}`;
+		}
+
+		case 'log': {
+			return `${event.platform ? `[${event.platform}] ` : ''}${event.line}`;
+		}
+
+		case 'result': {
+			return `built ${event.platforms.join(', ')} with ${event.engine}: ${event.digest}`;
+		}
+
+		case 'error': {
+			return `error ${event.code}${event.platform ? ` (${event.platform})` : ''}: ${event.message}`;
+		}
+	}
+};
+
+export class PlainReporter implements BuildReporter {
+	readonly #write: (line: string) => void;
+	readonly #started = Date.now();
+
+	constructor(write: (line: string) => void = line => process.stderr.write(`${line}\n`)) {
+		this.#write = write;
+	}
+
+	report(event: ProgressEvent): void {
+		const at = `#${seconds(Date.now() - this.#started).padStart(6)}`;
+		switch (event.kind) {
+			case 'host-phase': {
+				this.#write(`${at} ${titleOf(event.phase)}${event.state === 'end' ? `: done in ${seconds(event.ms ?? 0)}` : ''}${event.detail ? ` (${event.detail})` : ''}`);
+				break;
+			}
+
+			case 'agent': {
+				const line = describeAgentEvent(event.event);
+				if (line !== undefined) {
+					this.#write(`${at} ${line}`);
+				}
+
+				break;
+			}
+
+			case 'agent-stderr': {
+				this.#write(`${at} agent: ${event.line}`);
+				break;
+			}
+
+			case 'warning': {
+				this.#write(`WARNING: ${event.message}`);
+				break;
+			}
+		}
+	}
+
+	async finish(): Promise<void> {}
+}

@@ -1,0 +1,117 @@
+/**
+ * Folders owned by a live exobuild process. Each holds `owner.json` naming the owning process
+ * (pid + its start time from /proc, so a reused pid is not mistaken for the owner). A folder
+ * whose owner is gone belongs to a run that was killed hard; `reapOwnedDirs` removes it.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import {z} from 'zod';
+
+const ownerRecord = z.object({
+	pid: z.number().int().positive(),
+	/** Field 22 of /proc/<pid>/stat (clock ticks since boot); undefined where /proc is absent (macOS). */
+	startTime: z.string().optional(),
+	kind: z.string(),
+	created: z.string(),
+});
+export type OwnerRecord = z.infer<typeof ownerRecord>;
+
+export const ownerFile = 'owner.json';
+
+/** Start time of a process, from /proc/<pid>/stat; undefined if there is no such process or no /proc. */
+export const processStartTime = async (pid: number): Promise<string | undefined> => {
+	try {
+		const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+		// The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
+		return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+	} catch {
+		return undefined;
+	}
+};
+
+const processAlive = (pid: number): boolean => {
+	try {
+		process.kill(pid, 0);
+		return true;
+	} catch (error) {
+		return (error as NodeJS.ErrnoException).code === 'EPERM';
+	}
+};
+
+/** Whether the process named by a record is still running (same pid, same start time). */
+export const ownerAlive = async (record: OwnerRecord): Promise<boolean> => {
+	if (!processAlive(record.pid)) {
+		return false;
+	}
+
+	if (record.startTime === undefined) {
+		return true;
+	}
+
+	return (await processStartTime(record.pid)) === record.startTime;
+};
+
+export interface OwnedDir {
+	readonly path: string;
+	remove(): Promise<void>;
+}
+
+export const removeTree = async (dir: string): Promise<void> => {
+	await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
+};
+
+/** Creates `dir` (which must not exist) with an owner record for this process. */
+export const createOwnedDir = async (dir: string, kind: string): Promise<OwnedDir> => {
+	await fs.mkdir(path.dirname(dir), {recursive: true});
+	await fs.mkdir(dir);
+	const startTime = await processStartTime(process.pid);
+	const record: OwnerRecord = {pid: process.pid, ...(startTime === undefined ? {} : {startTime}), kind, created: new Date().toISOString()};
+	await fs.writeFile(path.join(dir, ownerFile), `${JSON.stringify(record)}\n`);
+	return {path: dir, remove: async () => removeTree(dir)};
+};
+
+export const readOwner = async (dir: string): Promise<OwnerRecord | undefined> => {
+	try {
+		return ownerRecord.parse(JSON.parse(await fs.readFile(path.join(dir, ownerFile), 'utf8')));
+	} catch {
+		return undefined;
+	}
+};
+
+/**
+ * Removes the folders under `parent` (accepted by `filter`) whose owner is gone. A folder with
+ * no readable owner record is removed once it is older than `graceMs` (its creator was killed
+ * between mkdir and writing the record). Returns the names removed.
+ */
+export const reapOwnedDirs = async (parent: string, filter: (name: string) => boolean = () => true, graceMs = 60_000): Promise<string[]> => {
+	let names: string[];
+	try {
+		names = await fs.readdir(parent);
+	} catch {
+		return [];
+	}
+
+	const removed: string[] = [];
+	for (const name of names.filter(filter)) {
+		const dir = path.join(parent, name);
+		// eslint-disable-next-line no-await-in-loop
+		const owner = await readOwner(dir);
+		let dead: boolean;
+		if (owner === undefined) {
+			// eslint-disable-next-line no-await-in-loop
+			const stat = await fs.stat(dir).catch(() => undefined);
+			dead = stat !== undefined && stat.isDirectory() && Date.now() - stat.mtimeMs > graceMs;
+		} else {
+			// eslint-disable-next-line no-await-in-loop
+			dead = !(await ownerAlive(owner));
+		}
+
+		if (dead) {
+			// eslint-disable-next-line no-await-in-loop
+			await removeTree(dir);
+			removed.push(name);
+		}
+	}
+
+	return removed;
+};

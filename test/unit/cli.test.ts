@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {after, test} from 'node:test';
+import {fileURLToPath} from 'node:url';
+import {execa} from 'execa';
+
+const bin = fileURLToPath(new URL('../../../bin/exobuild', import.meta.url));
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-cli-'));
+after(() => fs.rmSync(root, {recursive: true, force: true}));
+fs.writeFileSync(path.join(root, 'Dockerfile'), 'FROM scratch\n');
+
+const run = async (...args: string[]) => execa(bin, args, {cwd: root, reject: false, env: {EXOBUILD_CACHE_DIR: path.join(root, 'cache')}});
+
+const assertUsageError = (result: {exitCode?: number; stderr: string; stdout: string}, pattern: RegExp): void => {
+	assert.equal(result.exitCode, 2, result.stderr);
+	const lines = result.stderr.trim().split('\n');
+	assert.equal(lines.length, 2, `cause + hint only:\n${result.stderr}`);
+	assert.match(lines[0]!, /^exobuild: /);
+	assert.match(lines[0]!, pattern);
+	assert.match(lines[1]!, /^hint: /);
+	assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack trace');
+	assert.equal(result.stdout, '');
+};
+
+test('unknown platform: one line, a hint naming the supported ones, exit 2, nothing started', async () => {
+	const result = await run('build', '--platform', 'linux/mips64', '.');
+	assertUsageError(result, /unknown platform "linux\/mips64"/);
+	assert.match(result.stderr, /hint: supported platforms: linux\/amd64, .*linux\/riscv64/);
+	assert.equal(fs.existsSync(path.join(root, 'cache')), false, 'no cache dir was created');
+});
+
+test('missing context, missing Dockerfile, malformed flags', async () => {
+	assertUsageError(await run('build', 'nowhere'), /build context .*nowhere does not exist/);
+	assertUsageError(await run('build', '-f', 'Nofile', '.'), /Dockerfile .*Nofile not found/);
+	assertUsageError(await run('build', '--bogus', '.'), /unknown option '--bogus'/);
+	assertUsageError(await run('build', '--output', 'type=oci', '.'), /needs dest/);
+	assertUsageError(await run('build', '--build-arg', '=x', '.'), /--build-arg/);
+	assertUsageError(await run('build', '--platform'), /argument missing/);
+	assertUsageError(await run('frobnicate'), /unknown command 'frobnicate'/);
+});
+
+test('--debug adds the stack trace', async () => {
+	const result = await run('--debug', 'build', '--platform', 'linux/mips64', '.');
+	assert.equal(result.exitCode, 2);
+	assert.match(result.stderr, /\n\s+at /);
+});
+
+test('--help and --version exit 0', async () => {
+	const help = await run('build', '--help');
+	assert.equal(help.exitCode, 0);
+	assert.match(help.stdout, /--platform <P>/);
+	const version = await run('--version');
+	assert.equal(version.exitCode, 0);
+	assert.match(version.stdout, /^\d+\.\d+\.\d+$/m);
+});
