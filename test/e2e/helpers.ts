@@ -1,0 +1,75 @@
+/** Shared helpers of the end-to-end tests: run the real CLI, and check what a build leaves behind. */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {execa, type Options, type ResultPromise} from 'execa';
+
+export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+export const bin = path.join(repoRoot, 'bin', 'exobuild');
+/** Shared by all e2e tests so the builder image and fixtures are made once. */
+export const testCacheDir = path.join(repoRoot, '.cache', 'e2e');
+export const fixturesDir = path.join(repoRoot, '.cache', 'fixtures');
+export const exobuildEnv = {EXOBUILD_CACHE_DIR: path.join(testCacheDir, 'exobuild'), CI: '1'};
+
+export const exobuild = (args: readonly string[], options: Options = {}): ResultPromise =>
+	execa(bin, args, {reject: false, all: true, ...options, env: {...exobuildEnv, ...options.env}}) as ResultPromise;
+
+/** The host's binfmt_misc as it is: whether it is mounted, and every entry with its content. */
+export const hostBinfmtSnapshot = (): string => {
+	const dir = '/proc/sys/fs/binfmt_misc';
+	const mounted = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(line => line.split(' ')[4] === dir);
+	const entries = fs.readdirSync(dir).sort().map(name => {
+		let content: string;
+		try {
+			content = fs.readFileSync(path.join(dir, name), 'utf8');
+		} catch (error) {
+			content = `<${(error as NodeJS.ErrnoException).code}>`;
+		}
+
+		return `${name}:\n${content}`;
+	});
+	return JSON.stringify({mounted: mounted.length, entries});
+};
+
+/** Processes, mounts and run folders a build could leave behind. */
+export const leftovers = async (): Promise<{processes: string[]; mounts: string[]; runs: string[]}> => {
+	const ps = await execa('ps', ['-eo', 'pid=,args='], {reject: false});
+	const processes = ps.stdout.split('\n').filter(line => /buildah|buildkitd|qemu-|exobuild-agent|unshare --user|enter-sandbox/.test(line) && !/ps -eo/.test(line));
+	const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(line => line.includes('exobuild'));
+	const runsPath = path.join(exobuildEnv.EXOBUILD_CACHE_DIR, 'runs');
+	const runs = fs.existsSync(runsPath) ? fs.readdirSync(runsPath) : [];
+	return {processes, mounts, runs};
+};
+
+export const assertNothingLeft = async (): Promise<void> => {
+	// Give a killed process group a moment to be reaped by its parent.
+	for (let attempt = 0; attempt < 50; attempt++) {
+		// eslint-disable-next-line no-await-in-loop
+		const left = await leftovers();
+		if (left.processes.length === 0 && left.mounts.length === 0 && left.runs.length === 0) {
+			return;
+		}
+
+		// eslint-disable-next-line no-await-in-loop
+		await new Promise(resolve => setTimeout(resolve, 100));
+	}
+
+	assert.deepEqual(await leftovers(), {processes: [], mounts: [], runs: []});
+};
+
+export const makeContext = (dir: string, files: Record<string, string>): string => {
+	fs.mkdirSync(dir, {recursive: true});
+	for (const [name, content] of Object.entries(files)) {
+		fs.mkdirSync(path.dirname(path.join(dir, name)), {recursive: true});
+		fs.writeFileSync(path.join(dir, name), content);
+	}
+
+	return dir;
+};
+
+/** ELF e_machine of a binary (to check a file really is of the platform's architecture). */
+export const elfMachine = (content: Buffer): number => {
+	assert.equal(content.subarray(0, 4).toString('latin1'), '\x7fELF');
+	return content[5] === 2 ? content.readUInt16BE(18) : content.readUInt16LE(18);
+};
