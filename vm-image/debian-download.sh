@@ -14,7 +14,7 @@
 set -eu
 
 [ $# -ge 3 ] || { echo "usage: $0 DEBIAN_ARCH DEST_DIR PACKAGE..." >&2; exit 2; }
-arch=$1; dest=$2; shift 2
+arch=$1; mkdir -p "$2"; dest=$(cd "$2" && pwd); shift 2
 mirror=${EXOBUILD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 suites=${EXOBUILD_DEBIAN_SUITES:-trixie stable}
 keyring=${EXOBUILD_DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
@@ -26,12 +26,12 @@ done
 [ -n "$need" ] || exit 0
 
 apt_dir="$dest/.apt-$arch"
-mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs" "$apt_dir/sources.list.d"
 
 apt_opts() {
 	printf '%s\n' \
 		"-oAPT::Architecture=$arch" "-oAPT::Architectures=$arch" \
-		"-oDir::Etc::SourceList=$apt_dir/sources.list" "-oDir::Etc::SourceParts=/nonexistent" \
+		"-oDir::Etc::SourceList=$apt_dir/sources.list" "-oDir::Etc::SourceParts=$apt_dir/sources.list.d" \
 		"-oDir::State::Lists=$apt_dir/lists" "-oDir::Cache=$apt_dir/cache" \
 		"-oDir::State::status=/dev/null" "-oDebug::NoLocking=1" "-oAPT::Sandbox::User=root" \
 		"-oAcquire::Retries=3"

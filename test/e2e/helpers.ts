@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
-import {execa, type Options, type ResultPromise} from 'execa';
+import {execa} from 'execa';
 
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 export const bin = path.join(repoRoot, 'bin', 'exobuild');
@@ -12,8 +12,8 @@ export const testCacheDir = path.join(repoRoot, '.cache', 'e2e');
 export const fixturesDir = path.join(repoRoot, '.cache', 'fixtures');
 export const exobuildEnv = {EXOBUILD_CACHE_DIR: path.join(testCacheDir, 'exobuild'), CI: '1'};
 
-export const exobuild = (args: readonly string[], options: Options = {}): ResultPromise =>
-	execa(bin, args, {reject: false, all: true, ...options, env: {...exobuildEnv, ...options.env}}) as ResultPromise;
+export const exobuild = (args: readonly string[], options: {env?: Record<string, string>} = {}) =>
+	execa(bin, args, {reject: false, all: true, env: {...exobuildEnv, ...options.env}});
 
 /** The host's binfmt_misc as it is: whether it is mounted, and every entry with its content. */
 export const hostBinfmtSnapshot = (): string => {

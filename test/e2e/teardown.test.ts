@@ -38,14 +38,14 @@ const startSleepingBuild = async (dest: string) => {
 		});
 		child.catch(reject);
 	});
-	return child;
+	return {child};
 };
 
 for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
 	test(`${signal} during a RUN step stops the build, removes everything and keeps the old output`, async () => {
 		const dest = path.join(work, `${signal}.tar`);
 		fs.writeFileSync(dest, 'old');
-		const child = await startSleepingBuild(dest);
+		const {child} = await startSleepingBuild(dest);
 		const sent = Date.now();
 		child.kill(signal);
 		const result = await child;
@@ -59,7 +59,7 @@ for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
 }
 
 test('an engine that dies mid-build fails the build with a cause and leaves nothing', async () => {
-	const child = await startSleepingBuild(path.join(work, 'crash.tar'));
+	const {child} = await startSleepingBuild(path.join(work, 'crash.tar'));
 	await execa('pkill', ['-KILL', '-f', 'buildah.* build'], {reject: false});
 	const result = await child;
 	assert.equal(result.exitCode, 1, result.all);
@@ -68,7 +68,7 @@ test('an engine that dies mid-build fails the build with a cause and leaves noth
 });
 
 test('a run killed with SIGKILL leaves no process; the next run reaps its folders', async () => {
-	const child = await startSleepingBuild(path.join(work, 'killed.tar'));
+	const {child} = await startSleepingBuild(path.join(work, 'killed.tar'));
 	child.kill('SIGKILL');
 	await child;
 	// The sandbox dies with its owner (parent-death signal), but the run folders stay behind.

@@ -1,0 +1,222 @@
+/**
+ * Making, finding and caching the distro builder image: an OCI image archive in
+ * builderImagesDir(), named by the hash of its inputs. Layer 1 (the Debian root filesystem,
+ * slow to make) is cached on its own, so a changed agent only rebuilds layer 2 (seconds).
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import readline from 'node:readline';
+import {execa} from 'execa';
+import * as tar from 'tar';
+import {z} from 'zod';
+import {UserError} from '../errors.js';
+import {LayoutWriter, writeFileAtomically} from '../oci/index.js';
+import {builderImagesDir, vmImageDir} from '../paths.js';
+import {createOwnedDir, ownerAlive, readOwner, reapOwnedDirs} from '../runs/owned-dir.js';
+import type {BuilderImage} from './builder-image.js';
+import {agentLayerFiles, archPairs, builderPackages, defaultMirror, defaultSuites, recipeHashes, rootfsRecipe} from './recipe.js';
+
+export type {BuilderImage} from './builder-image.js';
+
+export interface BuilderOptions {
+	readonly mirror?: string;
+	readonly suites?: readonly string[];
+	readonly force?: boolean;
+	readonly onProgress?: (step: string, detail?: string) => void;
+	readonly signal?: AbortSignal;
+}
+
+const builderImageRecord = z.object({
+	archivePath: z.string(),
+	manifestDigest: z.string().regex(/^sha256:[a-f0-9]{64}$/),
+	inputHash: z.string(),
+	architecture: z.string(),
+});
+
+const layerRecord = z.object({digest: z.string(), diffId: z.string(), size: z.number()});
+
+const ociArchitecture = (): string => ({x64: 'amd64', arm64: 'arm64'} as Record<string, string>)[process.arch] ?? process.arch;
+
+const recordPath = (inputHash: string): string => path.join(builderImagesDir(), `${inputHash}.json`);
+
+/** The current builder image, if it has been made (and its archive is still there). */
+export const findBuilderImage = async (options: Pick<BuilderOptions, 'suites'> = {}): Promise<BuilderImage | undefined> => {
+	const {inputHash} = await recipeHashes(options.suites);
+	try {
+		const record = builderImageRecord.parse(JSON.parse(await fs.readFile(recordPath(inputHash), 'utf8')));
+		await fs.access(record.archivePath);
+		return record;
+	} catch {
+		return undefined;
+	}
+};
+
+const sleep = async (ms: number): Promise<void> => new Promise(resolve => {
+	setTimeout(resolve, ms);
+});
+
+/** One creator at a time per image: a lock folder with an owner record; a dead owner's lock is broken. */
+const withLock = async <T>(name: string, onWait: () => void, run: () => Promise<T>): Promise<T> => {
+	const lock = path.join(builderImagesDir(), `.lock-${name}`);
+	let waited = false;
+	for (;;) {
+		try {
+			// eslint-disable-next-line no-await-in-loop
+			const owned = await createOwnedDir(lock, 'builder-lock');
+			try {
+				return await run();
+			} finally {
+				await owned.remove();
+			}
+		} catch (error) {
+			if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+				throw error;
+			}
+
+			// eslint-disable-next-line no-await-in-loop
+			const owner = await readOwner(lock);
+			// eslint-disable-next-line no-await-in-loop
+			if (owner !== undefined && !(await ownerAlive(owner))) {
+				// eslint-disable-next-line no-await-in-loop
+				await fs.rm(lock, {recursive: true, force: true});
+				continue;
+			}
+
+			if (!waited) {
+				onWait();
+				waited = true;
+			}
+
+			// eslint-disable-next-line no-await-in-loop
+			await sleep(500);
+		}
+	}
+};
+
+const makeRootfsLayer = async (rootfsHash: string, work: string, options: BuilderOptions): Promise<z.infer<typeof layerRecord>> => {
+	const layersDir = path.join(builderImagesDir(), 'layers');
+	const blob = path.join(layersDir, `${rootfsHash}.tar.gz`);
+	const record = path.join(layersDir, `${rootfsHash}.json`);
+	try {
+		return layerRecord.parse(JSON.parse(await fs.readFile(record, 'utf8')));
+	} catch {}
+
+	const mirror = options.mirror ?? defaultMirror;
+	const suites = options.suites ?? defaultSuites;
+	options.onProgress?.('Debian packages', `mmdebstrap ${builderPackages.join(' ')} from ${mirror}`);
+	const rootfsTar = path.join(work, 'rootfs.tar');
+	const child = execa(rootfsRecipe, [rootfsTar, mirror, suites.join(' '), builderPackages.join(' '), archPairs().join(' ')], {
+		reject: false, all: true, buffer: {all: true, stdout: false, stderr: false}, ...(options.signal === undefined ? {} : {cancelSignal: options.signal}),
+	});
+	const tail: string[] = [];
+	if (child.all) {
+		readline.createInterface({input: child.all}).on('line', line => {
+			tail.push(line);
+			if (tail.length > 20) {
+				tail.shift();
+			}
+
+			if (/^[IWE]: /.test(line)) {
+				options.onProgress?.('Debian packages', line.slice(3));
+			}
+		});
+	}
+
+	const result = await child;
+	if (result.exitCode !== 0) {
+		throw new UserError(`making the builder image's root filesystem failed (mmdebstrap exit code ${result.exitCode ?? result.signal})`, {
+			hint: `check that ${mirror} serves ${suites.join(' or ')}; last output: ${tail.slice(-3).join(' | ')}`,
+			exitCode: 1,
+			code: 'E_BUILDER_IMAGE',
+		});
+	}
+
+	options.onProgress?.('Compress root filesystem');
+	const writer = new LayoutWriter(path.join(work, 'layer1'));
+	const {descriptor, diffId} = await writer.addLayer(rootfsTar);
+	await fs.mkdir(layersDir, {recursive: true});
+	await fs.rename(path.join(work, 'layer1', 'blobs', 'sha256', descriptor.digest.slice(7)), blob);
+	const value = {digest: descriptor.digest, diffId, size: descriptor.size};
+	await fs.writeFile(record, `${JSON.stringify(value)}\n`);
+	await fs.rm(rootfsTar, {force: true});
+	return value;
+};
+
+const makeAgentLayer = async (work: string): Promise<string> => {
+	const tree = path.join(work, 'agent-layer');
+	for (const [source, target, mode] of agentLayerFiles) {
+		const destination = path.join(tree, target);
+		// eslint-disable-next-line no-await-in-loop
+		await fs.mkdir(path.dirname(destination), {recursive: true});
+		// eslint-disable-next-line no-await-in-loop
+		await fs.copyFile(path.join(vmImageDir, source), destination);
+		// eslint-disable-next-line no-await-in-loop
+		await fs.chmod(destination, mode);
+	}
+
+	const layer = path.join(work, 'agent-layer.tar');
+	await tar.c({cwd: tree, file: layer, portable: true, mtime: new Date(0)}, agentLayerFiles.map(([, target]) => target));
+	return layer;
+};
+
+/** Makes the builder image (unless a current one exists and `force` is not set). */
+export const createBuilderImage = async (options: BuilderOptions = {}): Promise<BuilderImage> => {
+	const {rootfsHash, inputHash} = await recipeHashes(options.suites);
+	await fs.mkdir(builderImagesDir(), {recursive: true});
+	await reapOwnedDirs(builderImagesDir(), name => name.startsWith('.work-'));
+	return withLock(inputHash, () => options.onProgress?.('Waiting for another exobuild making the same builder image'), async () => {
+		if (!options.force) {
+			const existing = await findBuilderImage(options);
+			if (existing !== undefined) {
+				return existing;
+			}
+		}
+
+		if (options.force) {
+			await fs.rm(path.join(builderImagesDir(), 'layers', `${rootfsHash}.json`), {force: true});
+		}
+
+		const work = await createOwnedDir(path.join(builderImagesDir(), `.work-${process.pid}-${Date.now()}`), 'builder-work');
+		try {
+			const rootfsLayer = await makeRootfsLayer(rootfsHash, work.path, options);
+			options.onProgress?.('Agent layer');
+			const agentLayer = await makeAgentLayer(work.path);
+			const layoutDir = path.join(work.path, 'layout');
+			const writer = new LayoutWriter(layoutDir);
+			await fs.mkdir(path.join(layoutDir, 'blobs', 'sha256'), {recursive: true});
+			await fs.link(path.join(builderImagesDir(), 'layers', `${rootfsHash}.tar.gz`), path.join(layoutDir, 'blobs', 'sha256', rootfsLayer.digest.slice(7)));
+			const manifest = await writer.addImage({
+				layers: [agentLayer],
+				precompressed: [{descriptor: {mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: rootfsLayer.digest, size: rootfsLayer.size}, diffId: rootfsLayer.diffId}],
+				architecture: ociArchitecture(),
+				cmd: ['/usr/local/bin/exobuild-agent', 'version'],
+				labels: {'org.opencontainers.image.title': 'exobuild builder (Debian)', 'dev.exobuild.input-hash': inputHash},
+			});
+			await writer.finish(manifest, `exobuild-builder:${inputHash.slice(0, 12)}`);
+			const archivePath = path.join(builderImagesDir(), `${inputHash}.tar`);
+			options.onProgress?.('Write image archive', archivePath);
+			await writeFileAtomically(archivePath, async partial => {
+				await tar.c({cwd: layoutDir, file: partial, portable: true, mtime: new Date(0)}, ['oci-layout', 'index.json', 'blobs']);
+			});
+			const image: BuilderImage = {archivePath, manifestDigest: manifest.digest, inputHash, architecture: ociArchitecture()};
+			await writeFileAtomically(recordPath(inputHash), async partial => fs.writeFile(partial, `${JSON.stringify(image, undefined, 2)}\n`));
+			return image;
+		} finally {
+			await work.remove();
+		}
+	});
+};
+
+/** The builder image, made on first use. */
+export const ensureBuilderImage = async (options: BuilderOptions = {}): Promise<BuilderImage> => {
+	if (!options.force) {
+		const existing = await findBuilderImage(options);
+		if (existing !== undefined) {
+			return existing;
+		}
+	}
+
+	options.onProgress?.('Making the builder image (first use; a minute or two)');
+	return createBuilderImage(options);
+};
+

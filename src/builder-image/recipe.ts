@@ -1,0 +1,55 @@
+/**
+ * What the distro builder image is made of, and the hashes that name it. Everything is derived
+ * from the platform table and the files in vm-image/; the mirror is not part of the identity
+ * (an air-gapped mirror must give the same image name).
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import {architectures} from '../platforms/table.js';
+import {vmImageDir} from '../paths.js';
+
+/** Debian packages of the base layer. netavark: buildah >= 1.30 wants a network backend even with --network host. */
+export const builderPackages = ['qemu-user-static', 'buildah', 'runc', 'netavark', 'ca-certificates', 'mount', 'procps'] as const;
+
+/** Suites tried in order (a mirror mid-sync can serve a stale index under one name and a good one under another). */
+export const defaultSuites = ['trixie', 'stable'] as const;
+
+export const defaultMirror = 'http://deb.debian.org/debian';
+
+/** The recipe of layer 1 (the Debian root filesystem). */
+export const rootfsRecipe = path.join(vmImageDir, 'make-builder-rootfs.sh');
+
+/** Files of layer 2: [path in vm-image/, path in the image, mode]. */
+export const agentLayerFiles = [
+	['exobuild-agent', 'usr/local/bin/exobuild-agent', 0o755],
+] as const;
+
+/** QEMU=Debian pairs of every architecture in the table, as the recipe takes them. */
+export const archPairs = (): string[] => architectures.map(arch => `${arch.qemu}=${arch.debian}`);
+
+const hashOf = (parts: ReadonlyArray<string | Buffer>): string => {
+	const hash = crypto.createHash('sha256');
+	for (const part of parts) {
+		hash.update(String(Buffer.byteLength(part)));
+		hash.update(':');
+		hash.update(part);
+	}
+
+	return hash.digest('hex');
+};
+
+export interface RecipeHashes {
+	/** Names layer 1: the recipe scripts, packages, architectures, suites. */
+	readonly rootfsHash: string;
+	/** Names the whole image: layer 1's hash plus the files of layer 2. */
+	readonly inputHash: string;
+}
+
+export const recipeHashes = async (suites: readonly string[] = defaultSuites): Promise<RecipeHashes> => {
+	const recipe = await fs.readFile(rootfsRecipe);
+	const downloader = await fs.readFile(path.join(vmImageDir, 'debian-download.sh'));
+	const rootfsHash = hashOf([recipe, downloader, builderPackages.join(' '), archPairs().join(' '), suites.join(' ')]);
+	const layerFiles = await Promise.all(agentLayerFiles.map(async ([source, target, mode]) => [await fs.readFile(path.join(vmImageDir, source)), target, String(mode)]).flat());
+	return {rootfsHash, inputHash: hashOf([rootfsHash, ...layerFiles.flat()])};
+};

@@ -1,0 +1,240 @@
+/**
+ * OCI image archives (a tar of an OCI image layout): writing exobuild's output atomically, and
+ * reading one back (tests, the demo).
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import {Readable} from 'node:stream';
+import * as tar from 'tar';
+import {readBlob, readIndexJson} from './layout.js';
+import {
+	configSchema, containerdNameAnnotation, indexSchema, isIndexMediaType, manifestSchema, refNameAnnotation,
+	type Descriptor, type ImageConfig, type ImageIndex,
+} from './schema.js';
+
+/** docker.io/library/name:latest style of a reference, as containerd records it. */
+export const normaliseReference = (reference: string): string => {
+	const firstSlash = reference.indexOf('/');
+	const first = firstSlash === -1 ? '' : reference.slice(0, firstSlash);
+	let full = reference;
+	if (firstSlash === -1) {
+		full = `docker.io/library/${reference}`;
+	} else if (!first.includes('.') && !first.includes(':') && first !== 'localhost') {
+		full = `docker.io/${reference}`;
+	}
+
+	const lastSegment = full.slice(full.lastIndexOf('/') + 1);
+	return lastSegment.includes(':') || lastSegment.includes('@') ? full : `${full}:latest`;
+};
+
+const tagOf = (reference: string): string => {
+	const lastSegment = reference.slice(reference.lastIndexOf('/') + 1);
+	const colon = lastSegment.indexOf(':');
+	return colon === -1 ? 'latest' : lastSegment.slice(colon + 1).split('@')[0]!;
+};
+
+/** Checks every blob reachable from index.json exists and matches its digest; returns the digests. */
+export const verifyLayout = async (layoutDir: string): Promise<Set<string>> => {
+	const index = await readIndexJson(layoutDir);
+	const seen = new Set<string>();
+	const visit = async (descriptor: Descriptor): Promise<void> => {
+		if (seen.has(descriptor.digest)) {
+			return;
+		}
+
+		const data = await readBlob(layoutDir, descriptor);
+		seen.add(descriptor.digest);
+		if (isIndexMediaType(descriptor.mediaType)) {
+			for (const child of indexSchema.parse(JSON.parse(data.toString('utf8'))).manifests) {
+				// eslint-disable-next-line no-await-in-loop
+				await visit(child);
+			}
+		} else if (descriptor.mediaType.includes('manifest')) {
+			const manifest = manifestSchema.parse(JSON.parse(data.toString('utf8')));
+			for (const blob of [manifest.config, ...manifest.layers]) {
+				// eslint-disable-next-line no-await-in-loop
+				await visit(blob);
+			}
+		}
+	};
+
+	for (const descriptor of index.manifests) {
+		// eslint-disable-next-line no-await-in-loop
+		await visit(descriptor);
+	}
+
+	return seen;
+};
+
+/** Writes `file` through a temporary sibling and a rename: readers see the old file or the complete new one. */
+export const writeFileAtomically = async (file: string, write: (partial: string) => Promise<void>): Promise<void> => {
+	const partial = path.join(path.dirname(file), `.${path.basename(file)}.${crypto.randomBytes(4).toString('hex')}.partial`);
+	try {
+		await write(partial);
+		const handle = await fs.open(partial, 'r');
+		try {
+			await handle.sync();
+		} finally {
+			await handle.close();
+		}
+
+		await fs.rename(partial, file);
+	} catch (error) {
+		await fs.rm(partial, {force: true});
+		throw error;
+	}
+};
+
+/**
+ * Packs an OCI layout (one image or one index in index.json) into an archive at `dest`,
+ * recording each tag (org.opencontainers.image.ref.name = the tag, io.containerd.image.name =
+ * the full reference, as BuildKit's OCI exporter does). Every blob is verified first.
+ */
+export const packLayoutToArchive = async (layoutDir: string, dest: string, options: {tags: readonly string[]}): Promise<void> => {
+	const index = await readIndexJson(layoutDir);
+	if (index.manifests.length !== 1) {
+		throw new Error(`expected one image in ${layoutDir}/index.json, found ${index.manifests.length}`);
+	}
+
+	const digests = await verifyLayout(layoutDir);
+	const {annotations, ...top} = index.manifests[0]!;
+	const kept = Object.fromEntries(Object.entries(annotations ?? {}).filter(([key]) => key !== refNameAnnotation && key !== containerdNameAnnotation));
+	const manifests = options.tags.length === 0
+		? [{...top, ...(Object.keys(kept).length > 0 ? {annotations: kept} : {})}]
+		: options.tags.map(tag => ({...top, annotations: {...kept, [containerdNameAnnotation]: normaliseReference(tag), [refNameAnnotation]: tagOf(tag)}}));
+	const newIndex: ImageIndex = {schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests};
+	await fs.writeFile(path.join(layoutDir, 'index.json'), `${JSON.stringify(newIndex)}\n`);
+	const files = ['oci-layout', 'index.json', ...[...digests].sort().map(digest => path.posix.join('blobs', ...digest.split(':')))];
+	await writeFileAtomically(dest, async partial => {
+		await tar.c({cwd: layoutDir, file: partial, portable: true, noDirRecurse: true, mtime: new Date(0)}, files);
+	});
+};
+
+export interface InspectedImage {
+	readonly platform: string;
+	readonly manifestDigest: string;
+	readonly config: ImageConfig;
+	/** A file of the image's merged filesystem (layers applied in order, whiteouts honoured); undefined if absent. */
+	readFile(file: string): Promise<Buffer | undefined>;
+}
+
+export interface InspectedArchive {
+	readonly kind: 'manifest' | 'index';
+	readonly topDigest: string;
+	/** io.containerd.image.name of each index.json entry (the full references). */
+	readonly tags: string[];
+	readonly images: InspectedImage[];
+}
+
+const readArchiveEntries = async (file: string): Promise<Map<string, Buffer>> => {
+	const entries = new Map<string, Buffer>();
+	await tar.t({
+		file,
+		onReadEntry(entry) {
+			const chunks: Buffer[] = [];
+			entry.on('data', (chunk: Buffer) => chunks.push(chunk));
+			entry.on('end', () => entries.set(entry.path.replace(/^\.\//, ''), Buffer.concat(chunks)));
+		},
+	});
+	return entries;
+};
+
+/** Looks a path up in one layer: its content, a whiteout of it (or of an ancestor), or nothing. */
+const lookInLayer = async (layer: Buffer, wanted: string): Promise<{found: Buffer} | {deleted: true} | undefined> => {
+	const parts = wanted.split('/');
+	const whiteouts = new Set<string>();
+	for (let depth = 1; depth <= parts.length; depth++) {
+		const dir = parts.slice(0, depth - 1).join('/');
+		whiteouts.add(`${dir ? `${dir}/` : ''}.wh.${parts[depth - 1]}`);
+		if (depth < parts.length) {
+			whiteouts.add(`${parts.slice(0, depth).join('/')}/.wh..wh..opq`);
+		}
+	}
+
+	let result: {found: Buffer} | {deleted: true} | undefined;
+	await new Promise<void>((resolve, reject) => {
+		const parser = new tar.Parser({
+			onReadEntry(entry) {
+				const name = entry.path.replace(/^\.?\//, '').replace(/\/$/, '');
+				if (name === wanted && entry.type === 'File') {
+					const chunks: Buffer[] = [];
+					entry.on('data', (chunk: Buffer) => chunks.push(chunk));
+					entry.on('end', () => {
+						result = {found: Buffer.concat(chunks)};
+					});
+					return;
+				}
+
+				if (whiteouts.has(name) && result === undefined) {
+					result = {deleted: true};
+				}
+
+				entry.resume();
+			},
+		});
+		parser.on('end', resolve);
+		parser.on('error', reject);
+		Readable.from([layer]).pipe(parser);
+	});
+	return result;
+};
+
+export const inspectArchive = async (file: string): Promise<InspectedArchive> => {
+	const entries = await readArchiveEntries(file);
+	const blob = (digest: string): Buffer => {
+		const data = entries.get(path.posix.join('blobs', ...digest.split(':')));
+		if (data === undefined) {
+			throw new Error(`${file}: blob ${digest} is missing`);
+		}
+
+		return data;
+	};
+
+	const index = indexSchema.parse(JSON.parse(entries.get('index.json')?.toString('utf8') ?? 'null'));
+	const top = index.manifests[0];
+	if (top === undefined) {
+		throw new Error(`${file}: index.json lists no image`);
+	}
+
+	const descriptors: Array<{descriptor: Descriptor}> = [];
+	const collect = (descriptor: Descriptor): void => {
+		if (isIndexMediaType(descriptor.mediaType)) {
+			for (const child of indexSchema.parse(JSON.parse(blob(descriptor.digest).toString('utf8'))).manifests) {
+				collect(child);
+			}
+		} else if (descriptor.mediaType.includes('manifest')) {
+			descriptors.push({descriptor});
+		}
+	};
+
+	collect(top);
+	const images = descriptors.map(({descriptor}): InspectedImage => {
+		const manifest = manifestSchema.parse(JSON.parse(blob(descriptor.digest).toString('utf8')));
+		const config = configSchema.parse(JSON.parse(blob(manifest.config.digest).toString('utf8')));
+		return {
+			platform: [config.os, config.architecture, config.variant].filter(Boolean).join('/'),
+			manifestDigest: descriptor.digest,
+			config,
+			async readFile(wanted: string) {
+				const normalised = wanted.replace(/^\/+/, '');
+				for (const layer of [...manifest.layers].reverse()) {
+					// eslint-disable-next-line no-await-in-loop
+					const hit = await lookInLayer(blob(layer.digest), normalised);
+					if (hit !== undefined) {
+						return 'found' in hit ? hit.found : undefined;
+					}
+				}
+
+				return undefined;
+			},
+		};
+	});
+	return {
+		kind: isIndexMediaType(top.mediaType) ? 'index' : 'manifest',
+		topDigest: top.digest,
+		tags: index.manifests.map(descriptor => descriptor.annotations?.[containerdNameAnnotation]).filter((name): name is string => name !== undefined),
+		images,
+	};
+};
+

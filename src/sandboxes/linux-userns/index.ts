@@ -1,0 +1,107 @@
+/**
+ * The linux-userns sandbox runtime: a user namespace (full identity id map) with its own mount,
+ * pid, ipc and uts namespaces, pivoted into an overlay of the builder image's rootfs, with its
+ * own binfmt_misc instance (Linux >= 6.7). The host's kernel table is never touched.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import {execa} from 'execa';
+import {UserError} from '../../errors.js';
+import {packageRoot, runsDir} from '../../paths.js';
+import {createOwnedDir, reapOwnedDirs} from '../../runs/owned-dir.js';
+import type {AgentExit, AgentRun, ReapReport, RuntimeFeatures, Sandbox, SandboxRuntime, SandboxSpec} from '../runtime.js';
+import {builderRootfs, reapRootfsUnpacks} from './builder-rootfs.js';
+import {runInNamespaces} from './namespaces.js';
+
+export {builderRootfs} from './builder-rootfs.js';
+
+const enterScript = path.join(packageRoot, 'src', 'sandboxes', 'linux-userns', 'enter-sandbox.sh');
+const agentPath = '/usr/local/bin/exobuild-agent';
+const runSuffix = '.sandbox';
+
+/** The first kernel whose binfmt_misc can be mounted per user namespace. */
+const minimumKernel = [6, 7] as const;
+
+export const kernelSupportsPrivateBinfmt = (release: string): boolean => {
+	const [major = 0, minor = 0] = release.split(/[.-]/).map(Number);
+	return major > minimumKernel[0] || (major === minimumKernel[0] && minor >= minimumKernel[1]);
+};
+
+export interface LinuxUsernsOptions {
+	/** For tests: run this instead of the agent (argv inside the sandbox; AgentRun.args are appended). */
+	readonly entrypoint?: readonly string[];
+}
+
+export const createLinuxUsernsRuntime = (options: LinuxUsernsOptions = {}): SandboxRuntime => ({
+	name: 'linux-userns',
+
+	async features(): Promise<RuntimeFeatures> {
+		if (process.platform !== 'linux') {
+			throw new UserError(`the linux-userns driver runs on Linux, not ${process.platform}`, {hint: 'on macOS use --driver apple-container', code: 'E_DRIVER'});
+		}
+
+		const release = os.release();
+		if (!kernelSupportsPrivateBinfmt(release)) {
+			throw new UserError(`kernel ${release} cannot give a sandbox its own binfmt_misc (needs Linux 6.7 or later)`, {
+				hint: 'upgrade the kernel; exobuild never registers emulators in the host\'s global table',
+				code: 'E_KERNEL',
+			});
+		}
+
+		if (process.getuid?.() !== 0) {
+			throw new UserError('the linux-userns driver needs root for now (it writes the sandbox\'s full uid map itself)', {
+				hint: 'run exobuild as root (sudo exobuild …); rootless support via newuidmap is planned',
+				code: 'E_PRIVILEGE',
+			});
+		}
+
+		for (const tool of ['unshare', 'setpriv']) {
+			// eslint-disable-next-line no-await-in-loop
+			const found = await execa('sh', ['-c', `command -v ${tool}`], {reject: false});
+			if (found.exitCode !== 0) {
+				throw new UserError(`${tool} is not installed`, {hint: 'install util-linux (apt-get install util-linux)', code: 'E_DEPENDENCY'});
+			}
+		}
+
+		return {privateBinfmt: true, nativeMachine: os.machine()};
+	},
+
+	async start(spec: SandboxSpec): Promise<Sandbox> {
+		const rootfs = await builderRootfs(spec.builderImage);
+		const run = await createOwnedDir(path.join(runsDir(), `${spec.sessionId}${runSuffix}`), 'linux-userns');
+		const abort = new AbortController();
+		let running: Promise<unknown> | undefined;
+		const stop = async (): Promise<void> => {
+			abort.abort();
+			await running?.catch(() => undefined);
+			await run.remove();
+		};
+
+		return {
+			id: spec.sessionId,
+			async runAgent(agentRun: AgentRun): Promise<AgentExit> {
+				const mounts = spec.mounts.flatMap(mount => ['--mount', mount.readOnly ? 'ro' : 'rw', mount.hostPath, mount.sandboxPath]);
+				const env = Object.entries(spec.env ?? {}).flatMap(([key, value]) => ['--env', `${key}=${value}`]);
+				const command = [...(options.entrypoint ?? [agentPath]), ...agentRun.args];
+				const signal = agentRun.signal === undefined ? abort.signal : AbortSignal.any([abort.signal, agentRun.signal]);
+				const exit = runInNamespaces(['/bin/sh', enterScript, rootfs, run.path, ...mounts, ...env, '--', ...command], {
+					onStdoutLine: agentRun.onStdoutLine,
+					onStderrLine: agentRun.onStderrLine,
+					signal,
+				});
+				running = exit;
+				return exit;
+			},
+			stop,
+		};
+	},
+
+	async reapOrphans(): Promise<ReapReport> {
+		const removed = await reapOwnedDirs(runsDir(), name => name.endsWith(runSuffix));
+		await reapRootfsUnpacks();
+		return {removed};
+	},
+});
+
+/** The folder of a sandbox's run state (for tests). */
+export const sandboxRunDir = (sessionId: string): string => path.join(runsDir(), `${sessionId}${runSuffix}`);

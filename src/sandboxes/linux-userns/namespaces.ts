@@ -1,0 +1,164 @@
+/**
+ * Processes in a new user + mount + pid + ipc + uts namespace with a full identity id map
+ * (0..65535), which buildah needs (a single mapped id fails on supplemental groups).
+ *
+ * `unshare --map-users` goes through newuidmap, which wants /etc/subuid entries. Instead the
+ * host (root) writes the maps itself: the namespace's first process waits on fd 3 until the maps
+ * are written, then execs the command, which thereby gets full capabilities in the namespace
+ * (an exec before the map is written would drop them). setpriv's parent-death signal and
+ * unshare's --kill-child tie the namespace's life to this process: if exobuild is killed, the
+ * namespace's pid 1 dies, and with it every process in it.
+ */
+import fs from 'node:fs/promises';
+import readline from 'node:readline';
+import {execa} from 'execa';
+
+export const idMapSize = 65_536;
+
+export interface NamespacedRun {
+	readonly onStdoutLine?: (line: string) => void;
+	readonly onStderrLine?: (line: string) => void;
+	readonly signal?: AbortSignal;
+	readonly cwd?: string;
+}
+
+export interface NamespacedExit {
+	readonly exitCode: number | undefined;
+	readonly signal: string | undefined;
+}
+
+const sleep = async (ms: number): Promise<void> => new Promise(resolve => {
+	setTimeout(resolve, ms);
+});
+
+const readlinkOrUndefined = async (file: string): Promise<string | undefined> => fs.readlink(file).catch(() => undefined);
+
+/** Pids of the processes whose pid namespace is `nsLink` (e.g. "pid:[4026532841]"). */
+export const processesInPidNamespace = async (nsLink: string): Promise<number[]> => {
+	const pids = (await fs.readdir('/proc')).filter(name => /^\d+$/.test(name));
+	const links = await Promise.all(pids.map(async pid => [Number(pid), await readlinkOrUndefined(`/proc/${pid}/ns/pid`)] as const));
+	return links.filter(([, link]) => link === nsLink).map(([pid]) => pid);
+};
+
+const killQuietly = (pid: number): void => {
+	try {
+		process.kill(pid, 'SIGKILL');
+	} catch {}
+};
+
+/**
+ * Runs argv as pid 1 of new namespaces and resolves when the namespace is gone: not only its
+ * pid 1 but every process in it has exited (so its mounts are released).
+ */
+export const runInNamespaces = async (argv: readonly string[], run: NamespacedRun = {}): Promise<NamespacedExit> => {
+	const ownUserNs = await fs.readlink('/proc/self/ns/user');
+	const child = execa('setpriv', [
+		'--pdeathsig', 'SIGKILL', '--',
+		'unshare', '--user', '--mount', '--pid', '--ipc', '--uts', '--fork', '--kill-child', '--propagation', 'private', '--',
+		'/bin/sh', '-c', 'read -r _ <&3 && exec 3<&- && exec "$@"', 'sh', ...argv,
+	], {stdio: ['ignore', 'pipe', 'pipe', 'pipe'], reject: false, buffer: false, ...(run.cwd === undefined ? {} : {cwd: run.cwd})});
+
+	const lines = (stream: NodeJS.ReadableStream | null, onLine: ((line: string) => void) | undefined): Promise<void> => new Promise(resolve => {
+		if (stream === null) {
+			resolve();
+			return;
+		}
+
+		const reader = readline.createInterface({input: stream, crlfDelay: Number.POSITIVE_INFINITY});
+		reader.on('line', line => onLine?.(line));
+		reader.on('close', resolve);
+	});
+	const outputs = Promise.all([lines(child.stdout, run.onStdoutLine), lines(child.stderr, run.onStderrLine)]);
+
+	const pid = child.pid;
+	let nsPid: string | undefined;
+	const killAll = async (): Promise<void> => {
+		const init = await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+		for (const initPid of init.trim().split(/\s+/).filter(Boolean).map(Number)) {
+			killQuietly(initPid);
+		}
+
+		if (pid !== undefined) {
+			killQuietly(pid);
+		}
+	};
+
+	const onAbort = (): void => {
+		void killAll();
+	};
+
+	run.signal?.addEventListener('abort', onAbort, {once: true});
+	try {
+		if (pid === undefined) {
+			throw new Error('could not start setpriv/unshare');
+		}
+
+		// Wait for unshare(2), then write the maps as the parent namespace's root.
+		for (;;) {
+			// eslint-disable-next-line no-await-in-loop
+			const userNs = await readlinkOrUndefined(`/proc/${pid}/ns/user`);
+			if (userNs === undefined) {
+				break; // it died; its exit status tells why
+			}
+
+			if (userNs !== ownUserNs) {
+				// eslint-disable-next-line no-await-in-loop
+				await fs.writeFile(`/proc/${pid}/uid_map`, `0 0 ${idMapSize}\n`);
+				// eslint-disable-next-line no-await-in-loop
+				await fs.writeFile(`/proc/${pid}/setgroups`, 'allow\n');
+				// eslint-disable-next-line no-await-in-loop
+				await fs.writeFile(`/proc/${pid}/gid_map`, `0 0 ${idMapSize}\n`);
+				const init = (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim().split(/\s+/)[0];
+				if (init) {
+					nsPid = await readlinkOrUndefined(`/proc/${init}/ns/pid`);
+				}
+
+				const control = child.stdio[3] as unknown as NodeJS.WritableStream;
+				control.end('go\n');
+				break;
+			}
+
+			// eslint-disable-next-line no-await-in-loop
+			await sleep(2);
+		}
+
+		if (run.signal?.aborted) {
+			await killAll();
+		}
+
+		const result = await child;
+		await outputs;
+		return {exitCode: result.exitCode, signal: result.signal};
+	} finally {
+		run.signal?.removeEventListener('abort', onAbort);
+		await killAll();
+		if (nsPid !== undefined) {
+			for (let attempt = 0; attempt < 500; attempt++) {
+				// eslint-disable-next-line no-await-in-loop
+				const left = await processesInPidNamespace(nsPid);
+				if (left.length === 0) {
+					break;
+				}
+
+				for (const leftPid of left) {
+					killQuietly(leftPid);
+				}
+
+				// eslint-disable-next-line no-await-in-loop
+				await sleep(10);
+			}
+		}
+	}
+};
+
+/**
+ * Runs a host command (the host's root filesystem, no pivot) in new namespaces with the full
+ * identity map: a fixture can mount its own binfmt_misc there and run foreign binaries without
+ * touching the host's table.
+ */
+export const runInPrivateUserns = async (argv: readonly string[], options: {cwd?: string} = {}): Promise<{exitCode: number; stdout: string; stderr: string}> => {
+	const stdout: string[] = [];
+	const stderr: string[] = [];
+	const exit = await runInNamespaces(argv, {onStdoutLine: line => stdout.push(line), onStderrLine: line => stderr.push(line), ...options});
+	return {exitCode: exit.exitCode ?? 128, stdout: stdout.join('\n'), stderr: stderr.join('\n')};
+};

@@ -1,0 +1,138 @@
+/**
+ * `npm run bench`: per-phase timings of a small linux/ppc64le build, and the ratio of exobuild's
+ * total wall time (the CLI, from process start to exit) to the same engine building and
+ * exporting the same Dockerfile directly, with the handler registered beforehand.
+ *
+ * The baseline runs the builder image's own buildah (same binary, same storage driver, same
+ * isolation) chrooted into the same unpacked builder rootfs, in a private user namespace whose
+ * binfmt_misc already holds the ppc64le handler before the clock starts (the host's own table
+ * is never touched). It leaves out everything exobuild adds: CLI start, validation, builder
+ * lookup, sandbox boot, handler registration and proof, agent, archive packing, teardown.
+ *
+ * Output: a table on stdout and test/bench/last-run.json. Not a test: it asserts nothing.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {execa} from 'execa';
+import {ensureBuilderImage} from '../../src/builder-image/index.js';
+import {toBuildRequest} from '../../src/build/options.js';
+import {runBuild} from '../../src/build/run-build.js';
+import {PlainReporter} from '../../src/progress/plain-reporter.js';
+import {platformSlug} from '../../src/build/agent-args.js';
+import {resolvePlatformManifests, writePlatformView} from '../../src/oci/index.js';
+import {parsePlatform} from '../../src/platforms/parse.js';
+import {builderRootfs} from '../../src/sandboxes/linux-userns/index.js';
+import {runInPrivateUserns} from '../../src/sandboxes/linux-userns/namespaces.js';
+import {busyboxLayout} from '../fixtures/base-images.js';
+import {bin, exobuildEnv, fixturesDir, repoRoot} from '../e2e/helpers.js';
+
+const runs = Number(process.env['BENCH_RUNS'] ?? 5);
+Object.assign(process.env, exobuildEnv);
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-bench-'));
+const dockerfile = [
+	'FROM busybox',
+	'RUN uname -m > /uname.txt && for i in 1 2 3 4 5; do echo "line $i" >> /lines.txt; done && tar -cf /bin.tar /bin',
+	'RUN wc -c /bin.tar > /size.txt && rm /bin.tar',
+	'',
+].join('\n');
+const context = path.join(work, 'ctx');
+fs.mkdirSync(context);
+fs.writeFileSync(path.join(context, 'Dockerfile'), dockerfile);
+
+const median = (values: number[]): number => {
+	const sorted = [...values].sort((a, b) => a - b);
+	const middle = Math.floor(sorted.length / 2);
+	return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+
+const layout = await busyboxLayout(['linux/ppc64le'], path.join(fixturesDir, 'busybox-bench'));
+const builder = await ensureBuilderImage({});
+const rootfs = await builderRootfs(builder);
+
+// exobuild, through the CLI (what a user waits for).
+const exobuildWall: number[] = [];
+const args = ['build', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`, '--output', `type=oci,dest=${path.join(work, 'out.tar')}`, context];
+await execa(bin, args, {env: exobuildEnv}); // warm-up: page cache, rootfs unpack
+for (let index = 0; index < runs; index++) {
+	const started = performance.now();
+	// eslint-disable-next-line no-await-in-loop
+	await execa(bin, args, {env: exobuildEnv});
+	exobuildWall.push(performance.now() - started);
+}
+
+// exobuild in-process, for the per-phase split.
+const phaseRuns: Array<Record<string, number>> = [];
+for (let index = 0; index < runs; index++) {
+	const request = toBuildRequest(context, {
+		platform: ['linux/ppc64le'], tag: [], buildArg: [], cache: true, buildContext: [`busybox=oci-layout://${layout}`],
+		output: [`type=oci,dest=${path.join(work, 'phases.tar')}`], progress: 'plain', engine: 'buildah', driver: 'linux-userns',
+	}, {cwd: work, env: process.env, warn() {}});
+	// eslint-disable-next-line no-await-in-loop
+	const result = await runBuild(request, {reporter: new PlainReporter(() => undefined)});
+	phaseRuns.push({...result.phaseMs});
+}
+
+// Baseline: the same buildah, same Dockerfile, handler pre-registered, no exobuild around it.
+const ppc64le = parsePlatform('linux/ppc64le');
+const manifests = await resolvePlatformManifests(layout, ['linux/ppc64le'], {name: 'busybox'});
+const view = path.join(work, 'view');
+await writePlatformView(layout, manifests.platforms.get('linux/ppc64le')!, path.join(view, platformSlug('linux/ppc64le')), '/bench/layout/blobs');
+const script = `set -eu
+root=${rootfs}
+mnt=$(mktemp -d)
+mount -t overlay overlay -o lowerdir=$root,upperdir=${work}/upper,workdir=${work}/work $mnt
+mount -t proc proc $mnt/proc
+mount --rbind /dev $mnt/dev
+mount --rbind /sys $mnt/sys
+mount -t tmpfs tmpfs $mnt/tmp
+mount -t tmpfs tmpfs $mnt/run
+mkdir -p $mnt/bench/layout $mnt/bench/view $mnt/bench/ctx $mnt/bench/state
+mount --bind ${layout} $mnt/bench/layout
+mount --bind ${view} $mnt/bench/view
+mount --bind ${context} $mnt/bench/ctx
+mount --bind ${work}/state $mnt/bench/state
+mount -t binfmt_misc binfmt_misc $mnt/proc/sys/fs/binfmt_misc
+printf '%s' ':qemu-${ppc64le.arch.qemu}:M::${ppc64le.arch.magic}:${ppc64le.arch.mask}:/usr/bin/qemu-${ppc64le.arch.qemu}-static:FPC' > $mnt/proc/sys/fs/binfmt_misc/register
+chroot $mnt /bin/sh -c '
+set -eu
+b="buildah --root /bench/state/containers --runroot /bench/state/run --storage-driver overlay"
+for i in $(seq ${runs}); do
+  rm -rf /bench/state/containers /bench/state/run /bench/state/out
+  start=$(date +%s%N)
+  id=$($b pull -q --platform linux/ppc64le oci:/bench/view/${platformSlug('linux/ppc64le')})
+  $b tag "$id" busybox
+  $b build -q --isolation chroot --platform linux/ppc64le --pull=never -t out /bench/ctx >/dev/null
+  $b push -q --format oci out oci:/bench/state/out:latest
+  end=$(date +%s%N)
+  echo "baseline-ms $(( (end - start) / 1000000 ))"
+done'
+`;
+fs.mkdirSync(path.join(work, 'upper'));
+fs.mkdirSync(path.join(work, 'work'));
+fs.mkdirSync(path.join(work, 'state'));
+const baseline = await runInPrivateUserns(['/bin/sh', '-c', script]);
+if (baseline.exitCode !== 0) {
+	throw new Error(`baseline failed (${baseline.exitCode}):\n${baseline.stderr}\n${baseline.stdout}`);
+}
+
+const baselineMs = [...baseline.stdout.matchAll(/baseline-ms (\d+)/g)].map(match => Number(match[1]));
+fs.rmSync(work, {recursive: true, force: true});
+
+const phases = [...new Set(phaseRuns.flatMap(run => Object.keys(run)))];
+const report = {
+	date: new Date().toISOString(),
+	runs,
+	machine: `${os.cpus().length} cpus, ${os.release()}`,
+	exobuildWallMs: {median: Math.round(median(exobuildWall)), all: exobuildWall.map(Math.round)},
+	baselineMs: {median: median(baselineMs), all: baselineMs},
+	ratio: Number((median(exobuildWall) / median(baselineMs)).toFixed(3)),
+	phaseMedianMs: Object.fromEntries(phases.map(phase => [phase, median(phaseRuns.map(run => run[phase] ?? 0))])),
+};
+fs.writeFileSync(path.join(repoRoot, 'test', 'bench', 'last-run.json'), `${JSON.stringify(report, undefined, 2)}\n`);
+process.stdout.write(`small linux/ppc64le build, median of ${runs} runs\n`);
+for (const [phase, ms] of Object.entries(report.phaseMedianMs)) {
+	process.stdout.write(`  ${phase.padEnd(16)} ${String(ms).padStart(7)} ms\n`);
+}
+
+process.stdout.write(`exobuild total (CLI wall) ${report.exobuildWallMs.median} ms\nbaseline (same buildah, handler pre-registered) ${report.baselineMs.median} ms\noverhead ratio ${report.ratio} (target <= 1.15)\n`);
