@@ -10,7 +10,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-packages="mmdebstrap util-linux debian-archive-keyring ca-certificates qemu-user-static buildah runc shellcheck dpkg-dev xz-utils uidmap"
+packages="mmdebstrap arch-test util-linux debian-archive-keyring ca-certificates qemu-user-static buildah runc shellcheck dpkg-dev xz-utils uidmap"
 missing=""
 for pkg in $packages; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $pkg"

@@ -3,11 +3,14 @@
  * (0..65535), which buildah needs (a single mapped id fails on supplemental groups).
  *
  * `unshare --map-users` goes through newuidmap, which wants /etc/subuid entries. Instead the
- * host (root) writes the maps itself: the namespace's first process waits on fd 3 until the maps
- * are written, then execs the command, which thereby gets full capabilities in the namespace
- * (an exec before the map is written would drop them). setpriv's parent-death signal and
- * unshare's --kill-child tie the namespace's life to this process: if exobuild is killed, the
- * namespace's pid 1 dies, and with it every process in it.
+ * host (root) writes the maps itself: the namespace's pid 1 waits on fd 3 (a socket to this
+ * process) until the maps are written, then starts the command, which thereby gets full
+ * capabilities in the namespace (an exec before the map is written would drop them).
+ *
+ * The namespace lives exactly as long as this process: pid 1 keeps reading fd 3, and when it
+ * sees end-of-file (exobuild exited or was killed, even with SIGKILL) it exits, and the kernel
+ * kills every process of the pid namespace with it. (A parent-death signal on unshare is no
+ * use: creating the user namespace changes unshare's credentials, which clears it.)
  */
 import fs from 'node:fs/promises';
 import readline from 'node:readline';
@@ -33,6 +36,22 @@ const sleep = async (ms: number): Promise<void> => new Promise(resolve => {
 
 const readlinkOrUndefined = async (file: string): Promise<string | undefined> => fs.readlink(file).catch(() => undefined);
 
+/**
+ * pid 1 of the namespace: waits for the id maps, runs the command as its child, and ends
+ * (taking the namespace with it) when the command ends or when fd 3 reaches end-of-file.
+ */
+const namespaceInit = [
+	'trap "exit 137" TERM',
+	'read -r _ <&3 || exit 137',
+	'{ cat <&3 >/dev/null; kill -TERM $$; } &',
+	'watcher=$!',
+	'"$@" 3<&- &',
+	'wait $!',
+	'status=$?',
+	'kill $watcher 2>/dev/null',
+	'exit $status',
+].join('\n');
+
 /** Pids of the processes whose pid namespace is `nsLink` (e.g. "pid:[4026532841]"). */
 export const processesInPidNamespace = async (nsLink: string): Promise<number[]> => {
 	const pids = (await fs.readdir('/proc')).filter(name => /^\d+$/.test(name));
@@ -55,7 +74,7 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 	const child = execa('setpriv', [
 		'--pdeathsig', 'SIGKILL', '--',
 		'unshare', '--user', '--mount', '--pid', '--ipc', '--uts', '--fork', '--kill-child', '--propagation', 'private', '--',
-		'/bin/sh', '-c', 'read -r _ <&3 && exec 3<&- && exec "$@"', 'sh', ...argv,
+		'/bin/sh', '-c', namespaceInit, 'sh', ...argv,
 	], {stdio: ['ignore', 'pipe', 'pipe', 'pipe'], reject: false, buffer: false, ...(run.cwd === undefined ? {} : {cwd: run.cwd})});
 
 	const lines = (stream: NodeJS.ReadableStream | null, onLine: ((line: string) => void) | undefined): Promise<void> => new Promise(resolve => {
@@ -113,8 +132,9 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 					nsPid = await readlinkOrUndefined(`/proc/${init}/ns/pid`);
 				}
 
+				// Written, not ended: pid 1 takes end-of-file on fd 3 as "exobuild is gone".
 				const control = child.stdio[3] as unknown as NodeJS.WritableStream;
-				control.end('go\n');
+				control.write('go\n');
 				break;
 			}
 
