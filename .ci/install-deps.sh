@@ -1,16 +1,16 @@
 #!/bin/sh
 # Installs what exobuild needs on a fresh Debian/Ubuntu machine (as root), then builds it.
 # Idempotent: a second run does only `npm ci` if the lock file changed, and the build.
-#   - apt: mmdebstrap (makes the builder image), util-linux (unshare, setpriv), debian-archive-keyring,
-#     ca-certificates, qemu-user-static (only the tests use the host's copy: agent-level tests run
-#     the agent outside the builder image), buildah/runc (same), shellcheck (npm test lints the
-#     shell code), dpkg-dev (dpkg-deb), xz-utils.
+#   - apt: mmdebstrap and debian-archive-keyring (make the builder image), arch-test (mmdebstrap
+#     of foreign test base images), util-linux (unshare, setpriv), ca-certificates,
+#     qemu-user-static (only the tests use the host's copy: agent-level tests run the agent
+#     outside the builder image), shellcheck (npm test lints the shell code).
 #   - Node.js >= 20 (Debian's nodejs if none is installed).
 #   - npm dependencies, then `npm run build`.
 set -eu
 cd "$(dirname "$0")/.."
 
-packages="mmdebstrap arch-test util-linux debian-archive-keyring ca-certificates qemu-user-static buildah runc shellcheck dpkg-dev xz-utils uidmap"
+packages="mmdebstrap arch-test util-linux debian-archive-keyring ca-certificates qemu-user-static shellcheck"
 missing=""
 for pkg in $packages; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $pkg"

@@ -28,7 +28,7 @@ export const registerBuildCommand = (program: Command): void => {
 		.action(async (context: string | undefined, raw: RawBuildOptions) => {
 			const warnings: string[] = [];
 			const request = toBuildRequest(context, raw, {cwd: process.cwd(), env: process.env, warn: message => warnings.push(message)});
-			const reporter = createReporter(request.progress);
+			const reporter = await createReporter(request.progress);
 			for (const message of warnings) {
 				reporter.report({kind: 'warning', message});
 			}

@@ -1,9 +1,13 @@
 import type {BuildReporter} from './events.js';
 import {PlainReporter} from './plain-reporter.js';
-import {TtyReporter} from './tty-reporter.js';
 
-/** auto: listr2 on a TTY (and not in CI), plain lines otherwise. */
-export const createReporter = (mode: 'auto' | 'plain' | 'tty', stream: NodeJS.WriteStream = process.stderr): BuildReporter => {
+/** auto: listr2 on a TTY (and not in CI), plain lines otherwise. listr2 is loaded only when used. */
+export const createReporter = async (mode: 'auto' | 'plain' | 'tty', stream: NodeJS.WriteStream = process.stderr): Promise<BuildReporter> => {
 	const tty = mode === 'tty' || (mode === 'auto' && stream.isTTY === true && !process.env['CI']);
-	return tty ? new TtyReporter() : new PlainReporter();
+	if (!tty) {
+		return new PlainReporter();
+	}
+
+	const {TtyReporter} = await import('./tty-reporter.js');
+	return new TtyReporter();
 };
