@@ -18,6 +18,7 @@ import {fixturesDir, hostBinfmtSnapshot, repoRoot} from '../e2e/helpers.js';
 
 const agent = path.join(repoRoot, 'vm-image', 'exobuild-agent');
 const fakes = path.join(repoRoot, 'test', 'fixtures', 'fake-buildkit');
+const fakeBinfmt = path.join(repoRoot, 'test', 'fixtures', 'fake-binfmt');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-agent-'));
 const probes = path.join(work, 'probes');
 let binfmtBefore: string;
@@ -52,7 +53,7 @@ const handlerArgs = (ids: readonly string[]): string[] => ids.flatMap(id => {
 });
 
 /** Runs the agent in a private user namespace with a fresh /proc; every stdout line must be on contract. */
-const runAgent = async (args: readonly string[], env: Record<string, string> = {}, options: {withFakes?: boolean; signal?: AbortSignal} = {}): Promise<AgentRun> => {
+const runAgent = async (args: readonly string[], env: Record<string, string> = {}, options: {withFakes?: boolean; withBinfmt?: boolean; signal?: AbortSignal} = {}): Promise<AgentRun> => {
 	const dir = path.join(work, `run-${++runCount}`);
 	const fakeDir = path.join(dir, 'fake');
 	const state = path.join(dir, 'state');
@@ -61,7 +62,7 @@ const runAgent = async (args: readonly string[], env: Record<string, string> = {
 	fs.mkdirSync(context, {recursive: true});
 	fs.writeFileSync(path.join(context, 'Dockerfile'), 'FROM busybox\nRUN true\n');
 	const environment = {
-		PATH: `${options.withFakes === false ? '' : `${fakes}:`}/usr/sbin:/usr/bin:/sbin:/bin`,
+		PATH: `${options.withBinfmt ? `${fakeBinfmt}:` : ''}${options.withFakes === false ? '' : `${fakes}:`}/usr/sbin:/usr/bin:/sbin:/bin`,
 		EXOBUILD_PROBE_DIR: probes,
 		EXOBUILD_BUILDKIT_ADDR: `unix://${dir}/buildkitd.sock`,
 		FAKE_BUILDKIT_DIR: fakeDir,
@@ -181,6 +182,21 @@ test('a platform without a probe in the image: E_HANDLER_PROOF naming the missin
 	const run = await runAgent(buildArgs(['linux/arm/v7']));
 	assert.equal(run.exitCode, 1);
 	assert.match(terminalError(run).message, /no probe binary for arm/);
+});
+
+test('with tonistiigi binfmt in the image, it registers the handler and its JSON is what counts', async () => {
+	const run = await runAgent(buildArgs(['linux/s390x']), {}, {withBinfmt: true});
+	assert.equal(run.exitCode, 0, JSON.stringify(run.events));
+	const [handler] = ofType(run.events, 'handler');
+	assert.equal(handler?.registeredBy, 'binfmt');
+	assert.equal(handler?.proof, 's390x');
+	assert.equal([...(handler?.flags ?? '')].sort().join(''), 'CFOP', 'P comes from QEMU_PRESERVE_ARGV0');
+
+	const failed = await runAgent(buildArgs(['linux/s390x']), {FAKE_BINFMT_MODE: 'silent-failure'}, {withBinfmt: true});
+	assert.equal(failed.exitCode, 1, 'binfmt exited 0, but its JSON lacks qemu-s390x');
+	const error = terminalError(failed);
+	assert.equal(error.code, 'E_BINFMT_REGISTER');
+	assert.match(error.message, /did not list qemu-s390x/);
 });
 
 test('buildkitd that crashes at start: E_ENGINE_START with its output in the log', async () => {

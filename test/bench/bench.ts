@@ -30,11 +30,11 @@ import {bin, exobuildEnv, fixturesDir, repoRoot} from '../e2e/helpers.js';
 const runs = Number(process.env['BENCH_RUNS'] ?? 5);
 Object.assign(process.env, exobuildEnv);
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-bench-'));
-// A small but real build: two RUN steps that do some work under emulation (checksums of 64 MiB,
+// A small but real build: two RUN steps that do some work under emulation (checksums of 192 MiB,
 // an archive of /bin), a COPY from the context, a second stage.
 const dockerfile = [
 	'FROM busybox AS work',
-	'RUN uname -m > /uname.txt && dd if=/dev/zero bs=1M count=64 2>/dev/null | sha256sum > /sum.txt && dd if=/dev/zero bs=1M count=64 2>/dev/null | md5sum >> /sum.txt',
+	'RUN uname -m > /uname.txt && dd if=/dev/zero bs=1M count=192 2>/dev/null | sha256sum > /sum.txt && dd if=/dev/zero bs=1M count=192 2>/dev/null | md5sum >> /sum.txt',
 	'COPY input.txt /input.txt',
 	'RUN tar -cf /bin.tar /bin && gzip -9 /bin.tar && ls -l /bin.tar.gz > /size.txt',
 	'FROM busybox',

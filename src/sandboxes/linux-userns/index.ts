@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import {execa} from 'execa';
+import fs from 'node:fs/promises';
 import {UserError} from '../../errors.js';
 import {packageRoot, runsDir} from '../../paths.js';
 import {createOwnedDir, reapOwnedDirs} from '../../runs/owned-dir.js';
@@ -18,6 +18,17 @@ export {builderRootfs} from './builder-rootfs.js';
 const enterScript = path.join(packageRoot, 'src', 'sandboxes', 'linux-userns', 'enter-sandbox.sh');
 const agentPath = '/usr/local/bin/exobuild-agent';
 const runSuffix = '.sandbox';
+
+const onPath = async (command: string): Promise<boolean> => {
+	for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').filter(Boolean)) {
+		// eslint-disable-next-line no-await-in-loop
+		if (await fs.access(path.join(dir, command), fs.constants.X_OK).then(() => true, () => false)) {
+			return true;
+		}
+	}
+
+	return false;
+};
 
 /** The first kernel whose binfmt_misc can be mounted per user namespace. */
 const minimumKernel = [6, 7] as const;
@@ -57,8 +68,7 @@ export const createLinuxUsernsRuntime = (options: LinuxUsernsOptions = {}): Sand
 
 		for (const tool of ['unshare', 'setpriv']) {
 			// eslint-disable-next-line no-await-in-loop
-			const found = await execa('sh', ['-c', `command -v ${tool}`], {reject: false});
-			if (found.exitCode !== 0) {
+			if (!(await onPath(tool))) {
 				throw new UserError(`${tool} is not installed`, {hint: 'install util-linux (apt-get install util-linux)', code: 'E_DEPENDENCY'});
 			}
 		}
