@@ -14,8 +14,8 @@ export const buildPhases = [
 	{name: 'base-images', title: 'Load base images', host: false},
 	{name: 'build', title: 'Build', host: false},
 	{name: 'export', title: 'Export OCI layout', host: false},
-	{name: 'archive', title: 'Write OCI archive', host: true},
 	{name: 'teardown', title: 'Tear down sandbox', host: true},
+	{name: 'archive', title: 'Write OCI archive', host: true},
 ] as const;
 
 export type BuildPhase = (typeof buildPhases)[number]['name'];

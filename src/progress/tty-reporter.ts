@@ -110,7 +110,7 @@ export class TtyReporter implements BuildReporter {
 			concurrent: false,
 			exitOnError: true,
 			renderer: 'default',
-			rendererOptions: {collapseSubtasks: false, timer: {condition: true, field: (duration: number) => `[${(duration / 1000).toFixed(1)}s]`, format: () => (text: string) => text} as never},
+			rendererOptions: {collapseSubtasks: false, timer: {condition: true, field: (duration: number) => `${(duration / 1000).toFixed(1)}s`, format: () => (text: string) => text} as never},
 			registerSignalListeners: false,
 		});
 		this.#run = list.run().catch(() => undefined);
