@@ -10,6 +10,7 @@ import {execa} from 'execa';
 import * as tar from 'tar';
 import {z} from 'zod';
 import {UserError} from '../errors.js';
+import {hostPlatform} from '../platforms/parse.js';
 import {LayoutWriter, writeFileAtomically} from '../oci/index.js';
 import {builderImagesDir, vmImageDir} from '../paths.js';
 import {createOwnedDir, ownerAlive, readOwner, reapOwnedDirs} from '../runs/owned-dir.js';
@@ -35,7 +36,8 @@ const builderImageRecord = z.object({
 
 const layerRecord = z.object({digest: z.string(), diffId: z.string(), size: z.number()});
 
-const ociArchitecture = (): string => ({x64: 'amd64', arm64: 'arm64'} as Record<string, string>)[process.arch] ?? process.arch;
+/** The builder always runs natively: it is made for the host's architecture. */
+const ociArchitecture = (): string => hostPlatform()?.architecture ?? process.arch;
 
 const recordPath = (inputHash: string): string => path.join(builderImagesDir(), `${inputHash}.json`);
 

@@ -9,9 +9,9 @@ import * as tar from 'tar';
 import {dir as temporaryDirectory} from 'tmp-promise';
 import {blobPath, imagesUnder, readIndexJson} from './layout.js';
 import {fileDigest} from './writer.js';
+import {hostPlatform} from '../platforms/parse.js';
 import {platformIdOf} from './schema.js';
 
-const hostArchitecture = (): string => ({x64: 'amd64', arm64: 'arm64', ia32: '386', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64'} as Record<string, string>)[process.arch] ?? process.arch;
 
 /** The whiteouts of a layer: paths to delete and folders to make opaque. */
 const scanWhiteouts = async (layer: string): Promise<{deleted: string[]; opaque: string[]}> => {
@@ -82,7 +82,7 @@ export const unpackImageArchive = async (archivePath: string, destDir: string): 
 		await tar.x({file: archivePath, cwd: staging.path});
 		const index = await readIndexJson(staging.path);
 		const images = (await Promise.all(index.manifests.map(async descriptor => imagesUnder(staging.path, descriptor)))).flat();
-		const wanted = `linux/${hostArchitecture()}`;
+		const wanted = hostPlatform()?.id ?? `linux/${process.arch}`;
 		const image = images.length === 1 ? images[0] : images.find(candidate => platformIdOf(candidate.config) === wanted || candidate.platform === wanted);
 		if (image === undefined) {
 			throw new Error(`${archivePath} has no image for ${wanted} (it has ${images.map(i => i.platform).join(', ') || 'none'})`);
