@@ -83,7 +83,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 				}
 
 				// eslint-disable-next-line no-await-in-loop
-				await writePlatformView(context.layoutDir, descriptor, `${scratch.viewsDir}/${index}/${platformSlug(platformId)}`, `${sandboxPaths.contexts}/${index}/blobs`);
+				await writePlatformView(descriptor, `${scratch.viewsDir}/${index}/${platformSlug(platformId)}`, `${sandboxPaths.contexts}/${index}/blobs`, context.name);
 			}
 		}
 

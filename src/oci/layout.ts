@@ -133,14 +133,16 @@ export const resolvePlatformManifests = async (
 
 /**
  * Writes a one-platform view of a layout: its own oci-layout and index.json naming exactly one
- * manifest (tagged "latest"), and `blobs` as a symlink to the original layout's blobs at the path
- * the sandbox sees them. buildah 1.28+ loads it with `pull oci:VIEW`.
+ * manifest, tagged `refName`, and `blobs` as a symlink to the original layout's blobs at the path
+ * the sandbox sees them. `buildah pull oci:VIEW:REFNAME` stores the image under REFNAME read as
+ * an image reference (debian:stable → docker.io/library/debian:stable), which is what a
+ * `FROM REFNAME` resolves to: no separate tag step.
  */
-export const writePlatformView = async (_layoutDir: string, manifest: Descriptor, viewDir: string, blobsPathInSandbox: string): Promise<void> => {
+export const writePlatformView = async (manifest: Descriptor, viewDir: string, blobsPathInSandbox: string, refName: string): Promise<void> => {
 	await fs.mkdir(viewDir, {recursive: true});
 	const index: ImageIndex = {
 		schemaVersion: 2,
-		manifests: [{mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size, annotations: {[refNameAnnotation]: 'latest'}}],
+		manifests: [{mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size, annotations: {[refNameAnnotation]: refName}}],
 	};
 	await fs.writeFile(path.join(viewDir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}\n');
 	await fs.writeFile(path.join(viewDir, 'index.json'), `${JSON.stringify(index)}\n`);

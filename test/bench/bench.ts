@@ -83,7 +83,7 @@ for (let index = 0; index < runs; index++) {
 const ppc64le = parsePlatform('linux/ppc64le');
 const manifests = await resolvePlatformManifests(layout, ['linux/ppc64le'], {name: 'busybox'});
 const view = path.join(work, 'view');
-await writePlatformView(layout, manifests.platforms.get('linux/ppc64le')!, path.join(view, platformSlug('linux/ppc64le')), '/bench/layout/blobs');
+await writePlatformView(manifests.platforms.get('linux/ppc64le')!, path.join(view, platformSlug('linux/ppc64le')), '/bench/layout/blobs', 'busybox');
 const script = `set -eu
 root=${rootfs}
 mnt=$(mktemp -d)
@@ -106,8 +106,7 @@ b="buildah --root /bench/state/containers --runroot /bench/state/run --storage-d
 for i in $(seq ${runs}); do
   rm -rf /bench/state/containers /bench/state/run /bench/state/out
   start=$(date +%s%N)
-  id=$($b pull -q --platform linux/ppc64le oci:/bench/view/${platformSlug('linux/ppc64le')})
-  $b tag "$id" busybox
+  $b pull -q --platform linux/ppc64le oci:/bench/view/${platformSlug('linux/ppc64le')}:busybox >/dev/null
   $b build -q --isolation chroot --network host --platform linux/ppc64le --pull=never -t out /bench/ctx >/dev/null
   $b push -q --format oci out oci:/bench/state/out:latest
   end=$(date +%s%N)

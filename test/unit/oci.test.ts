@@ -107,8 +107,9 @@ test('platform resolution finds each platform and names what a layout serves whe
 	await assert.rejects(resolvePlatformManifests(layout, ['linux/ppc64le'], {name: 'base', digest: `sha256:${'0'.repeat(64)}`}), /lists no image/);
 
 	const view = path.join(root, 'view');
-	await writePlatformView(layout, resolved.platforms.get('linux/ppc64le')!, view, '/exobuild/contexts/0/blobs');
+	await writePlatformView(resolved.platforms.get('linux/ppc64le')!, view, '/exobuild/contexts/0/blobs', 'debian:stable');
 	assert.equal(fs.readlinkSync(path.join(view, 'blobs')), '/exobuild/contexts/0/blobs');
-	const index = JSON.parse(fs.readFileSync(path.join(view, 'index.json'), 'utf8')) as {manifests: Array<{digest: string}>};
+	const index = JSON.parse(fs.readFileSync(path.join(view, 'index.json'), 'utf8')) as {manifests: Array<{digest: string; annotations: Record<string, string>}>};
 	assert.deepEqual(index.manifests.map(m => m.digest), [resolved.platforms.get('linux/ppc64le')!.digest]);
+	assert.equal(index.manifests[0]!.annotations['org.opencontainers.image.ref.name'], 'debian:stable');
 });
