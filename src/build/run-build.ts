@@ -64,6 +64,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 	}, count => (count > 0 ? `removed ${count} left by killed runs` : undefined));
 
 	const builderImage = await hostPhase('builder-image', async () => ensureBuilderImage({
+		...(signal === undefined ? {} : {signal}),
 		onProgress(step, detail) {
 			reporter.report({kind: 'host-phase', phase: 'builder-image', state: 'start', detail: detail ? `${step}: ${detail}` : step});
 		},
@@ -93,7 +94,6 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 		let failure: AgentEventOf<'error'> | undefined;
 		let protocolError: Error | undefined;
 		const handlers: Array<AgentEventOf<'handler'>> = [];
-		const phaseStarts = new Map<string, number>();
 		const onEvent = (event: AgentEvent): void => {
 			if (event.event === 'result') {
 				result = event;
@@ -101,8 +101,6 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 				failure = event;
 			} else if (event.event === 'handler') {
 				handlers.push(event);
-			} else if (event.event === 'phase-start') {
-				phaseStarts.set(event.phase, Date.now());
 			} else if (event.event === 'phase-end') {
 				phaseMs[event.phase] = (phaseMs[event.phase] ?? 0) + event.ms;
 			}

@@ -4,7 +4,7 @@
  * hint (a stack trace only with --debug), and set a non-zero exit code.
  */
 import {Command, CommanderError, Option} from 'commander';
-import {isUserError, UserError} from '../errors.js';
+import {isUserError} from '../errors.js';
 import {supportedPlatformIds} from '../platforms/parse.js';
 import {registerBuildCommand} from './build-command.js';
 import {registerBuilderCommand} from './builder-command.js';
@@ -65,5 +65,3 @@ export const main = async (argv: string[] = process.argv): Promise<number> => {
 		return printError(error, debug);
 	}
 };
-
-export const usageError = (message: string, hint: string): UserError => new UserError(message, {hint});

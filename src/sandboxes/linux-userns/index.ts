@@ -112,6 +112,3 @@ export const createLinuxUsernsRuntime = (options: LinuxUsernsOptions = {}): Sand
 		return {removed};
 	},
 });
-
-/** The folder of a sandbox's run state (for tests). */
-export const sandboxRunDir = (sessionId: string): string => path.join(runsDir(), `${sessionId}${runSuffix}`);
