@@ -13,11 +13,11 @@ dir=${DEMO_DIR:-$PWD/.cache/demo}
 mkdir -p "$dir"
 
 # No registry is needed: FROM busybox is served from an OCI layout made from Debian's busybox-static.
-node dist/test/fixtures/make-base-image.js busybox "$dir/busybox-layout" "$platforms"
+layout=$(node dist/test/fixtures/make-base-image.js busybox "$dir/base-images" "$platforms")
 
 bin/exobuild build \
 	--platform "$platforms" \
-	--build-context "busybox=oci-layout://$dir/busybox-layout" \
+	--build-context "busybox=oci-layout://$layout" \
 	--build-arg GREETING=hello \
 	--tag exobuild-demo:latest \
 	--output "type=oci,dest=$dir/hello.oci.tar" \
