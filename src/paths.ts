@@ -1,9 +1,26 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
 
-/** The checkout / package root (where vm-image/ and Containerfile.builder live). */
-export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+/**
+ * The checkout / package root (where vm-image/ lives): the nearest folder above this module with
+ * vm-image/ in it. Found by walking up, so it is right both for dist/src/paths.js and for the
+ * single-file bundle dist/exobuild.mjs.
+ */
+export const packageRoot = ((): string => {
+	let dir = path.dirname(fileURLToPath(import.meta.url));
+	while (!fs.existsSync(path.join(dir, 'vm-image', 'exobuild-agent'))) {
+		const parent = path.dirname(dir);
+		if (parent === dir) {
+			throw new Error(`exobuild: cannot find vm-image/ above ${fileURLToPath(import.meta.url)}`);
+		}
+
+		dir = parent;
+	}
+
+	return dir;
+})();
 
 /** vm-image/: the agent and the builder image recipe. */
 export const vmImageDir = path.join(packageRoot, 'vm-image');
