@@ -6,6 +6,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import readline from 'node:readline';
+import {setTimeout as sleep} from 'node:timers/promises';
 import {execa} from 'execa';
 import * as tar from 'tar';
 import {z} from 'zod';
@@ -52,10 +53,6 @@ export const findBuilderImage = async (options: Pick<BuilderOptions, 'suites'> =
 		return undefined;
 	}
 };
-
-const sleep = async (ms: number): Promise<void> => new Promise(resolve => {
-	setTimeout(resolve, ms);
-});
 
 /** One creator at a time per image: a lock folder with an owner record; a dead owner's lock is broken. */
 const withLock = async <T>(name: string, onWait: () => void, run: () => Promise<T>): Promise<T> => {

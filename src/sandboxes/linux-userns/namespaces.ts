@@ -14,6 +14,7 @@
  */
 import fs from 'node:fs/promises';
 import readline from 'node:readline';
+import {setTimeout as sleep} from 'node:timers/promises';
 import {execa} from 'execa';
 
 export const idMapSize = 65_536;
@@ -29,10 +30,6 @@ export interface NamespacedExit {
 	readonly exitCode: number | undefined;
 	readonly signal: string | undefined;
 }
-
-const sleep = async (ms: number): Promise<void> => new Promise(resolve => {
-	setTimeout(resolve, ms);
-});
 
 const readlinkOrUndefined = async (file: string): Promise<string | undefined> => fs.readlink(file).catch(() => undefined);
 
