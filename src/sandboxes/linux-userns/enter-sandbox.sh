@@ -3,7 +3,14 @@
 # HOST's /bin/sh, root with full capabilities inside the namespace. Builds the sandbox's root
 # and execs the command in it:
 #
-#   enter-sandbox.sh ROOTFS RUN_DIR [--mount ro|rw HOST_PATH SANDBOX_PATH]... [--env K=V]... -- CMD...
+#   enter-sandbox.sh ROOTFS RUN_DIR [--mount ro|rw HOST_PATH SANDBOX_PATH]... [--env K=V]...
+#                    [--workdir DIR] [--ro-proc-sys] [--bounding-set CAPS] -- CMD...
+#
+# --workdir DIR        the command starts in DIR (created if missing) instead of /
+# --ro-proc-sys        /proc/sys is read-only, as OCI runtimes' default readonlyPaths make it
+# --bounding-set CAPS  the command runs with this capability bounding set (setpriv syntax, e.g.
+#                      -all,+chown,+kill): the host's setpriv, copied with its libraries into the
+#                      sandbox's /dev/.exobuild-setpriv (the host's tree is gone after pivot_root)
 #
 # Mount table of the sandbox (all in the private mount namespace: the host never sees them,
 # and they vanish with the namespace):
@@ -56,6 +63,8 @@ mount --bind "$run/state" "$new/exobuild/state"
 
 quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 extra_env=""
+workdir=/
+bounding=""
 while [ $# -gt 0 ]; do
 	case $1 in
 		--mount)
@@ -65,10 +74,29 @@ while [ $# -gt 0 ]; do
 			[ "$mode" = ro ] && mount -o remount,bind,ro "$target"
 			shift 4 ;;
 		--env) extra_env="$extra_env $(quote "$2")"; shift 2 ;;
+		--workdir) workdir=$2; shift 2 ;;
+		--ro-proc-sys)
+			mount --bind "$new/proc/sys" "$new/proc/sys"
+			mount -o remount,bind,ro "$new/proc/sys"
+			shift ;;
+		--bounding-set) bounding=$2; shift 2 ;;
 		--) shift; break ;;
 		*) echo "enter-sandbox: unexpected argument $1" >&2; exit 2 ;;
 	esac
 done
+
+setpriv_dir=/dev/.exobuild-setpriv
+loader=""
+if [ -n "$bounding" ]; then
+	mkdir -p "$new$setpriv_dir"
+	setpriv=$(command -v setpriv)
+	cp "$setpriv" "$new$setpriv_dir/setpriv"
+	for lib in $(ldd "$setpriv" | grep -o '/[^ ]*'); do
+		cp -L "$lib" "$new$setpriv_dir/"
+		case $lib in */ld-linux*|*/ld-musl*|*/ld64*) loader=$setpriv_dir/${lib##*/} ;; esac
+	done
+	[ -n "$loader" ] || { echo "enter-sandbox: no dynamic loader found for $setpriv" >&2; exit 2; }
+fi
 
 cd "$new"
 mkdir -p .oldroot
@@ -76,7 +104,12 @@ pivot_root . .oldroot
 cd /
 umount -l /.oldroot
 rmdir /.oldroot
+[ -d "$workdir" ] || mkdir -p "$workdir"
+cd "$workdir"
 
 # A clean environment: only what the sandbox sets, never the host's (secrets stay out).
 eval "set -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 $extra_env \"\$@\""
+if [ -n "$bounding" ]; then
+	set -- "$loader" --library-path "$setpriv_dir" "$setpriv_dir/setpriv" --bounding-set "$bounding" --inh-caps -all -- "$@"
+fi
 exec "$@"
