@@ -95,6 +95,9 @@ const hostPathOf = (mount: MountRecord): string => {
 	return dir;
 };
 
+/** The mount points a runtime creates in a rootfs that lacks them (an image need not have /proc). */
+const mountPoints = ['proc', 'sys', 'dev', 'run', 'tmp', 'etc'];
+
 /** The image's root filesystem, unpacked once per manifest digest (renamed into place when complete). */
 const rootfsOf = async (image: PlatformManifest): Promise<string> => {
 	const final = path.join(paths.rootfs(), image.descriptor.digest.replace('sha256:', ''));
@@ -110,6 +113,10 @@ const rootfsOf = async (image: PlatformManifest): Promise<string> => {
 		for (const layer of image.manifest.layers) {
 			// eslint-disable-next-line no-await-in-loop
 			await applyLayer(blobPath(paths.content(), layer.digest), partial);
+		}
+
+		for (const dir of mountPoints) {
+			fs.mkdirSync(path.join(partial, dir), {recursive: true});
 		}
 
 		fs.renameSync(partial, final);

@@ -48,7 +48,9 @@ const findMainPid = (): number | undefined => {
 };
 
 const sandboxArgv = (record: ContainerRecord, runDir: string): string[] => {
-	const args = [enterScript, record.rootfs, runDir];
+	// The namespace's pid 1 starts its command as a shell background job, which ignores SIGINT and
+	// SIGQUIT: the host's env gives the container's init process their default dispositions back.
+	const args = ['env', '--default-signal=INT,QUIT', '/bin/sh', enterScript, record.rootfs, runDir];
 	for (const mount of record.mounts) {
 		if (mount.type === 'tmpfs') {
 			continue; // not simulated: the path stays the rootfs's
