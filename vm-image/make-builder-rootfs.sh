@@ -6,7 +6,7 @@
 # mmdebstrap installs PACKAGES (variant apt, no docs, no man pages, no locales) from the first
 # SUITE whose index downloads cleanly from MIRROR (any apt mirror: the air-gapped path), keeps
 # only the emulators of the listed architectures, and adds a static busybox of each listed
-# architecture at /usr/lib/exobuild/probes/QEMU_ARCH/busybox, which the agent runs to prove a
+# architecture at /usr/lib/exobuild/probes/QEMU_ARCH/busybox (make-probes.sh), which the agent runs to prove a
 # handler. The lists come from src/platforms/table.ts. Writes OUT_TAR (a rootfs tar).
 set -eu
 
@@ -16,14 +16,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(dirname "$out")/probes
 mkdir -p "$work"
 
+EXOBUILD_DEBIAN_MIRROR=$mirror EXOBUILD_DEBIAN_SUITES=$suites "$here/make-probes.sh" "$work/tree" "$work" "$pairs"
 keep=""
 for pair in $pairs; do
-	qemu=${pair%%=*}
-	debian=${pair#*=}
-	EXOBUILD_DEBIAN_MIRROR=$mirror EXOBUILD_DEBIAN_SUITES=$suites "$here/debian-download.sh" "$debian" "$work/$debian" busybox-static
-	mkdir -p "$work/tree/usr/lib/exobuild/probes/$qemu"
-	cp "$work/$debian/busybox-static/usr/bin/busybox" "$work/tree/usr/lib/exobuild/probes/$qemu/busybox"
-	keep="$keep qemu-$qemu"
+	keep="$keep qemu-${pair%%=*}"
 done
 
 include=$(printf '%s' "$packages" | tr ' ' ',')

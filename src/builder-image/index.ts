@@ -11,14 +11,23 @@ import {execa} from 'execa';
 import * as tar from 'tar';
 import {z} from 'zod';
 import {UserError} from '../errors.js';
-import {hostPlatform} from '../platforms/parse.js';
-import {LayoutWriter, writeFileAtomically} from '../oci/index.js';
+import {LayoutWriter, normaliseReference, writeFileAtomically} from '../oci/index.js';
+import {containerdNameAnnotation} from '../oci/schema.js';
 import {builderImagesDir, vmImageDir} from '../paths.js';
 import {createOwnedDir, ownerAlive, readOwner, reapOwnedDirs} from '../runs/owned-dir.js';
+import type {SandboxRuntime} from '../sandboxes/runtime.js';
 import type {BuilderImage} from './builder-image.js';
+import {buildContainerfileBuilder} from './containerfile.js';
+import {builderLabels, builderReference} from './identity.js';
+import {archivePathFor, builderArchitecture, findBuilderImage, writeRecord} from './store.js';
 import {agentLayerFiles, archPairs, builderPackages, defaultMirror, defaultSuites, recipeHashes, rootfsRecipe} from './recipe.js';
 
 export type {BuilderImage} from './builder-image.js';
+export {buildContainerfileBuilder} from './containerfile.js';
+export {builderKinds, builderReference, containerfilePath, currentInputHashes, type BuilderKind} from './identity.js';
+export {
+	builderArchitecture, exportBuilderImage, findBuilderImage, importBuilderArchive, listWithCurrency, removeBuilderImage, resolveStoredBuilder, type StoredBuilder,
+} from './store.js';
 
 export interface BuilderOptions {
 	readonly mirror?: string;
@@ -28,31 +37,7 @@ export interface BuilderOptions {
 	readonly signal?: AbortSignal;
 }
 
-const builderImageRecord = z.object({
-	archivePath: z.string(),
-	manifestDigest: z.string().regex(/^sha256:[a-f0-9]{64}$/),
-	inputHash: z.string(),
-	architecture: z.string(),
-});
-
 const layerRecord = z.object({digest: z.string(), diffId: z.string(), size: z.number()});
-
-/** The builder always runs natively: it is made for the host's architecture. */
-const ociArchitecture = (): string => hostPlatform()?.architecture ?? process.arch;
-
-const recordPath = (inputHash: string): string => path.join(builderImagesDir(), `${inputHash}.json`);
-
-/** The current builder image, if it has been made (and its archive is still there). */
-export const findBuilderImage = async (options: Pick<BuilderOptions, 'suites'> = {}): Promise<BuilderImage | undefined> => {
-	const {inputHash} = await recipeHashes(options.suites);
-	try {
-		const record = builderImageRecord.parse(JSON.parse(await fs.readFile(recordPath(inputHash), 'utf8')));
-		await fs.access(record.archivePath);
-		return record;
-	} catch {
-		return undefined;
-	}
-};
 
 /** One creator at a time per image: a lock folder with an owner record; a dead owner's lock is broken. */
 const withLock = async <T>(name: string, onWait: () => void, run: () => Promise<T>): Promise<T> => {
@@ -165,7 +150,7 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 	await reapOwnedDirs(builderImagesDir(), name => name.startsWith('.work-'));
 	return withLock(inputHash, () => options.onProgress?.('Waiting for another exobuild making the same builder image'), async () => {
 		if (!options.force) {
-			const existing = await findBuilderImage(options);
+			const existing = await findBuilderImage({...options, kind: 'distro'});
 			if (existing !== undefined) {
 				return existing;
 			}
@@ -187,18 +172,19 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 			const manifest = await writer.addImage({
 				layers: [agentLayer],
 				precompressed: [{descriptor: {mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: rootfsLayer.digest, size: rootfsLayer.size}, diffId: rootfsLayer.diffId}],
-				architecture: ociArchitecture(),
+				architecture: builderArchitecture(),
 				cmd: ['/usr/local/bin/exobuild-agent', 'version'],
-				labels: {'org.opencontainers.image.title': 'exobuild builder (Debian)', 'dev.exobuild.input-hash': inputHash},
+				labels: {'org.opencontainers.image.title': 'exobuild builder (Debian)', [builderLabels.kind]: 'distro', [builderLabels.inputHash]: inputHash},
 			});
-			await writer.finish(manifest, `exobuild-builder:${inputHash.slice(0, 12)}`);
-			const archivePath = path.join(builderImagesDir(), `${inputHash}.tar`);
+			const reference = builderReference('distro', inputHash);
+			await writer.finish(manifest, reference.slice(reference.indexOf(':') + 1), {[containerdNameAnnotation]: normaliseReference(reference)});
+			const archivePath = archivePathFor(inputHash);
 			options.onProgress?.('Write image archive', archivePath);
 			await writeFileAtomically(archivePath, async partial => {
 				await tar.c({cwd: layoutDir, file: partial, portable: true, mtime: new Date(0)}, ['oci-layout', 'index.json', 'blobs']);
 			});
-			const image: BuilderImage = {archivePath, manifestDigest: manifest.digest, inputHash, architecture: ociArchitecture()};
-			await writeFileAtomically(recordPath(inputHash), async partial => fs.writeFile(partial, `${JSON.stringify(image, undefined, 2)}\n`));
+			const image: BuilderImage = {archivePath, manifestDigest: manifest.digest, inputHash, architecture: builderArchitecture(), kind: 'distro', reference};
+			await writeRecord(image);
 			return image;
 		} finally {
 			await work.remove();
@@ -206,8 +192,12 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 	});
 };
 
-/** The builder image, made on first use. */
-export const ensureBuilderImage = async (options: BuilderOptions = {}): Promise<BuilderImage> => {
+/**
+ * The builder image a build uses, made on first use: a stored current one if there is one (see
+ * findBuilderImage), else made by the runtime's image builder from Containerfile.builder where
+ * the runtime has one (macOS), else from Debian packages (Linux).
+ */
+export const ensureBuilderImage = async (options: BuilderOptions & {runtime?: SandboxRuntime} = {}): Promise<BuilderImage> => {
 	if (!options.force) {
 		const existing = await findBuilderImage(options);
 		if (existing !== undefined) {
@@ -215,7 +205,11 @@ export const ensureBuilderImage = async (options: BuilderOptions = {}): Promise<
 		}
 	}
 
-	options.onProgress?.('Making the builder image (first use; a minute or two)');
+	if (options.runtime?.buildImage !== undefined) {
+		options.onProgress?.('Building the builder image from Containerfile.builder (first use; several minutes)');
+		return buildContainerfileBuilder(options.runtime, options);
+	}
+
+	options.onProgress?.('Making the builder image from Debian packages (first use; a minute or two)');
 	return createBuilderImage(options);
 };
-

@@ -49,7 +49,8 @@ export interface RecipeHashes {
 export const recipeHashes = async (suites: readonly string[] = defaultSuites): Promise<RecipeHashes> => {
 	const recipe = await fs.readFile(rootfsRecipe);
 	const downloader = await fs.readFile(path.join(vmImageDir, 'debian-download.sh'));
-	const rootfsHash = hashOf([recipe, downloader, builderPackages.join(' '), archPairs().join(' '), suites.join(' ')]);
+	const probes = await fs.readFile(path.join(vmImageDir, 'make-probes.sh'));
+	const rootfsHash = hashOf([recipe, downloader, probes, builderPackages.join(' '), archPairs().join(' '), suites.join(' ')]);
 	const layerFiles = await Promise.all(agentLayerFiles.map(async ([source, target, mode]) => [await fs.readFile(path.join(vmImageDir, source)), target, String(mode)]).flat());
 	return {rootfsHash, inputHash: hashOf([rootfsHash, ...layerFiles.flat()])};
 };

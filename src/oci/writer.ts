@@ -100,9 +100,11 @@ export class LayoutWriter {
 	}
 
 	/** Writes oci-layout and index.json naming `top` (tagged `tag` when given). */
-	async finish(top: Descriptor, tag?: string): Promise<void> {
+	/** Writes index.json (one entry: `top`, named `tag` if given, plus `annotations`) and oci-layout. */
+	async finish(top: Descriptor, tag?: string, annotations: Readonly<Record<string, string>> = {}): Promise<void> {
 		const {platform: _platform, ...entry} = top;
-		const index: ImageIndex = {schemaVersion: 2, manifests: [{...entry, ...(tag === undefined ? {} : {annotations: {[refNameAnnotation]: tag}})}]};
+		const names = {...annotations, ...(tag === undefined ? {} : {[refNameAnnotation]: tag})};
+		const index: ImageIndex = {schemaVersion: 2, manifests: [{...entry, ...(Object.keys(names).length === 0 ? {} : {annotations: names})}]};
 		await fs.writeFile(path.join(this.dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}\n');
 		await fs.writeFile(path.join(this.dir, 'index.json'), `${JSON.stringify(index)}\n`);
 	}
