@@ -1,9 +1,9 @@
 import type {ErrorCode} from '../agent-events/contract.js';
 
 const hints: Record<ErrorCode, string> = {
-	E_AGENT_USAGE: 'exobuild and its builder image disagree about the agent\'s arguments; run `exobuild builder create --force`',
-	E_BINFMT_MOUNT: 'the sandbox could not mount its own binfmt_misc; on Linux this needs kernel 6.7 or later',
-	E_EMULATOR_MISSING: 'the builder image lacks that emulator; run `exobuild builder create --force`',
+	E_AGENT_USAGE: 'exobuild and its builder image disagree about the agent\'s arguments; run `exobuild builder build --force`',
+	E_BINFMT_MOUNT: 'the sandbox could not mount its own binfmt_misc: on Linux this needs kernel 6.7 or later; in Apple\'s container >= 1.2.0 /proc/sys is read-only (with 1.2.1 or later, EXOBUILD_APPLE_WRITABLE_PROC_SYS=1 lifts it; see docs/macos.md)',
+	E_EMULATOR_MISSING: 'the builder image lacks that emulator; run `exobuild builder build --force`',
 	E_BINFMT_REGISTER: 'the emulator could not be registered in the sandbox; run with --progress plain for details',
 	E_HANDLER_PROOF: 'the emulator was registered but a test binary did not run under it; the emulator may be broken for this architecture',
 	E_ENGINE_MISSING: 'the builder image does not have that engine; choose another with --engine',

@@ -23,6 +23,11 @@ export interface RawBuildOptions {
 	progress: string;
 	engine: string;
 	driver: string;
+	load?: boolean;
+	cpus?: string;
+	memory?: string;
+	virtualization?: boolean;
+	rosetta?: boolean;
 }
 
 const usage = (message: string, hint: string): UserError => new UserError(message, {hint, code: 'E_USAGE'});
@@ -241,6 +246,19 @@ export const toBuildRequest = (
 		platforms = [host];
 	}
 
+	const tags = parseTags(raw.tag);
+	if (raw.load === true && tags.length === 0) {
+		throw usage('--load needs a name for the image', 'add -t NAME[:TAG] (the image store keeps images by name)');
+	}
+
+	let cpus: number | undefined;
+	if (raw.cpus !== undefined) {
+		cpus = Number(raw.cpus);
+		if (!/^\d+$/.test(raw.cpus) || cpus < 1) {
+			throw usage(`invalid --cpus "${raw.cpus}"`, 'a whole number of CPUs for the sandbox VM, e.g. --cpus 4');
+		}
+	}
+
 	const target = raw.target;
 	if (target !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/.test(target)) {
 		throw usage(`invalid --target "${target}"`, 'a stage name as written after AS in the Dockerfile');
@@ -250,7 +268,7 @@ export const toBuildRequest = (
 		contextDir,
 		dockerfile,
 		platforms,
-		tags: parseTags(raw.tag),
+		tags,
 		buildArgs: parseBuildArgs(raw.buildArg, env, warn),
 		target,
 		noCache: !raw.cache,
@@ -259,6 +277,13 @@ export const toBuildRequest = (
 		progress: oneOf('--progress', raw.progress, progressModes),
 		engine: oneOf('--engine', raw.engine, engineNames),
 		driver: oneOf('--driver', raw.driver, driverNames),
+		load: raw.load === true,
+		runtimeOptions: {
+			...(cpus === undefined ? {} : {cpus}),
+			...(raw.memory === undefined ? {} : {memory: raw.memory}),
+			...(raw.virtualization === true ? {virtualization: true} : {}),
+			...(raw.rosetta === true ? {rosetta: true} : {}),
+		},
 	};
 };
 

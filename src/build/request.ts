@@ -4,6 +4,7 @@
  */
 import {z} from 'zod';
 import type {Platform} from '../platforms/parse.js';
+import type {RuntimeOptions} from '../sandboxes/runtime.js';
 
 export const progressModes = ['auto', 'plain', 'tty'] as const;
 export const engineNames = ['auto', 'buildkit', 'buildah'] as const;
@@ -41,4 +42,8 @@ export interface BuildRequest {
 	readonly progress: (typeof progressModes)[number];
 	readonly engine: (typeof engineNames)[number];
 	readonly driver: (typeof driverNames)[number];
+	/** Import the result into the runtime's image store under `tags` (buildx --load). */
+	readonly load: boolean;
+	/** The sandbox VM's resources and features (apple-container; refused by linux-userns). */
+	readonly runtimeOptions: RuntimeOptions;
 }

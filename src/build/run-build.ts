@@ -56,7 +56,14 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 		return {context, manifests};
 	}));
 
-	const runtime = createRuntime(request.driver);
+	const runtime = createRuntime(request.driver, request.runtimeOptions);
+	if (request.load && runtime.loadImage === undefined) {
+		throw new UserError(`--load: the ${runtime.name} driver has no image store to load into`, {
+			hint: 'write the image with --output type=oci,dest=FILE instead (--load is for --driver apple-container)',
+			code: 'E_USAGE',
+		});
+	}
+
 	await runtime.features();
 	await hostPhase('reap-orphans', async () => {
 		const [sandboxes, scratch] = await Promise.all([runtime.reapOrphans(), reapHostScratch()]);
@@ -64,6 +71,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 	}, count => (count > 0 ? `removed ${count} left by killed runs` : undefined));
 
 	const builderImage = await hostPhase('builder-image', async () => ensureBuilderImage({
+		runtime,
 		...(signal === undefined ? {} : {signal}),
 		onProgress(step, detail) {
 			reporter.report({kind: 'host-phase', phase: 'builder-image', state: 'start', detail: detail ? `${step}: ${detail}` : step});
@@ -93,6 +101,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 		let result: AgentEventOf<'result'> | undefined;
 		let failure: AgentEventOf<'error'> | undefined;
 		let protocolError: Error | undefined;
+		let lastStderr: string | undefined;
 		const handlers: Array<AgentEventOf<'handler'>> = [];
 		const onEvent = (event: AgentEvent): void => {
 			if (event.event === 'result') {
@@ -122,6 +131,10 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 				}
 			},
 			onStderrLine(line) {
+				if (line.trim() !== '') {
+					lastStderr = line.trim();
+				}
+
 				reporter.report({kind: 'agent-stderr', line});
 			},
 			...(signal === undefined ? {} : {signal}),
@@ -136,11 +149,11 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 		}
 
 		if (protocolError !== undefined) {
-			throw new UserError(`the agent broke the event contract: ${protocolError.message}`, {hint: 'the builder image and this exobuild do not match; run `exobuild builder create --force`', exitCode: 1, code: 'E_PROTOCOL', cause: protocolError});
+			throw new UserError(`the agent broke the event contract: ${protocolError.message}`, {hint: 'the builder image and this exobuild do not match; run `exobuild builder build --force`', exitCode: 1, code: 'E_PROTOCOL', cause: protocolError});
 		}
 
 		if (result === undefined || exit.exitCode !== 0) {
-			throw new UserError(`the agent ended without a result (exit code ${exit.exitCode ?? '-'}${exit.signal ? `, signal ${exit.signal}` : ''})`, {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
+			throw new UserError(`the agent ended without a result (exit code ${exit.exitCode ?? '-'}${exit.signal ? `, signal ${exit.signal}` : ''})${lastStderr === undefined ? '' : `: ${lastStderr}`}`, {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
 		}
 
 		const finalResult = result;
@@ -149,9 +162,16 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 			sandbox = undefined;
 		});
 
-		if (request.output !== undefined) {
-			const dest = request.output.dest;
+		if (request.output !== undefined || request.load) {
+			const dest = request.output?.dest ?? `${scratch.outDir}/image.tar`;
 			await hostPhase('archive', async () => packLayoutToArchive(`${scratch.outDir}/oci-layout`, dest, {tags: [...request.tags]}), () => dest);
+			if (request.load && runtime.loadImage !== undefined) {
+				const load = runtime.loadImage;
+				const report = await hostPhase('load', async () => load(dest, request.tags), loaded => loaded.loaded.join(', '));
+				for (const note of report.notes) {
+					reporter.report({kind: 'warning', message: note});
+				}
+			}
 		} else {
 			reporter.report({kind: 'warning', message: 'no --output given: the image was discarded with the sandbox. Add --output type=oci,dest=FILE to keep it.'});
 		}

@@ -25,6 +25,11 @@ export const registerBuildCommand = (program: Command): void => {
 		.addOption(new Option('--progress <MODE>', 'auto | plain | tty').default('auto'))
 		.addOption(new Option('--engine <ENGINE>', 'auto | buildkit | buildah (auto: buildkit where the builder image has it)').default('auto'))
 		.addOption(new Option('--driver <DRIVER>', 'sandbox runtime: linux-userns | apple-container').default(defaultRuntime()))
+		.addOption(new Option('--load', 'import the result into the runtime\'s image store under each -t name (apple-container: container image load)'))
+		.addOption(new Option('--cpus <N>', 'CPUs of the sandbox VM (apple-container; default: all, up to 8)'))
+		.addOption(new Option('--memory <SIZE>', 'memory of the sandbox VM, e.g. 8G (apple-container; default: half the host\'s, 2G to 8G)'))
+		.addOption(new Option('--virtualization', 'nested virtualization in the VM (apple-container; M3 or later, macOS 15+, a KVM kernel; QEMU user emulation does not need it)'))
+		.addOption(new Option('--rosetta', 'Rosetta for linux/amd64 in the VM (apple-container on Apple silicon)'))
 		.action(async (context: string | undefined, raw: RawBuildOptions) => {
 			const warnings: string[] = [];
 			const request = toBuildRequest(context, raw, {cwd: process.cwd(), env: process.env, warn: message => warnings.push(message)});

@@ -8,6 +8,7 @@ import {isUserError} from '../errors.js';
 import {supportedPlatformIds} from '../platforms/parse.js';
 import {registerBuildCommand} from './build-command.js';
 import {registerBuilderCommand} from './builder-command.js';
+import {registerPruneCommand} from './prune-command.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 export {collect};
@@ -23,6 +24,7 @@ export const createProgram = (): Command => {
 	program.addHelpText('after', `\nSupported platforms: ${supportedPlatformIds().join(', ')}`);
 	registerBuildCommand(program);
 	registerBuilderCommand(program);
+	registerPruneCommand(program);
 	return program;
 };
 

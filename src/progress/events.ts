@@ -16,6 +16,7 @@ export const buildPhases = [
 	{name: 'export', title: 'Export OCI layout', host: false},
 	{name: 'teardown', title: 'Tear down sandbox', host: true},
 	{name: 'archive', title: 'Write OCI archive', host: true},
+	{name: 'load', title: 'Load into the image store', host: true},
 ] as const;
 
 export type BuildPhase = (typeof buildPhases)[number]['name'];

@@ -5,11 +5,12 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import {execa} from 'execa';
 import {z} from 'zod';
 
 const ownerRecord = z.object({
 	pid: z.number().int().positive(),
-	/** Field 22 of /proc/<pid>/stat (clock ticks since boot); undefined where /proc is absent (macOS). */
+	/** Field 22 of /proc/<pid>/stat (clock ticks since boot), or `ps -o lstart=` on macOS. */
 	startTime: z.string().optional(),
 	kind: z.string(),
 	created: z.string(),
@@ -20,6 +21,12 @@ export const ownerFile = 'owner.json';
 
 /** Start time of a process, from /proc/<pid>/stat; undefined if there is no such process or no /proc. */
 export const processStartTime = async (pid: number): Promise<string | undefined> => {
+	if (process.platform === 'darwin') {
+		// No /proc: ps prints the start time ("Sun Nov 29 05:37:52 2026"), stable for the process's life.
+		const ps = await execa('ps', ['-o', 'lstart=', '-p', String(pid)], {reject: false});
+		return ps.exitCode === 0 && String(ps.stdout).trim() !== '' ? String(ps.stdout).trim().replaceAll(/\s+/g, ' ') : undefined;
+	}
+
 	try {
 		const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
 		// The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.

@@ -1,7 +1,7 @@
 /** The factory of sandbox runtimes: the only place that maps a driver name to its implementation. */
-import {UserError} from '../errors.js';
+import {createAppleContainerRuntime} from './apple-container/index.js';
 import {createLinuxUsernsRuntime} from './linux-userns/index.js';
-import type {RuntimeName, SandboxRuntime} from './runtime.js';
+import type {RuntimeName, RuntimeOptions, SandboxRuntime} from './runtime.js';
 
 export const runtimeNames: readonly RuntimeName[] = ['linux-userns', 'apple-container'];
 
@@ -9,17 +9,14 @@ export const runtimeNames: readonly RuntimeName[] = ['linux-userns', 'apple-cont
 export const defaultRuntime = (platform: NodeJS.Platform = process.platform): RuntimeName =>
 	platform === 'darwin' ? 'apple-container' : 'linux-userns';
 
-export const createRuntime = (name: RuntimeName): SandboxRuntime => {
+export const createRuntime = (name: RuntimeName, options: RuntimeOptions = {}): SandboxRuntime => {
 	switch (name) {
 		case 'linux-userns': {
-			return createLinuxUsernsRuntime();
+			return createLinuxUsernsRuntime(options);
 		}
 
 		case 'apple-container': {
-			throw new UserError('the apple-container driver is not available in this version', {
-				hint: 'on Linux use --driver linux-userns (the default); the macOS driver is being built',
-				code: 'E_DRIVER',
-			});
+			return createAppleContainerRuntime(options);
 		}
 	}
 };

@@ -61,10 +61,46 @@ export interface ReapReport {
 	readonly removed: readonly string[];
 }
 
+/** Options a user gives to the runtime itself (--cpus, --memory, …); a runtime refuses those it has no use for. */
+export interface RuntimeOptions {
+	/** CPUs of the sandbox VM. */
+	readonly cpus?: number;
+	/** Memory of the sandbox VM, e.g. "8G". */
+	readonly memory?: string;
+	/** Nested virtualization (KVM inside the VM). */
+	readonly virtualization?: boolean;
+	/** Rosetta for linux/amd64 on arm64 hosts. */
+	readonly rosetta?: boolean;
+}
+
+export interface LoadReport {
+	/** References now in the runtime's image store. */
+	readonly loaded: readonly string[];
+	/** What the user should know (e.g. a multi-platform index loaded as per-platform tags). */
+	readonly notes: readonly string[];
+}
+
+export interface ImageBuildRequest {
+	readonly containerfile: string;
+	readonly contextDir: string;
+	readonly buildArgs: Readonly<Record<string, string>>;
+	readonly platform: string;
+	/** OCI image archive to write. */
+	readonly dest: string;
+	readonly onLine?: (line: string) => void;
+	readonly signal?: AbortSignal;
+}
+
 export interface SandboxRuntime {
 	readonly name: RuntimeName;
 	/** Checks the host can run this runtime; throws a UserError with a fix otherwise. */
 	features(): Promise<RuntimeFeatures>;
 	start(spec: SandboxSpec): Promise<Sandbox>;
 	reapOrphans(): Promise<ReapReport>;
+	/** Imports an OCI image archive into the runtime's image store under `tags` (`--load`); absent where there is no store. */
+	readonly loadImage?: (archivePath: string, tags: readonly string[]) => Promise<LoadReport>;
+	/** Pulls REF from a registry and writes it as an OCI archive (`builder pull`); absent where the runtime has no registry client. */
+	readonly pullImage?: (reference: string, platform: string, dest: string) => Promise<void>;
+	/** Builds a Containerfile into an OCI archive with the runtime's own builder (`builder build`); absent where there is none. */
+	readonly buildImage?: (request: ImageBuildRequest) => Promise<void>;
 }

@@ -1,25 +1,32 @@
 /**
- * The distro builder image as `exobuild builder create` makes it: named by its input hash,
+ * The distro builder image as `exobuild builder build` makes it: named by its input hash,
  * holding the agent, a probe binary of every architecture of the platform table, and only the
- * emulators of those architectures.
+ * emulators of those architectures; and carried to a machine without network by save and load.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import {test} from 'node:test';
+import {execa} from 'execa';
 import {inspectArchive} from '../../src/oci/index.js';
 import {architectures} from '../../src/platforms/table.js';
-import {elfMachine, exobuild} from './helpers.js';
+import {busyboxLayout} from '../fixtures/base-images.js';
+import {bin, elfMachine, exobuild, exobuildEnv, fixturesDir, makeContext} from './helpers.js';
 
 // ELF e_machine of each architecture's binaries.
 const machines: Record<string, number> = {x86_64: 62, i386: 3, aarch64: 183, arm: 40, ppc64le: 21, s390x: 22, riscv64: 243};
 
-test('builder create makes (or finds) the image; inspect prints it; its layers hold what the agent needs', async () => {
-	const created = await exobuild(['builder', 'create']);
+test('builder build makes (or finds) the image; inspect prints it; its layers hold what the agent needs', async () => {
+	const created = await exobuild(['builder', 'build']);
 	assert.equal(created.exitCode, 0, created.all);
 	const inspected = await exobuild(['builder', 'inspect']);
 	assert.equal(inspected.exitCode, 0, inspected.all);
-	const image = JSON.parse(String(inspected.stdout)) as {archivePath: string; manifestDigest: string; inputHash: string};
+	const image = JSON.parse(String(inspected.stdout)) as {archivePath: string; manifestDigest: string; inputHash: string; kind: string; reference: string};
+	assert.equal(image.kind, 'distro');
+	assert.equal(image.reference, `exobuild-builder:distro-${image.inputHash.slice(0, 12)}`);
 	assert.match(image.archivePath, new RegExp(`${image.inputHash}\\.tar$`));
-	assert.deepEqual(JSON.parse(String(created.stdout)), image, 'a second create finds the same image');
+	assert.deepEqual(JSON.parse(String(created.stdout)), image, 'a second build finds the same image');
 
 	const archive = await inspectArchive(image.archivePath);
 	assert.equal(archive.images.length, 1);
@@ -38,4 +45,32 @@ test('builder create makes (or finds) the image; inspect prints it; its layers h
 
 	assert.equal(await builder!.readFile('/usr/bin/qemu-mips64el'), undefined, 'emulators outside the table are left out');
 	assert.ok(await builder!.readFile('/usr/bin/buildah'), 'the buildah engine');
+});
+
+test('builder save, then load and build with no network (a fresh cache in an empty network namespace)', async () => {
+	const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-offline-'));
+	try {
+		const saved = path.join(work, 'builder.tar');
+		const save = await exobuild(['builder', 'save', '-o', saved]);
+		assert.equal(save.exitCode, 0, save.all);
+		const layout = await busyboxLayout(['linux/ppc64le'], path.join(fixturesDir, 'busybox'));
+		const context = makeContext(path.join(work, 'ctx'), {Dockerfile: 'FROM busybox\nRUN uname -m > /m\n'});
+		const offline = async (...args: string[]) => execa('unshare', ['--net', '--', bin, ...args], {
+			reject: false, all: true, env: {...exobuildEnv, EXOBUILD_CACHE_DIR: path.join(work, 'cache')},
+		});
+		const noNetwork = await execa('unshare', ['--net', '--', 'getent', 'ahosts', 'deb.debian.org'], {reject: false});
+		assert.notEqual(noNetwork.exitCode, 0, 'the namespace really has no network');
+
+		const load = await offline('builder', 'load', '-i', saved);
+		assert.equal(load.exitCode, 0, load.all);
+		assert.equal((JSON.parse(String(load.stdout)) as {current: boolean}).current, true);
+		const dest = path.join(work, 'out.tar');
+		const build = await offline('build', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`, '--output', `type=oci,dest=${dest}`, context);
+		assert.equal(build.exitCode, 0, build.all);
+		assert.doesNotMatch(String(build.stderr), /Making the builder image/, 'the loaded builder was used');
+		const [image] = (await inspectArchive(dest)).images;
+		assert.equal((await image!.readFile('/m'))?.toString().trim(), 'ppc64le');
+	} finally {
+		fs.rmSync(work, {recursive: true, force: true});
+	}
 });

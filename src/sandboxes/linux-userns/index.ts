@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import {UserError} from '../../errors.js';
 import {packageRoot, runsDir} from '../../paths.js';
 import {createOwnedDir, reapOwnedDirs} from '../../runs/owned-dir.js';
-import type {AgentExit, AgentRun, ReapReport, RuntimeFeatures, Sandbox, SandboxRuntime, SandboxSpec} from '../runtime.js';
+import type {AgentExit, AgentRun, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec} from '../runtime.js';
 import {builderRootfs, reapRootfsUnpacks} from './builder-rootfs.js';
 import {runInNamespaces} from './namespaces.js';
 
@@ -43,7 +43,25 @@ export interface LinuxUsernsOptions {
 	readonly entrypoint?: readonly string[];
 }
 
-export const createLinuxUsernsRuntime = (options: LinuxUsernsOptions = {}): SandboxRuntime => ({
+/** What the apple-container driver's VM options mean here: nothing, so they are refused, naming why. */
+const refuseVmOptions = (runtimeOptions: RuntimeOptions): void => {
+	const given = Object.entries({cpus: '--cpus', memory: '--memory', virtualization: '--virtualization', rosetta: '--rosetta'})
+		.filter(([key]) => runtimeOptions[key as keyof RuntimeOptions] !== undefined)
+		.map(([, flag]) => flag);
+	if (given.length > 0) {
+		throw new UserError(`${given.join(', ')} ${given.length === 1 ? 'applies' : 'apply'} to the apple-container driver's VM; a linux-userns sandbox has no VM`, {
+			hint: 'drop the flag: linux-userns sandboxes use the host\'s CPUs and memory, and QEMU user emulation needs no virtualization',
+			code: 'E_USAGE',
+		});
+	}
+};
+
+export const createLinuxUsernsRuntime = (runtimeOptions: RuntimeOptions = {}, options: LinuxUsernsOptions = {}): SandboxRuntime => {
+	refuseVmOptions(runtimeOptions);
+	return linuxUsernsRuntime(options);
+};
+
+const linuxUsernsRuntime = (options: LinuxUsernsOptions): SandboxRuntime => ({
 	name: 'linux-userns',
 
 	async features(): Promise<RuntimeFeatures> {

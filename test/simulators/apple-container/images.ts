@@ -139,6 +139,12 @@ const load = async (input: string | undefined): Promise<string> => {
 		}
 
 		const index = indexSchema.parse(JSON.parse(fs.readFileSync(path.join(staging, 'index.json'), 'utf8')));
+		// Whether the real store takes a multi-platform index is UNVERIFIED: tests set this to
+		// play a store that refuses one (the error text is the simulator's own).
+		if (process.env['CONTAINER_SIM_REFUSE_INDEX'] === '1' && index.manifests.some(entry => isIndexMediaType(entry.mediaType))) {
+			throw new CliError('unsupported: "multi-platform image index (simulated refusal: CONTAINER_SIM_REFUSE_INDEX=1)"');
+		}
+
 		const loaded: ImageRecord[] = [];
 		for (const entry of index.manifests) {
 			const reference = referenceOf(entry.annotations);

@@ -1,0 +1,320 @@
+/**
+ * The apple-container sandbox runtime (macOS): one `container run --rm` VM per build, booted from
+ * the builder image, with its own kernel and so its own binfmt_misc table. The host's macOS is
+ * never touched. Every call to Apple's CLI is checked: version gates, system status, JSON shapes.
+ *
+ * Lifetime: the VM carries labels naming its owner (pid + start time). Ctrl-C/SIGTERM abort the
+ * run, which deletes the VM before exobuild exits; a run killed hard leaves a VM that
+ * reapOrphans() of the next run finds by label and deletes once its owner is gone.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import {UserError} from '../../errors.js';
+import {ownerAlive, processStartTime} from '../../runs/owned-dir.js';
+import type {
+	AgentExit, AgentRun, ImageBuildRequest, LoadReport, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec,
+} from '../runtime.js';
+import {atLeast, containerCli, firstErrorLine, formatVersion, readVersion, runCli, spawnCli, type Version} from './container-cli.js';
+import {containerId, containerLabels, containerList, containerState, systemStatus} from './shapes.js';
+import {splitArchiveByPlatform} from './per-platform.js';
+import {containerRunArgs, vmLabels} from './run-args.js';
+
+/** `--cap-add` exists from 0.12.0; without it the VM cannot mount binfmt_misc or run buildkitd. */
+export const minimumVersion: Version = [0, 12, 0];
+/** From 1.2.1, `--read-only-path NONE` lifts the read-only /proc/sys that 1.2.0 introduced. */
+const readOnlyPathFlagVersion: Version = [1, 2, 1];
+
+const gib = 1024 ** 3;
+
+/**
+ * CPUs and memory of the VM: Apple's defaults (4 CPUs, 1 GiB) are too small for BuildKit plus
+ * QEMU; take every CPU up to 8 and half the host's memory up to 8 GiB (at least 2 GiB).
+ */
+export const defaultResources = (cpus = os.cpus().length, totalMemory = os.totalmem()): {cpus: number; memory: string} => ({
+	cpus: Math.max(1, Math.min(cpus, 8)),
+	memory: `${Math.max(2, Math.min(8, Math.floor(totalMemory / 2 / gib)))}G`,
+});
+
+const memoryPattern = /^\d+[KMGT]?$/i;
+
+const nativeMachine = (): string => ({arm64: 'aarch64', x64: 'x86_64'} as Record<string, string>)[process.arch] ?? os.machine();
+
+const cliFailure = (what: string, result: {stdout: string; stderr: string; exitCode: number}, version: Version | undefined, hint: string): UserError =>
+	new UserError(`${what} failed (container ${version === undefined ? '' : `${formatVersion(version)} `}exit ${result.exitCode}: ${firstErrorLine(result) || 'no output'})`, {hint, code: 'E_CONTAINER_CLI'});
+
+const lines = (stream: NodeJS.ReadableStream | null | undefined, onLine: (line: string) => void): Promise<void> => new Promise(resolve => {
+	if (!stream) {
+		resolve();
+		return;
+	}
+
+	readline.createInterface({input: stream, crlfDelay: Number.POSITIVE_INFINITY}).on('line', onLine).on('close', resolve);
+});
+
+export const createAppleContainerRuntime = (options: RuntimeOptions = {}): SandboxRuntime => {
+	if (options.memory !== undefined && !memoryPattern.test(options.memory)) {
+		throw new UserError(`--memory ${options.memory} is not a size`, {hint: 'e.g. --memory 8G (K, M, G or T; Apple\'s container rounds to MiB)', code: 'E_USAGE'});
+	}
+
+	if (options.cpus !== undefined && (!Number.isInteger(options.cpus) || options.cpus < 1)) {
+		throw new UserError(`--cpus ${options.cpus} is not a whole number of CPUs`, {hint: 'e.g. --cpus 4', code: 'E_USAGE'});
+	}
+
+	let version: Version | undefined;
+	const resources = {...defaultResources(), ...(options.cpus === undefined ? {} : {cpus: options.cpus}), ...(options.memory === undefined ? {} : {memory: options.memory.toUpperCase()})};
+
+	/** Loads the builder archive into Apple's image store unless its reference is there already. */
+	const ensureImage = async (reference: string, archivePath: string): Promise<void> => {
+		if ((await runCli(['image', 'inspect', reference])).exitCode === 0) {
+			return;
+		}
+
+		const load = await runCli(['image', 'load', '--input', archivePath]);
+		if (load.exitCode !== 0) {
+			throw cliFailure(`loading the builder image into container's image store (container image load --input ${archivePath})`, load, version,
+				'check `container system status`; the archive is verified by exobuild, so this is the store refusing it (see docs/macos.md)');
+		}
+
+		await expectInStore([reference], load.stdout, archivePath);
+	};
+
+	const expectInStore = async (references: readonly string[], loadOutput: string, archivePath: string): Promise<void> => {
+		const missing: string[] = [];
+		for (const reference of references) {
+			// eslint-disable-next-line no-await-in-loop
+			if ((await runCli(['image', 'inspect', reference])).exitCode !== 0) {
+				missing.push(reference);
+			}
+		}
+
+		if (missing.length > 0) {
+			throw new UserError(`container image load did not register ${missing.join(', ')} (it said: ${loadOutput.replaceAll('\n', ' ').trim() || 'nothing'})`, {
+				hint: `the OCI archive is kept at ${archivePath}; the store may name images differently in this container version (see docs/macos.md)`,
+				code: 'E_CONTAINER_CLI',
+			});
+		}
+	};
+
+	const deleteVm = async (name: string): Promise<boolean> => {
+		const result = await runCli(['delete', '--force', name]);
+		return result.exitCode === 0;
+	};
+
+	return {
+		name: 'apple-container',
+
+		async features(): Promise<RuntimeFeatures> {
+			if (process.platform !== 'darwin' && !process.env['EXOBUILD_CONTAINER_CLI']) {
+				throw new UserError(`the apple-container driver runs on macOS, not ${process.platform}`, {hint: 'on Linux use --driver linux-userns (the default)', code: 'E_DRIVER'});
+			}
+
+			version = await readVersion();
+			if (!atLeast(version, minimumVersion)) {
+				throw new UserError(`container ${formatVersion(version)} is too old: exobuild needs --cap-add, which arrived in ${formatVersion(minimumVersion)}`, {
+					hint: 'upgrade Apple\'s container (https://github.com/apple/container/releases; 1.2 or later recommended)',
+					code: 'E_CONTAINER_VERSION',
+				});
+			}
+
+			const status = await runCli(['system', 'status', '--format', 'json']);
+			const parsed = systemStatus.safeParse((() => {
+				try {
+					return JSON.parse(status.stdout);
+				} catch {
+					return undefined;
+				}
+			})());
+			if (status.exitCode !== 0 || !parsed.success || parsed.data.status !== 'running') {
+				throw new UserError(`container's system service is not running (container ${formatVersion(version)} says: ${parsed.success ? parsed.data.status : firstErrorLine(status) || `exit ${status.exitCode}`})`, {
+					hint: 'start it with `container system start`, then try again',
+					code: 'E_CONTAINER_SYSTEM',
+				});
+			}
+
+			if (options.virtualization && process.platform === 'darwin' && Number(os.release().split('.')[0]) < 24) {
+				throw new UserError('--virtualization needs macOS 15 or later (and an M3 or later chip, and a kernel with KVM)', {
+					hint: 'drop --virtualization: QEMU user emulation does not need it (see `exobuild doctor`)',
+					code: 'E_USAGE',
+				});
+			}
+
+			return {privateBinfmt: true, nativeMachine: nativeMachine()};
+		},
+
+		async start(spec: SandboxSpec): Promise<Sandbox> {
+			const cliVersion = version ?? await readVersion();
+			await ensureImage(spec.builderImage.reference, spec.builderImage.archivePath);
+			const name = `exobuild-${spec.sessionId}`;
+			const ownerStart = await processStartTime(process.pid) ?? '';
+			let client: ReturnType<typeof spawnCli> | undefined;
+			let stopped: Promise<void> | undefined;
+			const stop = async (): Promise<void> => {
+				stopped ??= (async () => {
+					// The VM dies with `delete --force`; the client then exits on its own.
+					await deleteVm(name);
+					if (client !== undefined) {
+						const exited = await Promise.race([client.then(() => true), new Promise<boolean>(resolve => {
+							setTimeout(() => resolve(false), 10_000).unref();
+						})]);
+						if (!exited) {
+							client.kill('SIGKILL');
+						}
+					}
+				})();
+				return stopped;
+			};
+
+			return {
+				id: name,
+				async runAgent(run: AgentRun): Promise<AgentExit> {
+					const args = containerRunArgs({
+						name,
+						sessionId: spec.sessionId,
+						ownerPid: process.pid,
+						ownerStart,
+						image: spec.builderImage.reference,
+						mounts: spec.mounts,
+						env: spec.env ?? {},
+						agentArgs: run.args,
+						cpus: resources.cpus,
+						memory: resources.memory,
+						virtualization: options.virtualization === true,
+						rosetta: options.rosetta === true,
+						writableProcSys: process.env['EXOBUILD_APPLE_WRITABLE_PROC_SYS'] === '1' && atLeast(cliVersion, readOnlyPathFlagVersion),
+					});
+					client = spawnCli(args);
+					const onAbort = (): void => {
+						void stop();
+					};
+
+					run.signal?.addEventListener('abort', onAbort, {once: true});
+					try {
+						const [result] = await Promise.all([client, lines(client.stdout, run.onStdoutLine), lines(client.stderr, run.onStderrLine)]);
+						return {exitCode: result.exitCode, signal: result.signal};
+					} finally {
+						run.signal?.removeEventListener('abort', onAbort);
+					}
+				},
+				stop,
+			};
+		},
+
+		async reapOrphans(): Promise<ReapReport> {
+			const listed = await runCli(['list', '--all', '--format', 'json']);
+			if (listed.exitCode !== 0) {
+				throw cliFailure('listing containers (container list --all --format json)', listed, version, 'check `container system status`');
+			}
+
+			const entries = containerList.parse(JSON.parse(listed.stdout || '[]'));
+			const removed: string[] = [];
+			for (const entry of entries) {
+				const labels = containerLabels(entry);
+				const id = containerId(entry);
+				const pid = Number(labels[vmLabels.ownerPid]);
+				if (id === undefined || labels[vmLabels.session] === undefined || !Number.isInteger(pid) || pid <= 0) {
+					continue;
+				}
+
+				const startTime = labels[vmLabels.ownerStart] || undefined;
+				// eslint-disable-next-line no-await-in-loop
+				if (await ownerAlive({pid, ...(startTime === undefined ? {} : {startTime}), kind: 'apple-container', created: ''})) {
+					continue;
+				}
+
+				// eslint-disable-next-line no-await-in-loop
+				if (await deleteVm(id)) {
+					removed.push(`${id} (${containerState(entry)})`);
+				}
+			}
+
+			return {removed};
+		},
+
+		async loadImage(archivePath: string, tags: readonly string[]): Promise<LoadReport> {
+			const load = await runCli(['image', 'load', '--input', archivePath]);
+			if (load.exitCode === 0) {
+				await expectInStore(tags, load.stdout, archivePath);
+				return {loaded: [...tags], notes: []};
+			}
+
+			// Whether Apple's store takes an image index is not documented: if it refuses this
+			// archive and the archive holds several platforms, load one image per platform.
+			const work = await fs.mkdtemp(path.join(path.dirname(archivePath), '.per-platform-'));
+			try {
+				const parts = await splitArchiveByPlatform(archivePath, work, tags);
+				if (parts.length < 2) {
+					throw cliFailure(`loading the image into container's store (container image load --input ${archivePath})`, load, version,
+						`the OCI archive is kept at ${archivePath}`);
+				}
+
+				for (const part of parts) {
+					// eslint-disable-next-line no-await-in-loop
+					const partLoad = await runCli(['image', 'load', '--input', part.archivePath]);
+					if (partLoad.exitCode !== 0) {
+						throw cliFailure(`loading the ${part.platform} image (container image load), after the multi-platform index was refused`, partLoad, version,
+							`the OCI archive is kept at ${archivePath}`);
+					}
+
+					// eslint-disable-next-line no-await-in-loop
+					await expectInStore(part.tags, partLoad.stdout, archivePath);
+				}
+
+				const loaded = parts.flatMap(part => part.tags);
+				return {
+					loaded,
+					notes: [`container ${version === undefined ? '' : `${formatVersion(version)} `}refused the multi-platform index (${firstErrorLine(load)}); loaded one image per platform instead: ${loaded.join(', ')}`],
+				};
+			} finally {
+				await fs.rm(work, {recursive: true, force: true});
+			}
+		},
+
+		async pullImage(reference: string, platform: string, dest: string): Promise<void> {
+			const pull = await runCli(['image', 'pull', '--platform', platform, reference]);
+			if (pull.exitCode !== 0) {
+				throw cliFailure(`pulling ${reference} (container image pull)`, pull, version, 'check the reference and the network; offline, use `exobuild builder load -i FILE`');
+			}
+
+			const save = await runCli(['image', 'save', '--platform', platform, '--output', dest, reference]);
+			if (save.exitCode !== 0) {
+				throw cliFailure(`saving ${reference} (container image save)`, save, version, 'check `container image list`');
+			}
+		},
+
+		async buildImage(request: ImageBuildRequest): Promise<void> {
+			const args = [
+				'build', '--file', request.containerfile, '--platform', request.platform,
+				...Object.entries(request.buildArgs).flatMap(([key, value]) => ['--build-arg', `${key}=${value}`]),
+				'--output', `type=oci,dest=${request.dest}`, '--progress', 'plain', request.contextDir,
+			];
+			const child = spawnCli(args);
+			const tail: string[] = [];
+			const onLine = (line: string): void => {
+				tail.push(line);
+				tail.splice(0, Math.max(0, tail.length - 5));
+				request.onLine?.(line);
+			};
+
+			const abort = (): void => {
+				child.kill('SIGTERM');
+			};
+
+			request.signal?.addEventListener('abort', abort, {once: true});
+			try {
+				const [result] = await Promise.all([child, lines(child.stdout, onLine), lines(child.stderr, onLine)]);
+				if (result.exitCode !== 0) {
+					throw new UserError(`${containerCli()} build -f ${request.containerfile} failed (exit ${result.exitCode ?? result.signal}): ${tail.at(-1) ?? 'no output'}`, {
+						hint: 'it needs the network (base images come from Docker Hub); offline, load a builder instead: `exobuild builder load -i FILE`',
+						exitCode: 1,
+						code: 'E_BUILDER_IMAGE',
+					});
+				}
+			} finally {
+				request.signal?.removeEventListener('abort', abort);
+			}
+		},
+	};
+};
+
