@@ -31,6 +31,7 @@ async function * entriesOf(input: Readable): AsyncGenerator<tar.ReadEntry> {
 	};
 
 	parser.on('entry', (entry: tar.ReadEntry) => {
+		entry.on('error', () => undefined);
 		queue.push(entry);
 		signal();
 	});
@@ -38,9 +39,15 @@ async function * entriesOf(input: Readable): AsyncGenerator<tar.ReadEntry> {
 		ended = true;
 		signal();
 	});
+	let current: tar.ReadEntry | undefined;
 	const fail = (error: unknown): void => {
 		failure ??= error;
 		signal();
+		// A reader waiting for the current entry's data would wait forever: fail it too.
+		// (Minipass replays an emitted error to listeners added later; each entry has a listener from the start.)
+		if (current !== undefined && !current.emittedEnd) {
+			current.emit('error', error instanceof Error ? error : new Error(String(error)));
+		}
 	};
 
 	parser.on('error', fail);
@@ -54,6 +61,7 @@ async function * entriesOf(input: Readable): AsyncGenerator<tar.ReadEntry> {
 
 			const next = queue.shift();
 			if (next !== undefined) {
+				current = next;
 				yield next;
 			} else if (ended) {
 				return;
