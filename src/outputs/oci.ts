@@ -28,7 +28,8 @@ const tagOf = (reference: string): string => {
 
 /** index.json naming the layout's one top descriptor once per tag, as packLayoutToArchive writes it. */
 const taggedIndex = (index: ImageIndex, layoutDir: string, tags: readonly string[]): ImageIndex => {
-	if (index.manifests.length !== 1) {
+	// One image, possibly listed once per tag already (packLayoutToArchive rewrites index.json in place).
+	if (new Set(index.manifests.map(descriptor => descriptor.digest)).size !== 1) {
 		throw new Error(`expected one image in ${layoutDir}/index.json, found ${index.manifests.length}`);
 	}
 

@@ -232,6 +232,27 @@ test('type=local writes the root filesystem with whiteouts applied, replacing an
 	assert.deepEqual(leftovers(root), []);
 });
 
+test('type=local keeps symlinks as recorded: absolute targets, and targets through another symlink (usrmerge)', async () => {
+	const dir = path.join(root, 'usrmerge');
+	const writer = new LayoutWriter(dir);
+	const base = layerFile([
+		{path: 'usr/'}, {path: 'usr/lib/'}, {path: 'usr/lib/libc.so.6', content: 'libc'}, {path: 'lib', type: 'SymbolicLink', linkpath: 'usr/lib'},
+	]);
+	const above = layerFile([
+		{path: 'usr/lib/libc.so', type: 'SymbolicLink', linkpath: '/lib/libc.so.6'},
+		{path: 'usr/local/'}, {path: 'usr/local/libc', type: 'SymbolicLink', linkpath: '../../lib/libc.so.6'},
+		{path: 'usr/local/far', type: 'SymbolicLink', linkpath: '../../../../../etc/passwd'},
+	]);
+	await writer.finish(await writer.addImage({layers: [base, above], architecture: 'amd64'}));
+	const dest = path.join(root, 'usrmerge-out');
+	await writeLocalOutput(dir, dest);
+	assert.equal(fs.readlinkSync(path.join(dest, 'lib')), 'usr/lib');
+	assert.equal(fs.readlinkSync(path.join(dest, 'usr/lib/libc.so')), '/lib/libc.so.6');
+	assert.equal(fs.readlinkSync(path.join(dest, 'usr/local/libc')), '../../lib/libc.so.6');
+	assert.equal(fs.readFileSync(path.join(dest, 'usr/local/libc'), 'utf8'), 'libc');
+	assert.equal(fs.readlinkSync(path.join(dest, 'usr/local/far')), '../../../../../etc/passwd', 'a symlink is data: its target is not followed');
+});
+
 test('type=local with several platforms writes a folder per platform, named as buildx does', async () => {
 	const layout = await twoPlatformLayout('local-multi');
 	const dest = path.join(root, 'local-multi-out');
@@ -346,8 +367,11 @@ test('type=oci writes an archive, or with tar=false a layout folder naming the t
 	assert.equal(fs.readdirSync(path.join(folder, 'blobs/sha256')).length, fs.readdirSync(path.join(layout, 'blobs/sha256')).length);
 
 	const archive = path.join(root, 'oci.tar');
-	await writeOutput(layout, {type: 'oci', dest: archive}, {tags: []});
+	await writeOutput(layout, {type: 'oci', dest: archive}, {tags: ['a:1', 'a:2']});
 	assert.ok((await listTar(archive)).has('index.json'));
+	// packLayoutToArchive rewrote index.json in place (one entry per tag): the other outputs still read the layout.
+	await writeOutput(layout, {type: 'oci', dest: folder, tar: false}, {tags: ['example/app:3']});
+	await writeOutput(layout, {type: 'tar', dest: path.join(root, 'oci-then-tar.tar')});
 
 	assert.equal(outputTargetSchema.safeParse({type: 'local', dest: '-'}).success, false);
 	assert.equal(outputTargetSchema.safeParse({type: 'oci', dest: '-', tar: false}).success, false);
