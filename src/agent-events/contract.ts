@@ -31,6 +31,8 @@ export const errorCodes = [
 	'E_BASE_IMAGE', // a base image (named build context) could not be loaded
 	'E_BUILD_FAILED', // the Dockerfile build failed (a RUN step exited non-zero, syntax error…)
 	'E_EXPORT_FAILED', // the OCI layout could not be written
+	'E_ENGINE_UNSUPPORTED', // an option the chosen engine cannot carry out (the message names it)
+	'E_HANG', // a build step produced no output and used no CPU for the hang timeout (watchdog)
 	'E_INTERRUPTED', // the agent got SIGTERM/SIGINT
 	'E_INTERNAL', // anything else
 ] as const;

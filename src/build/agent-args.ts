@@ -14,7 +14,17 @@ export const sandboxPaths = {
 	views: '/exobuild/views',
 	out: '/exobuild/out',
 	state: '/exobuild/state',
+	cache: '/exobuild/cache',
+	cacheFrom: '/exobuild/cache-from',
+	cacheTo: '/exobuild/cache-to',
 } as const;
+
+/** Host folders of the engine's cache: one read-write `dir`, or a `from` to read and a `to` to write. */
+export interface CacheFolders {
+	readonly dir?: string;
+	readonly from?: string;
+	readonly to?: string;
+}
 
 /** A platform id as a file name: linux/arm/v7 → linux-arm-v7. */
 export const platformSlug = (platformId: string): string => platformId.replaceAll('/', '-');
@@ -34,15 +44,18 @@ export interface HostScratch {
 	readonly viewsDir: string;
 }
 
-export const buildMounts = (request: BuildRequest, contexts: readonly ResolvedBuildContext[], scratch: HostScratch): Mount[] => [
+export const buildMounts = (request: BuildRequest, contexts: readonly ResolvedBuildContext[], scratch: HostScratch, cache: CacheFolders = {}): Mount[] => [
 	{hostPath: request.contextDir, sandboxPath: sandboxPaths.context, readOnly: true},
+	...(cache.dir === undefined ? [] : [{hostPath: cache.dir, sandboxPath: sandboxPaths.cache, readOnly: false}]),
+	...(cache.from === undefined ? [] : [{hostPath: cache.from, sandboxPath: sandboxPaths.cacheFrom, readOnly: true}]),
+	...(cache.to === undefined ? [] : [{hostPath: cache.to, sandboxPath: sandboxPaths.cacheTo, readOnly: false}]),
 	{hostPath: path.dirname(request.dockerfile), sandboxPath: sandboxPaths.dockerfileDir, readOnly: true},
 	...contexts.map((context, index) => ({hostPath: context.layoutDir, sandboxPath: `${sandboxPaths.contexts}/${index}`, readOnly: true})),
 	...(contexts.length > 0 ? [{hostPath: scratch.viewsDir, sandboxPath: sandboxPaths.views, readOnly: true}] : []),
 	{hostPath: scratch.outDir, sandboxPath: sandboxPaths.out, readOnly: false},
 ];
 
-export const agentArgs = (request: BuildRequest, contexts: readonly ResolvedBuildContext[]): string[] => {
+export const agentArgs = (request: BuildRequest, contexts: readonly ResolvedBuildContext[], cache: CacheFolders = {}): string[] => {
 	const args = ['build', '--engine', request.engine];
 	for (const platform of request.platforms) {
 		args.push('--platform', platform.id, '--handler', `${platform.id}=${handlerSpec(platform.arch)}:${platform.arch.unameMachine}`);
@@ -68,6 +81,22 @@ export const agentArgs = (request: BuildRequest, contexts: readonly ResolvedBuil
 
 	if (request.noCache) {
 		args.push('--no-cache');
+	}
+
+	if (request.hangTimeoutSeconds > 0) {
+		args.push('--hang-timeout', String(request.hangTimeoutSeconds));
+	}
+
+	if (cache.dir !== undefined) {
+		args.push('--cache-dir', sandboxPaths.cache);
+	}
+
+	if (cache.from !== undefined) {
+		args.push('--cache-from', sandboxPaths.cacheFrom);
+	}
+
+	if (cache.to !== undefined) {
+		args.push('--cache-to', sandboxPaths.cacheTo);
 	}
 
 	for (const [index, context] of contexts.entries()) {

@@ -1,6 +1,8 @@
 import type {ErrorCode} from '../agent-events/contract.js';
 
 const hints: Record<ErrorCode, string> = {
+	E_ENGINE_UNSUPPORTED: 'choose another engine with --engine (BuildKit where the builder image has it), or drop the option',
+	E_HANG: 'under QEMU this is usually an emulator bug (e.g. Go >= 1.23 programs, QEMU issue 2738); try another QEMU (builder image) or, if the step only waits, raise --hang-timeout',
 	E_AGENT_USAGE: 'exobuild and its builder image disagree about the agent\'s arguments; run `exobuild builder build --force`',
 	E_BINFMT_MOUNT: 'the sandbox could not mount its own binfmt_misc: on Linux this needs kernel 6.7 or later; in Apple\'s container >= 1.2.0 /proc/sys is read-only (with 1.2.1 or later, EXOBUILD_APPLE_WRITABLE_PROC_SYS=1 lifts it; see docs/macos.md)',
 	E_EMULATOR_MISSING: 'the builder image lacks that emulator; run `exobuild builder build --force`',

@@ -4,8 +4,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import {UserError} from '../errors.js';
 import {hostPlatform, parsePlatforms, supportedPlatformIds} from '../platforms/parse.js';
+import {parseCache} from './cache-options.js';
+import {csv, usage} from './option-values.js';
 import {
 	buildContextSchema, driverNames, engineNames, outputSchema, progressModes,
 	type BuildContext, type BuildRequest, type OutputSpec,
@@ -24,13 +25,28 @@ export interface RawBuildOptions {
 	engine: string;
 	driver: string;
 	load?: boolean;
+	cacheFrom?: string[];
+	hangTimeout?: string;
+	cacheTo?: string[];
 	cpus?: string;
 	memory?: string;
 	virtualization?: boolean;
 	rosetta?: boolean;
 }
 
-const usage = (message: string, hint: string): UserError => new UserError(message, {hint, code: 'E_USAGE'});
+
+/** A step silent and idle this long is taken for an emulator hang. */
+export const defaultHangTimeout = '10m';
+
+/** "90", "90s", "10m", "1h" → seconds. */
+export const parseDuration = (flag: string, value: string): number => {
+	const match = /^(\d+)(s|m|h)?$/.exec(value.trim());
+	if (!match) {
+		throw usage(`invalid ${flag} "${value}"`, `a duration such as 300s, 10m or 1h (0 turns it off)`);
+	}
+
+	return Number(match[1]) * ({s: 1, m: 60, h: 3600} as Record<string, number>)[match[2] ?? 's']!;
+};
 
 const buildArgKey = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -132,65 +148,97 @@ export const parseBuildContexts = (values: readonly string[], cwd: string): Buil
 	});
 };
 
-const csv = (value: string): Map<string, string> => {
-	const fields = new Map<string, string>();
-	for (const part of value.split(',')) {
-		const eq = part.indexOf('=');
-		if (eq <= 0) {
-			throw usage(`invalid --output "${value}": "${part}" is not key=value`, 'e.g. --output type=oci,dest=image.tar');
-		}
-
-		fields.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
-	}
-
-	return fields;
+/** The output types buildx has that exobuild refuses, with why. */
+const refusedOutputTypes: Record<string, string> = {
+	image: 'pushing to a registry is not supported yet: write an OCI archive (type=oci,dest=FILE) and push it with skopeo or crane',
+	registry: 'pushing to a registry is not supported yet: write an OCI archive (type=oci,dest=FILE) and push it with skopeo or crane',
+	cacheonly: 'type=cacheonly is not supported: every build already keeps its cache (see --cache-to)',
 };
 
-export const parseOutput = (values: readonly string[], cwd: string): OutputSpec | undefined => {
+/**
+ * `-o/--output` with buildx's grammar: `type=oci|docker|local|tar[,dest=…][,name=…][,tar=false]`,
+ * `-o DIR` (type=local) and `-o -` (type=tar to stdout). Returns the target and any names given
+ * with name= (they join the -t tags).
+ */
+export const parseOutput = (values: readonly string[], cwd: string): {target: OutputSpec | undefined; names: string[]} => {
 	if (values.length === 0) {
-		return undefined;
+		return {target: undefined, names: []};
 	}
 
 	if (values.length > 1) {
-		throw usage('only one --output is supported', 'give a single --output type=oci,dest=FILE');
+		throw usage('only one --output is supported', 'give a single --output, e.g. --output type=oci,dest=image.tar');
 	}
 
-	const fields = csv(values[0]!);
+	const value = values[0]!;
+	if (value === '-') {
+		return {target: outputSchema.parse({type: 'tar', dest: '-'}), names: []};
+	}
+
+	if (!value.includes('=')) {
+		return {target: outputSchema.parse({type: 'local', dest: checkedDest(path.resolve(cwd, value), 'local')}), names: []};
+	}
+
+	const fields = csv(value);
 	const type = fields.get('type');
 	if (type === undefined) {
-		throw usage(`--output "${values[0]}" has no type=`, 'use --output type=oci,dest=FILE');
+		throw usage(`--output "${value}" has no type=`, 'e.g. --output type=oci,dest=image.tar, -o DIR (local) or -o - (tar to stdout)');
 	}
 
-	if (type !== 'oci') {
-		throw usage(`--output type=${type} is not supported yet`, 'supported: type=oci,dest=FILE (an OCI image archive; one platform gives a manifest, several an image index)');
+	if (refusedOutputTypes[type] !== undefined) {
+		throw usage(`--output type=${type} is not supported`, refusedOutputTypes[type]);
 	}
 
-	const dest = fields.get('dest');
-	if (dest === undefined || dest === '') {
-		throw usage('--output type=oci needs dest=FILE', 'e.g. --output type=oci,dest=image.tar');
+	if (!['oci', 'docker', 'local', 'tar'].includes(type)) {
+		throw usage(`unknown --output type=${type}`, 'supported: oci, docker, local, tar');
 	}
 
-	if (dest === '-') {
-		throw usage('--output dest=- (stdout) is not supported yet', 'write to a file: dest=image.tar');
-	}
-
+	const allowed = new Set(['type', 'dest', ...(type === 'oci' || type === 'docker' ? ['name'] : []), ...(type === 'oci' ? ['tar'] : [])]);
 	for (const key of fields.keys()) {
-		if (key !== 'type' && key !== 'dest') {
-			throw usage(`--output option "${key}" is not supported yet`, 'supported options of type=oci: dest');
+		if (!allowed.has(key)) {
+			throw usage(`--output type=${type} option "${key}" is not supported`, `supported options of type=${type}: ${[...allowed].filter(option => option !== 'type').join(', ')}`);
 		}
 	}
 
-	const absolute = path.resolve(cwd, dest);
-	const folder = path.dirname(absolute);
-	if (!fs.existsSync(folder) || !fs.statSync(folder).isDirectory()) {
-		throw usage(`--output dest: folder ${folder} does not exist`, 'create it first, or choose another dest');
+	const tarOption = fields.get('tar');
+	if (tarOption !== undefined && tarOption !== 'true' && tarOption !== 'false') {
+		throw usage(`--output tar=${tarOption} is not true or false`, 'tar=false writes an OCI layout folder instead of an archive');
 	}
 
-	if (fs.existsSync(absolute) && fs.statSync(absolute).isDirectory()) {
-		throw usage(`--output dest: ${absolute} is a folder`, 'type=oci writes one archive file; name a file');
+	const folder = type === 'local' || tarOption === 'false';
+	const dest = fields.get('dest');
+	if (dest === undefined || dest === '') {
+		throw usage(`--output type=${type} needs dest=${folder ? 'DIR' : 'FILE'}`, `e.g. --output type=${type},dest=${folder ? 'out' : 'image.tar'}`);
 	}
 
-	return outputSchema.parse({type, dest: absolute});
+	const names = (fields.get('name') ?? '').split(/[+;]/).map(name => name.trim()).filter(Boolean);
+	const target = outputSchema.safeParse({
+		type, dest: dest === '-' ? '-' : checkedDest(path.resolve(cwd, dest), folder ? 'folder' : 'file'),
+		...(tarOption === undefined ? {} : {tar: tarOption === 'true'}),
+	});
+	if (!target.success) {
+		throw usage(`invalid --output "${value}": ${target.error.issues[0]?.message ?? 'bad value'}`, 'dest=- (stdout) is for archives; folders need a path');
+	}
+
+	return {target: target.data, names};
+};
+
+/** The folder a dest goes in must exist; a file dest must not be a folder, a folder dest not a file. */
+const checkedDest = (absolute: string, kind: 'file' | 'folder' | 'local'): string => {
+	const parent = path.dirname(absolute);
+	if (!fs.existsSync(parent) || !fs.statSync(parent).isDirectory()) {
+		throw usage(`--output dest: folder ${parent} does not exist`, 'create it first, or choose another dest');
+	}
+
+	const stat = fs.existsSync(absolute) ? fs.statSync(absolute) : undefined;
+	if (kind === 'file' && stat?.isDirectory()) {
+		throw usage(`--output dest: ${absolute} is a folder`, 'this output type writes one archive file; name a file');
+	}
+
+	if (kind !== 'file' && stat !== undefined && !stat.isDirectory()) {
+		throw usage(`--output dest: ${absolute} is a file`, 'this output type writes a folder; name a folder');
+	}
+
+	return absolute;
 };
 
 const oneOf = <T extends string>(flag: string, value: string, allowed: readonly T[]): T => {
@@ -246,7 +294,8 @@ export const toBuildRequest = (
 		platforms = [host];
 	}
 
-	const tags = parseTags(raw.tag);
+	const output = parseOutput(raw.output, cwd);
+	const tags = parseTags([...raw.tag, ...output.names]);
 	if (raw.load === true && tags.length === 0) {
 		throw usage('--load needs a name for the image', 'add -t NAME[:TAG] (the image store keeps images by name)');
 	}
@@ -272,8 +321,10 @@ export const toBuildRequest = (
 		buildArgs: parseBuildArgs(raw.buildArg, env, warn),
 		target,
 		noCache: !raw.cache,
+		cache: parseCache(raw.cacheFrom ?? [], raw.cacheTo ?? [], cwd),
+		hangTimeoutSeconds: parseDuration('--hang-timeout', raw.hangTimeout ?? defaultHangTimeout),
 		buildContexts: parseBuildContexts(raw.buildContext, cwd),
-		output: parseOutput(raw.output, cwd),
+		output: output.target,
 		progress: oneOf('--progress', raw.progress, progressModes),
 		engine: oneOf('--engine', raw.engine, engineNames),
 		driver: oneOf('--driver', raw.driver, driverNames),

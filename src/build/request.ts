@@ -21,12 +21,16 @@ export const buildContextSchema = z.object({
 });
 export type BuildContext = z.infer<typeof buildContextSchema>;
 
-export const outputSchema = z.object({
-	type: z.literal('oci'),
-	/** Absolute path of the OCI archive to write (replaced atomically). */
-	dest: z.string().startsWith('/'),
-});
-export type OutputSpec = z.infer<typeof outputSchema>;
+import type {OutputTarget} from '../outputs/target.js';
+
+export {outputTargetSchema as outputSchema} from '../outputs/target.js';
+export type OutputSpec = OutputTarget;
+
+
+/** Where the engine's cache comes from and goes: the project's cache folder, or folders the user named. */
+export type CacheSpec =
+	| {readonly kind: 'project'}
+	| {readonly kind: 'local'; readonly from?: string; readonly to?: string};
 
 export interface BuildRequest {
 	readonly contextDir: string;
@@ -37,6 +41,9 @@ export interface BuildRequest {
 	readonly buildArgs: ReadonlyArray<readonly [string, string]>;
 	readonly target: string | undefined;
 	readonly noCache: boolean;
+	readonly cache: CacheSpec;
+	/** Seconds a build step may go without output and CPU before it is stopped as hung (0: never). */
+	readonly hangTimeoutSeconds: number;
 	readonly buildContexts: readonly BuildContext[];
 	readonly output: OutputSpec | undefined;
 	readonly progress: (typeof progressModes)[number];

@@ -5,14 +5,18 @@
  * removed by the next run's reaping phase.
  */
 import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
 import {parseAgentLine, type AgentEvent, type AgentEventOf} from '../agent-events/contract.js';
 import {ensureBuilderImage} from '../builder-image/index.js';
 import {UserError} from '../errors.js';
 import {packLayoutToArchive, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
+import {writeOutput} from '../outputs/index.js';
 import type {BuildReporter, HostPhase} from '../progress/events.js';
+import {StepTracker} from '../progress/steps.js';
 import {createRuntime} from '../sandboxes/index.js';
 import type {Sandbox} from '../sandboxes/runtime.js';
-import {agentArgs, buildMounts, platformSlug, sandboxPaths, type ResolvedBuildContext} from './agent-args.js';
+import {agentArgs, buildMounts, platformSlug, sandboxPaths, type CacheFolders, type ResolvedBuildContext} from './agent-args.js';
+import {withProjectCache} from './build-cache.js';
 import {hintFor} from './agent-errors.js';
 import type {BuildRequest} from './request.js';
 import {createHostScratch, reapHostScratch} from './host-scratch.js';
@@ -23,6 +27,8 @@ export interface BuildResult {
 	readonly engine: string;
 	readonly output: string | undefined;
 	readonly handlers: ReadonlyArray<AgentEventOf<'handler'>>;
+	/** The engine's build steps, as read from its output. */
+	readonly steps: ReadonlyArray<{readonly name: string; readonly platform: string | undefined; readonly cached: boolean; readonly ms: number | undefined}>;
 	/** Milliseconds per phase (host and agent phases; per-platform phases summed). */
 	readonly phaseMs: Readonly<Record<string, number>>;
 }
@@ -78,118 +84,155 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 		},
 	}), image => `${image.inputHash.slice(0, 12)}`);
 
-	const sessionId = newSessionId();
-	const scratch = await createHostScratch(sessionId);
-	let sandbox: Sandbox | undefined;
-	try {
-		const contexts: ResolvedBuildContext[] = [];
-		for (const [index, {context, manifests}] of resolved.entries()) {
-			contexts.push({name: context.name, layoutDir: context.layoutDir, topDigest: manifests.topDigest});
-			for (const platformId of platformIds) {
-				const descriptor = manifests.platforms.get(platformId);
-				if (descriptor === undefined) {
-					throw new Error(`internal: no manifest resolved for ${platformId} in ${context.layoutDir}`);
-				}
+	const buildIn = async (cache: CacheFolders): Promise<BuildResult> => {
+		const sessionId = newSessionId();
+		const scratch = await createHostScratch(sessionId);
+		let sandbox: Sandbox | undefined;
+		try {
+			const contexts: ResolvedBuildContext[] = [];
+			for (const [index, {context, manifests}] of resolved.entries()) {
+				contexts.push({name: context.name, layoutDir: context.layoutDir, topDigest: manifests.topDigest});
+				for (const platformId of platformIds) {
+					const descriptor = manifests.platforms.get(platformId);
+					if (descriptor === undefined) {
+						throw new Error(`internal: no manifest resolved for ${platformId} in ${context.layoutDir}`);
+					}
 
-				// eslint-disable-next-line no-await-in-loop
-				await writePlatformView(descriptor, `${scratch.viewsDir}/${index}/${platformSlug(platformId)}`, `${sandboxPaths.contexts}/${index}/blobs`, context.name);
-			}
-		}
-
-		sandbox = await hostPhase('sandbox-start', async () => runtime.start({sessionId, builderImage, mounts: buildMounts(request, contexts, scratch)}), box => box.id);
-
-		let result: AgentEventOf<'result'> | undefined;
-		let failure: AgentEventOf<'error'> | undefined;
-		let protocolError: Error | undefined;
-		let lastStderr: string | undefined;
-		const handlers: Array<AgentEventOf<'handler'>> = [];
-		const onEvent = (event: AgentEvent): void => {
-			if (event.event === 'result') {
-				result = event;
-			} else if (event.event === 'error') {
-				failure = event;
-			} else if (event.event === 'handler') {
-				handlers.push(event);
-			} else if (event.event === 'phase-end') {
-				phaseMs[event.phase] = (phaseMs[event.phase] ?? 0) + event.ms;
-			}
-
-			reporter.report({kind: 'agent', event});
-		};
-
-		const exit = await sandbox.runAgent({
-			args: agentArgs(request, contexts),
-			onStdoutLine(line) {
-				if (line.trim() === '') {
-					return;
-				}
-
-				try {
-					onEvent(parseAgentLine(line));
-				} catch (error) {
-					protocolError ??= error as Error;
-				}
-			},
-			onStderrLine(line) {
-				if (line.trim() !== '') {
-					lastStderr = line.trim();
-				}
-
-				reporter.report({kind: 'agent-stderr', line});
-			},
-			...(signal === undefined ? {} : {signal}),
-		});
-
-		if (signal?.aborted) {
-			throw interrupted();
-		}
-
-		if (failure !== undefined) {
-			throw new UserError(`${failure.platform ? `${failure.platform}: ` : ''}${failure.message}`, {hint: hintFor(failure.code), exitCode: 1, code: failure.code});
-		}
-
-		if (protocolError !== undefined) {
-			throw new UserError(`the agent broke the event contract: ${protocolError.message}`, {hint: 'the builder image and this exobuild do not match; run `exobuild builder build --force`', exitCode: 1, code: 'E_PROTOCOL', cause: protocolError});
-		}
-
-		if (result === undefined || exit.exitCode !== 0) {
-			throw new UserError(`the agent ended without a result (exit code ${exit.exitCode ?? '-'}${exit.signal ? `, signal ${exit.signal}` : ''})${lastStderr === undefined ? '' : `: ${lastStderr}`}`, {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
-		}
-
-		const finalResult = result;
-		await hostPhase('teardown', async () => {
-			await sandbox?.stop();
-			sandbox = undefined;
-		});
-
-		if (request.output !== undefined || request.load) {
-			const dest = request.output?.dest ?? `${scratch.outDir}/image.tar`;
-			await hostPhase('archive', async () => packLayoutToArchive(`${scratch.outDir}/oci-layout`, dest, {tags: [...request.tags]}), () => dest);
-			if (request.load && runtime.loadImage !== undefined) {
-				const load = runtime.loadImage;
-				const report = await hostPhase('load', async () => load(dest, request.tags), loaded => loaded.loaded.join(', '));
-				for (const note of report.notes) {
-					reporter.report({kind: 'warning', message: note});
+					// eslint-disable-next-line no-await-in-loop
+					await writePlatformView(descriptor, `${scratch.viewsDir}/${index}/${platformSlug(platformId)}`, `${sandboxPaths.contexts}/${index}/blobs`, context.name);
 				}
 			}
-		} else {
-			reporter.report({kind: 'warning', message: 'no --output given: the image was discarded with the sandbox. Add --output type=oci,dest=FILE to keep it.'});
-		}
 
-		return {
-			digest: finalResult.digest,
-			platforms: finalResult.platforms,
-			engine: finalResult.engine,
-			output: request.output?.dest,
-			handlers,
-			phaseMs,
-		};
-	} finally {
-		if (sandbox !== undefined) {
-			const box = sandbox;
-			await hostPhase('teardown', async () => box.stop()).catch(async () => box.stop());
-		}
+			sandbox = await hostPhase('sandbox-start', async () => runtime.start({sessionId, builderImage, mounts: buildMounts(request, contexts, scratch, cache)}), box => box.id);
 
-		await scratch.remove();
+			let result: AgentEventOf<'result'> | undefined;
+			let failure: AgentEventOf<'error'> | undefined;
+			let protocolError: Error | undefined;
+			let lastStderr: string | undefined;
+			const handlers: Array<AgentEventOf<'handler'>> = [];
+			const steps = new StepTracker();
+			const onEvent = (event: AgentEvent): void => {
+				if (event.event === 'result') {
+					result = event;
+				} else if (event.event === 'error') {
+					failure = event;
+				} else if (event.event === 'handler') {
+					handlers.push(event);
+				} else if (event.event === 'phase-end') {
+					phaseMs[event.phase] = (phaseMs[event.phase] ?? 0) + event.ms;
+				}
+
+				reporter.report({kind: 'agent', event});
+				const changes = event.event === 'log' && event.source === 'engine'
+					? steps.onLine(event.platform, event.line)
+					: (event.event === 'phase-end' && event.phase === 'build' ? steps.end() : []);
+				for (const {step, state} of changes) {
+					reporter.report({
+						kind: 'step', id: steps.steps.indexOf(step) + 1, name: step.name, state, cached: step.cached,
+						...(step.platform === undefined ? {} : {platform: step.platform}), ...(step.ms === undefined ? {} : {ms: step.ms}),
+					});
+				}
+			};
+
+			const exit = await sandbox.runAgent({
+				args: agentArgs(request, contexts, cache),
+				onStdoutLine(line) {
+					if (line.trim() === '') {
+						return;
+					}
+
+					try {
+						onEvent(parseAgentLine(line));
+					} catch (error) {
+						protocolError ??= error as Error;
+					}
+				},
+				onStderrLine(line) {
+					if (line.trim() !== '') {
+						lastStderr = line.trim();
+					}
+
+					reporter.report({kind: 'agent-stderr', line});
+				},
+				...(signal === undefined ? {} : {signal}),
+			});
+
+			if (signal?.aborted) {
+				throw interrupted();
+			}
+
+			if (failure !== undefined) {
+				throw new UserError(`${failure.platform ? `${failure.platform}: ` : ''}${failure.message}`, {hint: hintFor(failure.code), exitCode: 1, code: failure.code});
+			}
+
+			if (protocolError !== undefined) {
+				throw new UserError(`the agent broke the event contract: ${protocolError.message}`, {hint: 'the builder image and this exobuild do not match; run `exobuild builder build --force`', exitCode: 1, code: 'E_PROTOCOL', cause: protocolError});
+			}
+
+			if (result === undefined || exit.exitCode !== 0) {
+				throw new UserError(`the agent ended without a result (exit code ${exit.exitCode ?? '-'}${exit.signal ? `, signal ${exit.signal}` : ''})${lastStderr === undefined ? '' : `: ${lastStderr}`}`, {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
+			}
+
+			const finalResult = result;
+			await hostPhase('teardown', async () => {
+				await sandbox?.stop();
+				sandbox = undefined;
+			});
+
+			const layout = `${scratch.outDir}/oci-layout`;
+			const {output} = request;
+			if (output !== undefined || request.load) {
+				if (output !== undefined) {
+					const platforms = request.platforms.map(platform => platform.id);
+					await hostPhase('archive', async () => writeOutput(layout, output, {tags: request.tags, platforms}), () => `type=${output.type} ${output.dest === '-' ? 'to stdout' : output.dest}`);
+				}
+
+				if (request.load && runtime.loadImage !== undefined) {
+					// The store takes an OCI archive: the output itself if it is one, else one made for it.
+					const archive = output?.type === 'oci' && output.tar !== false && output.dest !== '-' ? output.dest : `${scratch.outDir}/load.tar`;
+					if (archive !== output?.dest) {
+						await packLayoutToArchive(layout, archive, {tags: request.tags});
+					}
+
+					const load = runtime.loadImage;
+					const report = await hostPhase('load', async () => load(archive, request.tags), loaded => loaded.loaded.join(', '));
+					for (const note of report.notes) {
+						reporter.report({kind: 'warning', message: note});
+					}
+				}
+			} else {
+				reporter.report({kind: 'warning', message: 'no --output given: the image was discarded with the sandbox. Add --output type=oci,dest=FILE (or docker, local, tar) to keep it.'});
+			}
+
+			return {
+				digest: finalResult.digest,
+				platforms: finalResult.platforms,
+				engine: finalResult.engine,
+				output: request.output?.dest,
+				handlers,
+				steps: steps.steps.map(({name, platform, cached, ms}) => ({name, platform, cached, ms})),
+				phaseMs,
+			};
+		} finally {
+			if (sandbox !== undefined) {
+				const box = sandbox;
+				await hostPhase('teardown', async () => box.stop()).catch(async () => box.stop());
+			}
+
+			await scratch.remove();
+		}
+	};
+
+	if (request.cache.kind === 'project') {
+		return withProjectCache(request.contextDir, request.dockerfile, () => {
+			reporter.report({kind: 'warning', message: 'waiting for another build of this project to finish: its cache is in use'});
+		}, async data => buildIn({dir: data}), signal);
 	}
+
+	const {from, to} = request.cache;
+	if (to !== undefined) {
+		await fs.mkdir(to, {recursive: true});
+	}
+
+	return buildIn(from !== undefined && from === to ? {dir: from} : {...(from === undefined ? {} : {from}), ...(to === undefined ? {} : {to})});
 };

@@ -6,7 +6,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import readline from 'node:readline';
-import {setTimeout as sleep} from 'node:timers/promises';
 import {execa} from 'execa';
 import * as tar from 'tar';
 import {z} from 'zod';
@@ -14,7 +13,8 @@ import {UserError} from '../errors.js';
 import {LayoutWriter, normaliseReference, writeFileAtomically} from '../oci/index.js';
 import {containerdNameAnnotation} from '../oci/schema.js';
 import {builderImagesDir, vmImageDir} from '../paths.js';
-import {createOwnedDir, ownerAlive, readOwner, reapOwnedDirs} from '../runs/owned-dir.js';
+import {withLock} from '../runs/lock.js';
+import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
 import type {SandboxRuntime} from '../sandboxes/runtime.js';
 import type {BuilderImage} from './builder-image.js';
 import {buildContainerfileBuilder} from './containerfile.js';
@@ -38,44 +38,6 @@ export interface BuilderOptions {
 }
 
 const layerRecord = z.object({digest: z.string(), diffId: z.string(), size: z.number()});
-
-/** One creator at a time per image: a lock folder with an owner record; a dead owner's lock is broken. */
-const withLock = async <T>(name: string, onWait: () => void, run: () => Promise<T>): Promise<T> => {
-	const lock = path.join(builderImagesDir(), `.lock-${name}`);
-	let waited = false;
-	for (;;) {
-		try {
-			// eslint-disable-next-line no-await-in-loop
-			const owned = await createOwnedDir(lock, 'builder-lock');
-			try {
-				return await run();
-			} finally {
-				await owned.remove();
-			}
-		} catch (error) {
-			if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
-				throw error;
-			}
-
-			// eslint-disable-next-line no-await-in-loop
-			const owner = await readOwner(lock);
-			// eslint-disable-next-line no-await-in-loop
-			if (owner !== undefined && !(await ownerAlive(owner))) {
-				// eslint-disable-next-line no-await-in-loop
-				await fs.rm(lock, {recursive: true, force: true});
-				continue;
-			}
-
-			if (!waited) {
-				onWait();
-				waited = true;
-			}
-
-			// eslint-disable-next-line no-await-in-loop
-			await sleep(500);
-		}
-	}
-};
 
 const makeRootfsLayer = async (rootfsHash: string, work: string, options: BuilderOptions): Promise<z.infer<typeof layerRecord>> => {
 	const layersDir = path.join(builderImagesDir(), 'layers');
@@ -148,7 +110,7 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 	const {rootfsHash, inputHash} = await recipeHashes(options.suites);
 	await fs.mkdir(builderImagesDir(), {recursive: true});
 	await reapOwnedDirs(builderImagesDir(), name => name.startsWith('.work-'));
-	return withLock(inputHash, () => options.onProgress?.('Waiting for another exobuild making the same builder image'), async () => {
+	return withLock(path.join(builderImagesDir(), `.lock-${inputHash}`), () => options.onProgress?.('Waiting for another exobuild making the same builder image'), async () => {
 		if (!options.force) {
 			const existing = await findBuilderImage({...options, kind: 'distro'});
 			if (existing !== undefined) {

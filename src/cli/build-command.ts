@@ -1,6 +1,6 @@
 import process from 'node:process';
 import {Option, type Command} from 'commander';
-import {toBuildRequest, type RawBuildOptions} from '../build/options.js';
+import {defaultHangTimeout, toBuildRequest, type RawBuildOptions} from '../build/options.js';
 import {runBuild} from '../build/run-build.js';
 import {UserError} from '../errors.js';
 import {createReporter} from '../progress/create-reporter.js';
@@ -20,11 +20,14 @@ export const registerBuildCommand = (program: Command): void => {
 		.addOption(new Option('--build-arg <K=V|K>', 'build-time variable, repeatable; K alone takes K from the environment').argParser(collect).default([]))
 		.addOption(new Option('--target <STAGE>', 'build up to this stage'))
 		.addOption(new Option('--no-cache', 'do not use cached layers'))
+		.addOption(new Option('--cache-from <type=local,src=DIR>', 'import the engine\'s cache from a folder (default: this project\'s cache in exobuild\'s cache dir)').argParser(collect).default([]))
+		.addOption(new Option('--cache-to <type=local,dest=DIR>', 'export the engine\'s cache to a folder (default: this project\'s cache)').argParser(collect).default([]))
 		.addOption(new Option('--build-context <NAME=oci-layout://DIR[@sha256:D]>', 'satisfy FROM NAME from an OCI image layout, repeatable').argParser(collect).default([]))
-		.addOption(new Option('-o, --output <type=oci,dest=FILE>', 'write the image as an OCI archive').argParser(collect).default([]))
+		.addOption(new Option('-o, --output <OUTPUT>', 'type=oci|docker|local|tar[,dest=FILE|DIR|-][,name=NAME][,tar=false]; -o DIR (local), -o - (tar to stdout)').argParser(collect).default([]))
 		.addOption(new Option('--progress <MODE>', 'auto | plain | tty').default('auto'))
 		.addOption(new Option('--engine <ENGINE>', 'auto | buildkit | buildah (auto: buildkit where the builder image has it)').default('auto'))
 		.addOption(new Option('--driver <DRIVER>', 'sandbox runtime: linux-userns | apple-container').default(defaultRuntime()))
+		.addOption(new Option('--hang-timeout <DURATION>', 'stop a step that prints nothing and uses no CPU this long, reporting a likely emulator hang (0: never)').default(defaultHangTimeout))
 		.addOption(new Option('--load', 'import the result into the runtime\'s image store under each -t name (apple-container: container image load)'))
 		.addOption(new Option('--cpus <N>', 'CPUs of the sandbox VM (apple-container; default: all, up to 8)'))
 		.addOption(new Option('--memory <SIZE>', 'memory of the sandbox VM, e.g. 8G (apple-container; default: half the host\'s, 2G to 8G)'))
@@ -57,7 +60,9 @@ export const registerBuildCommand = (program: Command): void => {
 				const result = await runBuild(request, {reporter, signal: controller.signal});
 				ok = true;
 				await reporter.finish({ok});
-				process.stdout.write(`${result.digest}\n`);
+				if (request.output?.dest !== '-') {
+					process.stdout.write(`${result.digest}\n`);
+				}
 			} catch (error) {
 				await reporter.finish({ok});
 				if (caught !== undefined) {

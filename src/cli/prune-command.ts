@@ -1,11 +1,14 @@
 /**
  * `exobuild prune`: removes what killed runs left behind (sandboxes/VMs whose owner is gone,
- * host scratch folders) and, with --builders, builder images not made from this checkout's
- * recipes. Builds do the first part themselves on start; this is for doing it on demand.
+ * host scratch folders), shrinks the build caches to a size bound (least recently used first)
+ * and, with --builders, removes builder images not made from this checkout's recipes. Builds
+ * do the first part themselves on start; this is for doing it on demand.
  */
 import {Option, type Command} from 'commander';
 import {listWithCurrency, removeBuilderImage} from '../builder-image/index.js';
+import {parseSize, pruneProjectCaches} from '../build/build-cache.js';
 import {reapHostScratch} from '../build/host-scratch.js';
+import {UserError} from '../errors.js';
 import {createRuntime, defaultRuntime, runtimeNames} from '../sandboxes/index.js';
 import type {RuntimeName} from '../sandboxes/runtime.js';
 
@@ -15,7 +18,13 @@ export const registerPruneCommand = (program: Command): void => {
 		.description('Remove sandboxes and scratch folders of killed runs (and, with --builders, stale builder images)')
 		.addOption(new Option('--driver <DRIVER>', 'sandbox runtime whose orphans to remove').choices(runtimeNames).default(defaultRuntime()))
 		.option('--builders', 'also remove builder images not made from this exobuild\'s recipes')
-		.action(async (options: {driver: RuntimeName; builders?: boolean}) => {
+		.option('--max-cache-size <SIZE>', 'shrink the build caches to at most SIZE (e.g. 10G; 0 removes them all), least recently used first', '20G')
+		.action(async (options: {driver: RuntimeName; builders?: boolean; maxCacheSize: string}) => {
+			const maxBytes = parseSize(options.maxCacheSize);
+			if (maxBytes === undefined) {
+				throw new UserError(`--max-cache-size ${options.maxCacheSize} is not a size`, {hint: 'e.g. --max-cache-size 10G (K, M, G, T), or 0 to remove every build cache', code: 'E_USAGE'});
+			}
+
 			const runtime = createRuntime(options.driver);
 			await runtime.features();
 			const sandboxes = await runtime.reapOrphans();
@@ -26,6 +35,10 @@ export const registerPruneCommand = (program: Command): void => {
 
 			for (const dir of scratch) {
 				process.stdout.write(`scratch ${dir}\n`);
+			}
+
+			for (const cache of await pruneProjectCaches(maxBytes)) {
+				process.stdout.write(`cache ${cache.context ?? cache.dir} (${(cache.bytes / 1024 / 1024).toFixed(0)} MiB)\n`);
 			}
 
 			if (options.builders) {

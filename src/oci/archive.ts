@@ -104,11 +104,19 @@ export const packLayoutToArchive = async (layoutDir: string, dest: string, optio
 		? [{...top, ...(Object.keys(kept).length > 0 ? {annotations: kept} : {})}]
 		: options.tags.map(tag => ({...top, annotations: {...kept, [containerdNameAnnotation]: normaliseReference(tag), [refNameAnnotation]: tagOf(tag)}}));
 	const newIndex: ImageIndex = {schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests};
-	await fs.writeFile(path.join(layoutDir, 'index.json'), `${JSON.stringify(newIndex)}\n`);
-	const files = ['oci-layout', 'index.json', ...[...digests].sort().map(digest => path.posix.join('blobs', ...digest.split(':')))];
-	await writeFileAtomically(dest, async partial => {
-		await tar.c({cwd: layoutDir, file: partial, portable: true, noDirRecurse: true, mtime: new Date(0)}, files);
-	});
+	// The archive's index.json names the tags; the layout's own is put back afterwards, so the
+	// layout can be packed again (e.g. once for --output, once for --load).
+	const indexFile = path.join(layoutDir, 'index.json');
+	const original = await fs.readFile(indexFile);
+	await fs.writeFile(indexFile, `${JSON.stringify(newIndex)}\n`);
+	try {
+		const files = ['oci-layout', 'index.json', ...[...digests].sort().map(digest => path.posix.join('blobs', ...digest.split(':')))];
+		await writeFileAtomically(dest, async partial => {
+			await tar.c({cwd: layoutDir, file: partial, portable: true, noDirRecurse: true, mtime: new Date(0)}, files);
+		});
+	} finally {
+		await fs.writeFile(indexFile, original);
+	}
 };
 
 export interface InspectedImage {

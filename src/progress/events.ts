@@ -15,7 +15,7 @@ export const buildPhases = [
 	{name: 'build', title: 'Build', host: false},
 	{name: 'export', title: 'Export OCI layout', host: false},
 	{name: 'teardown', title: 'Tear down sandbox', host: true},
-	{name: 'archive', title: 'Write OCI archive', host: true},
+	{name: 'archive', title: 'Write the output', host: true},
 	{name: 'load', title: 'Load into the image store', host: true},
 ] as const;
 
@@ -26,6 +26,8 @@ export type ProgressEvent =
 	| {readonly kind: 'host-phase'; readonly phase: HostPhase; readonly state: 'start' | 'end'; readonly ms?: number; readonly detail?: string}
 	| {readonly kind: 'agent'; readonly event: AgentEvent}
 	| {readonly kind: 'agent-stderr'; readonly line: string}
+	/** A build step read from the engine's output (src/progress/steps.ts). */
+	| {readonly kind: 'step'; readonly id: number; readonly name: string; readonly platform?: string; readonly state: 'start' | 'cached' | 'done'; readonly cached: boolean; readonly ms?: number}
 	| {readonly kind: 'warning'; readonly message: string};
 
 export interface BuildReporter {

@@ -73,6 +73,19 @@ export class PlainReporter implements BuildReporter {
 				break;
 			}
 
+			case 'step': {
+				// docker build's plain style: the step, then CACHED or DONE with its time.
+				if (event.state === 'start') {
+					this.#write(`#${event.id} ${event.name}`);
+				} else if (event.state === 'cached') {
+					this.#write(`#${event.id} CACHED`);
+				} else if (!event.cached) {
+					this.#write(`#${event.id} DONE ${seconds(event.ms ?? 0)}`);
+				}
+
+				break;
+			}
+
 			case 'warning': {
 				this.#write(`WARNING: ${event.message}`);
 				break;

@@ -87,6 +87,7 @@ export class TtyReporter implements BuildReporter {
 	readonly #run: Promise<unknown>;
 	readonly #warnings: string[] = [];
 	readonly #platforms = new Map<number, Set<string>>();
+	readonly #steps = new Map<string, {done: number; cached: number}>();
 
 	constructor() {
 		const tasks: ListrTask[] = buildPhases.map((phase, index) => ({
@@ -156,6 +157,21 @@ export class TtyReporter implements BuildReporter {
 
 			case 'agent-stderr': {
 				this.#tracker.line(event.line);
+				break;
+			}
+
+			case 'step': {
+				// The build phase's title counts steps per platform; its output line is the current step.
+				const counts = this.#steps.get(event.platform ?? '') ?? {done: 0, cached: 0};
+				if (event.state === 'done') {
+					counts.done++;
+					counts.cached += event.cached ? 1 : 0;
+				}
+
+				this.#steps.set(event.platform ?? '', counts);
+				const build = indexOf('build');
+				this.#tracker.title(build, [...this.#steps].map(([platform, {done, cached}]) => `${platform || 'steps'}: ${done} done${cached > 0 ? `, ${cached} cached` : ''}`).join('; '));
+				this.#tracker.line(`${event.name}${event.cached ? ' CACHED' : event.state === 'done' ? ` DONE ${((event.ms ?? 0) / 1000).toFixed(1)}s` : ''}`);
 				break;
 			}
 

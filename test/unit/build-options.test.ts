@@ -43,6 +43,10 @@ test('a full request is normalised with absolute paths and canonical platforms',
 	assert.deepEqual(request.buildArgs, [['A', '1'], ['B', 'x=y']]);
 	assert.equal(request.noCache, true);
 	assert.deepEqual(request.output, {type: 'oci', dest: path.join(root, 'out.tar')});
+	assert.deepEqual(parseOutput(['out-dir'], root).target, {type: 'local', dest: path.join(root, 'out-dir')});
+	assert.deepEqual(parseOutput(['-'], root).target, {type: 'tar', dest: '-'});
+	assert.deepEqual(parseOutput(['type=docker,dest=-,name=a:1+b'], root), {target: {type: 'docker', dest: '-'}, names: ['a:1', 'b']});
+	assert.deepEqual(parseOutput(['type=oci,dest=layout,tar=false'], root).target, {type: 'oci', dest: path.join(root, 'layout'), tar: false});
 	assert.deepEqual(request.buildContexts, [{name: 'base', layoutDir: layout}]);
 });
 
@@ -67,10 +71,13 @@ test('bad input gets a one-line cause and a hint', () => {
 	rejects(() => parseBuildContexts([`base=oci-layout://${context}`], root), /not an OCI image layout/);
 	rejects(() => parseBuildContexts([`base=oci-layout://${layout}@sha256:xyz`], root), /not a sha256 digest/);
 	rejects(() => parseBuildContexts([`a=oci-layout://${layout}`, `a=oci-layout://${layout}`], root), /twice/);
-	rejects(() => parseOutput(['type=docker,dest=x.tar'], root), /type=docker is not supported yet/);
+	rejects(() => parseOutput(['type=registry,name=example/app'], root), /type=registry is not supported/);
+	rejects(() => parseOutput(['type=docker,dest=x.tar,compression=zstd'], root), /option "compression" is not supported/);
+	rejects(() => parseOutput(['type=oci,dest=x.tar,tar=maybe'], root), /tar=maybe/);
+	rejects(() => parseOutput(['type=local,dest=-'], root), /writes a folder/);
+	rejects(() => parseOutput(['type=bogus,dest=x'], root), /unknown --output type=bogus/);
 	rejects(() => parseOutput(['dest=x.tar'], root), /no type=/);
 	rejects(() => parseOutput(['type=oci'], root), /needs dest/);
-	rejects(() => parseOutput(['type=oci,dest=-'], root), /stdout/);
 	rejects(() => parseOutput(['type=oci,dest=nodir/x.tar'], root), /does not exist/);
 	rejects(() => parseOutput(['type=oci,dest=ctx'], root), /is a folder/);
 	rejects(() => parseOutput(['type=oci,dest=x.tar,compression=zstd'], root), /compression/);

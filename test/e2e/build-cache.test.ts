@@ -1,0 +1,96 @@
+/**
+ * The build cache outlives the sandbox: a rebuild with no change is all cache hits, though every
+ * build gets a fresh sandbox; concurrent builds of one project wait for each other instead of
+ * sharing (and corrupting) the cache; --cache-to/--cache-from name folders; prune bounds it.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {after, before, test} from 'node:test';
+import {busyboxLayout} from '../fixtures/base-images.js';
+import {assertNothingLeft, exobuild, fixturesDir, makeContext} from './helpers.js';
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-cache-'));
+after(() => fs.rmSync(work, {recursive: true, force: true}));
+let layout: string;
+before(async () => {
+	layout = await busyboxLayout(['linux/ppc64le', 'linux/s390x'], path.join(fixturesDir, 'busybox'));
+});
+
+const dockerfile = 'FROM busybox AS work\nARG TARGETARCH\nRUN uname -m > /m && echo "$TARGETARCH" > /arch\nCOPY input.txt /input.txt\nRUN cat /m /arch /input.txt > /all\nFROM busybox\nCOPY --from=work /all /all\n';
+
+/** Runs a plain-progress build; returns the steps it reported as [name, cached]. */
+const build = async (context: string, extra: string[] = []): Promise<{steps: Array<[string, boolean]>; stderr: string}> => {
+	const result = await exobuild(['build', '--progress', 'plain', '--platform', 'linux/ppc64le,linux/s390x', '--build-context', `busybox=oci-layout://${layout}`, ...extra, context]);
+	assert.equal(result.exitCode, 0, result.all);
+	const stderr = String(result.stderr);
+	const names = new Map<string, string>();
+	const cached = new Set<string>();
+	for (const line of stderr.split('\n')) {
+		const start = /^#(\d+) (\[.*)$/.exec(line);
+		if (start) {
+			names.set(start[1]!, start[2]!);
+		}
+
+		const hit = /^#(\d+) CACHED$/.exec(line);
+		if (hit) {
+			cached.add(hit[1]!);
+		}
+	}
+
+	return {steps: [...names].map(([id, name]) => [name, cached.has(id)]), stderr};
+};
+
+const cacheable = (steps: Array<[string, boolean]>): Array<[string, boolean]> => steps.filter(([name]) => !/\] FROM /.test(name));
+
+test('a rebuild with no change reports every step cached; a change re-runs from that step on; --no-cache runs all', async () => {
+	const context = makeContext(path.join(work, 'project'), {Dockerfile: dockerfile, 'input.txt': 'one\n'});
+	const first = await build(context);
+	assert.ok(cacheable(first.steps).length >= 6, `steps per platform were reported:\n${first.stderr}`);
+	assert.ok(cacheable(first.steps).every(([, cached]) => !cached), 'a first build has nothing cached');
+
+	const second = await build(context);
+	assert.deepEqual(cacheable(second.steps).map(([name]) => name), cacheable(first.steps).map(([name]) => name));
+	assert.ok(cacheable(second.steps).every(([, cached]) => cached), `every step cached:\n${second.steps.join('\n')}`);
+
+	fs.writeFileSync(path.join(context, 'input.txt'), 'two\n');
+	const changed = await build(context);
+	const byName = new Map(cacheable(changed.steps));
+	for (const platform of ['linux/ppc64le', 'linux/s390x']) {
+		assert.equal(byName.get(`[${platform} stage 1 3/5] RUN uname -m > /m && echo "$TARGETARCH" > /arch`), true, 'before the change: cached');
+		assert.equal(byName.get(`[${platform} stage 1 5/5] RUN cat /m /arch /input.txt > /all`), false, 'after the change: run again');
+	}
+
+	const fresh = await build(context, ['--no-cache']);
+	assert.ok(cacheable(fresh.steps).every(([, cached]) => !cached));
+	await assertNothingLeft();
+});
+
+test('two builds of one project at once: the second waits for the first, both succeed, the cache stays whole', async () => {
+	const context = makeContext(path.join(work, 'concurrent'), {Dockerfile: dockerfile, 'input.txt': 'c\n'});
+	const [a, b] = await Promise.all([build(context), build(context)]);
+	assert.ok([a, b].some(result => result.stderr.includes('waiting for another build of this project')), 'one of them waited');
+	const after = await build(context);
+	assert.ok(cacheable(after.steps).every(([, cached]) => cached));
+	await assertNothingLeft();
+});
+
+test('--cache-to then --cache-from a folder carry the cache to another project; prune --max-cache-size 0 empties the project caches', async () => {
+	const folder = path.join(work, 'shared-cache');
+	const one = makeContext(path.join(work, 'one'), {Dockerfile: dockerfile, 'input.txt': 'same\n'});
+	const two = makeContext(path.join(work, 'two'), {Dockerfile: dockerfile, 'input.txt': 'same\n'});
+	await build(one, ['--cache-to', `type=local,dest=${folder}`]);
+	const carried = await build(two, ['--cache-from', `type=local,src=${folder}`, '--cache-to', `type=local,dest=${folder}`]);
+	assert.ok(cacheable(carried.steps).every(([, cached]) => cached), carried.steps.join('\n'));
+
+	const refused = await exobuild(['build', '--cache-to', 'type=registry,ref=example/cache', one]);
+	assert.equal(refused.exitCode, 2);
+	assert.match(String(refused.stderr), /--cache-to type=registry is not supported/);
+
+	const pruned = await exobuild(['prune', '--max-cache-size', '0']);
+	assert.equal(pruned.exitCode, 0, pruned.all);
+	assert.match(String(pruned.stdout), /^cache /m);
+	const again = await build(one);
+	assert.ok(cacheable(again.steps).every(([, cached]) => !cached), 'the project cache was removed');
+});

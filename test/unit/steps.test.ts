@@ -1,0 +1,32 @@
+/** Build steps read from buildah's and BuildKit's output: names, cached marks, times. */
+import assert from 'node:assert/strict';
+import {test} from 'node:test';
+import {StepTracker} from '../../src/progress/steps.js';
+
+test('buildah: steps per platform, stage numbers in multi-stage builds, "Using cache" marks a cached step', () => {
+	let now = 0;
+	const tracker = new StepTracker(() => now);
+	const feed = (platform: string, line: string): string[] => tracker.onLine(platform, line).map(({step, state}) => `${state} ${step.name}`);
+	assert.deepEqual(feed('linux/ppc64le', '[1/2] STEP 1/3: FROM busybox AS work'), ['start [linux/ppc64le stage 1 1/3] FROM busybox AS work']);
+	now = 100;
+	assert.deepEqual(feed('linux/ppc64le', '[1/2] STEP 2/3: RUN uname -m > /m'), ['done [linux/ppc64le stage 1 1/3] FROM busybox AS work', 'start [linux/ppc64le stage 1 2/3] RUN uname -m > /m']);
+	assert.deepEqual(feed('linux/ppc64le', '--> Using cache 4c1f0e'), ['cached [linux/ppc64le stage 1 2/3] RUN uname -m > /m']);
+	assert.deepEqual(feed('linux/ppc64le', 'hello from the step'), []);
+	now = 350;
+	assert.deepEqual(feed('linux/ppc64le', 'COMMIT exobuild-out-linux-ppc64le'), ['done [linux/ppc64le stage 1 2/3] RUN uname -m > /m']);
+	assert.deepEqual(feed('linux/s390x', 'STEP 1/2: FROM busybox'), ['start [linux/s390x 1/2] FROM busybox']);
+	assert.deepEqual(tracker.end().map(({step}) => step.name), ['[linux/s390x 1/2] FROM busybox']);
+	assert.deepEqual(tracker.steps.map(step => [step.cached, step.ms]), [[false, 100], [true, 250], [false, 0]]);
+});
+
+test('BuildKit plain progress: vertices by number, CACHED and DONE', () => {
+	const tracker = new StepTracker(() => 0);
+	const states = (line: string): string[] => tracker.onLine(undefined, line).map(({step, state}) => `${state} ${step.name} ${step.platform ?? '-'}`);
+	assert.deepEqual(states('#5 [linux/ppc64le 2/4] RUN make'), ['start [linux/ppc64le 2/4] RUN make linux/ppc64le']);
+	assert.deepEqual(states('#5 0.312 compiling'), []);
+	assert.deepEqual(states('#5 DONE 1.5s'), ['done [linux/ppc64le 2/4] RUN make linux/ppc64le']);
+	assert.deepEqual(states('#6 [linux/s390x 2/4] RUN make'), ['start [linux/s390x 2/4] RUN make linux/s390x']);
+	assert.deepEqual(states('#6 CACHED'), ['cached [linux/s390x 2/4] RUN make linux/s390x', 'done [linux/s390x 2/4] RUN make linux/s390x']);
+	assert.deepEqual(states('#6 [linux/s390x 2/4] RUN make'), [], 'a vertex re-sent is the same step');
+	assert.deepEqual(tracker.steps.map(step => [step.cached, step.ms]), [[false, 1500], [true, 0]]);
+});
