@@ -39,9 +39,9 @@ RUN EXOBUILD_DEBIAN_MIRROR="$DEBIAN_MIRROR" EXOBUILD_DEBIAN_SUITES="$DEBIAN_SUIT
 
 FROM ${UBUNTU_IMAGE}
 # qemu-user-static: Ubuntu's emulators at /usr/bin/qemu-<arch>-static, used when binfmt is absent.
-# mount, util-linux, procps: what the agent calls (mount, setpriv, pkill).
+# mount, util-linux, procps, mawk: what the agent calls (mount, setpriv, pkill, awk).
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      qemu-user-static ca-certificates mount util-linux procps \
+      qemu-user-static ca-certificates mount util-linux procps mawk \
     && rm -rf /var/lib/apt/lists/*
 # tonistiigi's binfmt next to its own static QEMU (it registers /usr/bin/qemu-<arch>), preferred
 # by the agent: newer QEMU than Ubuntu's, built with P (preserve argv[0]) support.

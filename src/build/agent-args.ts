@@ -17,7 +17,13 @@ export const sandboxPaths = {
 	cache: '/exobuild/cache',
 	cacheFrom: '/exobuild/cache-from',
 	cacheTo: '/exobuild/cache-to',
+	secrets: '/exobuild/secrets',
+	ssh: '/exobuild/ssh',
+	localContexts: '/exobuild/local-contexts',
 } as const;
+
+/** Host files of --secret values (env= secrets written by the build to its scratch folder, mode 0600). */
+export type SecretFiles = ReadonlyMap<string, string>;
 
 /** Host folders of the engine's cache: one read-write `dir`, or a `from` to read and a `to` to write. */
 export interface CacheFolders {
@@ -44,8 +50,11 @@ export interface HostScratch {
 	readonly viewsDir: string;
 }
 
-export const buildMounts = (request: BuildRequest, contexts: readonly ResolvedBuildContext[], scratch: HostScratch, cache: CacheFolders = {}): Mount[] => [
+export const buildMounts = (request: BuildRequest, contexts: readonly ResolvedBuildContext[], scratch: HostScratch, cache: CacheFolders = {}, secretFiles: SecretFiles = new Map()): Mount[] => [
 	{hostPath: request.contextDir, sandboxPath: sandboxPaths.context, readOnly: true},
+	...[...secretFiles].map(([id, file]) => ({hostPath: file, sandboxPath: `${sandboxPaths.secrets}/${id}`, readOnly: true})),
+	...request.engineOptions.ssh.map(source => ({hostPath: source.path, sandboxPath: `${sandboxPaths.ssh}/${source.id}`, readOnly: true})),
+	...request.engineOptions.localContexts.map(([, folder], index) => ({hostPath: folder, sandboxPath: `${sandboxPaths.localContexts}/${index}`, readOnly: true})),
 	...(cache.dir === undefined ? [] : [{hostPath: cache.dir, sandboxPath: sandboxPaths.cache, readOnly: false}]),
 	...(cache.from === undefined ? [] : [{hostPath: cache.from, sandboxPath: sandboxPaths.cacheFrom, readOnly: true}]),
 	...(cache.to === undefined ? [] : [{hostPath: cache.to, sandboxPath: sandboxPaths.cacheTo, readOnly: false}]),
@@ -81,6 +90,67 @@ export const agentArgs = (request: BuildRequest, contexts: readonly ResolvedBuil
 
 	if (request.noCache) {
 		args.push('--no-cache');
+	}
+
+	const options = request.engineOptions;
+	for (const [key, value] of options.labels) {
+		args.push('--label', `${key}=${value}`);
+	}
+
+	for (const [key, value] of options.annotations) {
+		args.push('--annotation', `${key}=${value}`);
+	}
+
+	for (const stage of options.noCacheFilter) {
+		args.push('--no-cache-filter', stage);
+	}
+
+	if (options.pull) {
+		args.push('--pull');
+	}
+
+	if (options.network !== 'default') {
+		args.push('--network', options.network);
+	}
+
+	for (const [host, ip] of options.addHosts) {
+		args.push('--add-host', `${host}:${ip}`);
+	}
+
+	for (const secret of options.secrets) {
+		args.push('--secret', `id=${secret.id},src=${sandboxPaths.secrets}/${secret.id}`);
+	}
+
+	for (const source of options.ssh) {
+		args.push('--ssh', `${source.id}=${sandboxPaths.ssh}/${source.id}`);
+	}
+
+	if (options.shmSize !== undefined) {
+		args.push('--shm-size', String(options.shmSize));
+	}
+
+	for (const ulimit of options.ulimits) {
+		args.push('--ulimit', ulimit);
+	}
+
+	if (options.sbom !== undefined) {
+		args.push('--sbom', options.sbom);
+	}
+
+	if (options.provenance !== undefined) {
+		args.push('--provenance', options.provenance);
+	}
+
+	if (options.sourceDateEpoch !== undefined) {
+		args.push('--source-date-epoch', String(options.sourceDateEpoch));
+	}
+
+	for (const [index, [name]] of options.localContexts.entries()) {
+		args.push('--named-context', `${name}=${sandboxPaths.localContexts}/${index}`);
+	}
+
+	if (request.progress === 'rawjson') {
+		args.push('--progress', 'rawjson');
 	}
 
 	if (request.hangTimeoutSeconds > 0) {

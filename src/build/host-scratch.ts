@@ -9,6 +9,8 @@ import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
 import type {HostScratch} from './agent-args.js';
 
 export interface OwnedHostScratch extends HostScratch {
+	/** The scratch folder itself (for files such as a Dockerfile from stdin, or env secrets). */
+	readonly root: string;
 	remove(): Promise<void>;
 }
 
@@ -19,7 +21,7 @@ export const createHostScratch = async (sessionId: string): Promise<OwnedHostScr
 	const outDir = path.join(owned.path, 'out');
 	const viewsDir = path.join(owned.path, 'views');
 	await Promise.all([fs.mkdir(outDir), fs.mkdir(viewsDir)]);
-	return {outDir, viewsDir, remove: owned.remove};
+	return {root: owned.path, outDir, viewsDir, remove: owned.remove};
 };
 
 export const reapHostScratch = async (): Promise<string[]> => reapOwnedDirs(runsDir(), name => name.endsWith(suffix));

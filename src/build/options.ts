@@ -6,13 +6,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {hostPlatform, parsePlatforms, supportedPlatformIds} from '../platforms/parse.js';
 import {parseCache} from './cache-options.js';
+import {parseEngineOptions, type RawEngineOptions} from './engine-options.js';
 import {csv, usage} from './option-values.js';
 import {
 	buildContextSchema, driverNames, engineNames, outputSchema, progressModes,
 	type BuildContext, type BuildRequest, type OutputSpec,
 } from './request.js';
 
-export interface RawBuildOptions {
+export interface RawBuildOptions extends RawEngineOptions {
 	platform: string[];
 	file?: string;
 	tag: string[];
@@ -27,6 +28,10 @@ export interface RawBuildOptions {
 	load?: boolean;
 	cacheFrom?: string[];
 	hangTimeout?: string;
+	push?: boolean;
+	quiet?: boolean;
+	metadataFile?: string;
+	iidfile?: string;
 	cacheTo?: string[];
 	cpus?: string;
 	memory?: string;
@@ -34,6 +39,51 @@ export interface RawBuildOptions {
 	rosetta?: boolean;
 }
 
+
+const readStdin = (): string => {
+	try {
+		return fs.readFileSync(0, 'utf8');
+	} catch (error) {
+		throw usage(`-f -: cannot read stdin (${(error as Error).message})`, 'pipe the Dockerfile in, e.g. exobuild build -f - . < Dockerfile');
+	}
+};
+
+/** --build-context NAME=DIR (a local folder, no scheme) goes to the engine as is; the rest are parsed by parseBuildContexts. */
+const splitBuildContexts = (values: readonly string[], cwd: string): {layoutContexts: string[]; localContexts: Array<[string, string]>} => {
+	const layoutContexts: string[] = [];
+	const localContexts: Array<[string, string]> = [];
+	for (const value of values) {
+		const eq = value.indexOf('=');
+		const source = eq <= 0 ? '' : value.slice(eq + 1);
+		const folder = path.resolve(cwd, source);
+		if (source !== '' && !/^[a-z-]+:\/\//.test(source) && fs.existsSync(folder) && fs.statSync(folder).isDirectory() && !fs.existsSync(path.join(folder, 'oci-layout'))) {
+			const name = value.slice(0, eq);
+			if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/.test(name) || localContexts.some(([other]) => other === name)) {
+				throw usage(`invalid --build-context name "${name}" for a local folder`, 'a stage-like name, given once, e.g. --build-context assets=./assets');
+			}
+
+			localContexts.push([name, folder]);
+		} else {
+			layoutContexts.push(value);
+		}
+	}
+
+	return {layoutContexts, localContexts};
+};
+
+/** A file written after the build (--metadata-file, --iidfile): its folder must exist. */
+const resultFile = (flag: string, value: string | undefined, cwd: string): string | undefined => {
+	if (value === undefined) {
+		return undefined;
+	}
+
+	const absolute = path.resolve(cwd, value);
+	if (!fs.existsSync(path.dirname(absolute)) || (fs.existsSync(absolute) && fs.statSync(absolute).isDirectory())) {
+		throw usage(`${flag} ${absolute}: ${fs.existsSync(absolute) ? 'is a folder' : `folder ${path.dirname(absolute)} does not exist`}`, `name a file in an existing folder, e.g. ${flag} out/${flag === '--iidfile' ? 'iid.txt' : 'metadata.json'}`);
+	}
+
+	return absolute;
+};
 
 /** A step silent and idle this long is taken for an emulator hang. */
 export const defaultHangTimeout = '10m';
@@ -271,16 +321,18 @@ export const toBuildRequest = (
 		throw usage(`build context ${contextDir} is not a folder`, 'the last argument is the folder holding the files the Dockerfile uses');
 	}
 
-	if (raw.file === '-') {
-		throw usage('-f - (Dockerfile from stdin) is not supported yet', 'write the Dockerfile to a file and pass -f FILE');
+	// -f -: the Dockerfile is read from stdin here; the build writes it into its scratch folder.
+	const dockerfileText = raw.file === '-' ? readStdin() : undefined;
+	if (dockerfileText !== undefined && dockerfileText.trim() === '') {
+		throw usage('-f -: stdin held no Dockerfile', 'pipe the Dockerfile in, e.g. exobuild build -f - . < Dockerfile');
 	}
 
-	const dockerfile = raw.file === undefined ? path.join(contextDir, 'Dockerfile') : path.resolve(cwd, raw.file);
-	if (!fs.existsSync(dockerfile)) {
+	const dockerfile = raw.file === undefined ? path.join(contextDir, 'Dockerfile') : (dockerfileText === undefined ? path.resolve(cwd, raw.file) : path.join(contextDir, 'Dockerfile.stdin'));
+	if (dockerfileText === undefined && !fs.existsSync(dockerfile)) {
 		throw usage(`Dockerfile ${dockerfile} not found`, raw.file === undefined ? 'add a Dockerfile to the context, or name one with -f FILE' : 'check the path given to -f');
 	}
 
-	if (!fs.statSync(dockerfile).isFile()) {
+	if (dockerfileText === undefined && !fs.statSync(dockerfile).isFile()) {
 		throw usage(`Dockerfile ${dockerfile} is not a file`, 'pass the Dockerfile itself with -f, not its folder');
 	}
 
@@ -294,7 +346,12 @@ export const toBuildRequest = (
 		platforms = [host];
 	}
 
+	if (raw.push === true) {
+		throw usage('--push is not supported yet: exobuild has no registry client', 'write an OCI archive (--output type=oci,dest=FILE) and push it with skopeo copy oci-archive:FILE docker://REF, or use --load on macOS');
+	}
+
 	const output = parseOutput(raw.output, cwd);
+	const {layoutContexts, localContexts} = splitBuildContexts(raw.buildContext, cwd);
 	const tags = parseTags([...raw.tag, ...output.names]);
 	if (raw.load === true && tags.length === 0) {
 		throw usage('--load needs a name for the image', 'add -t NAME[:TAG] (the image store keeps images by name)');
@@ -323,9 +380,13 @@ export const toBuildRequest = (
 		noCache: !raw.cache,
 		cache: parseCache(raw.cacheFrom ?? [], raw.cacheTo ?? [], cwd),
 		hangTimeoutSeconds: parseDuration('--hang-timeout', raw.hangTimeout ?? defaultHangTimeout),
-		buildContexts: parseBuildContexts(raw.buildContext, cwd),
+		dockerfileText,
+		buildContexts: parseBuildContexts(layoutContexts, cwd),
+		engineOptions: parseEngineOptions(raw, cwd, env, localContexts),
 		output: output.target,
-		progress: oneOf('--progress', raw.progress, progressModes),
+		progress: raw.quiet === true ? 'quiet' : oneOf('--progress', raw.progress, progressModes),
+		metadataFile: resultFile('--metadata-file', raw.metadataFile, cwd),
+		iidFile: resultFile('--iidfile', raw.iidfile, cwd),
 		engine: oneOf('--engine', raw.engine, engineNames),
 		driver: oneOf('--driver', raw.driver, driverNames),
 		load: raw.load === true,

@@ -5,8 +5,9 @@
 import {z} from 'zod';
 import type {Platform} from '../platforms/parse.js';
 import type {RuntimeOptions} from '../sandboxes/runtime.js';
+import type {EngineOptions} from './engine-options.js';
 
-export const progressModes = ['auto', 'plain', 'tty'] as const;
+export const progressModes = ['auto', 'plain', 'tty', 'quiet', 'rawjson'] as const;
 export const engineNames = ['auto', 'buildkit', 'buildah'] as const;
 export const driverNames = ['linux-userns', 'apple-container'] as const;
 
@@ -35,6 +36,8 @@ export type CacheSpec =
 export interface BuildRequest {
 	readonly contextDir: string;
 	readonly dockerfile: string;
+	/** The Dockerfile's text when it came from stdin (-f -); the build writes it to its scratch folder. */
+	readonly dockerfileText: string | undefined;
 	readonly platforms: readonly Platform[];
 	readonly tags: readonly string[];
 	/** In command-line order; later values of a key win. */
@@ -44,7 +47,12 @@ export interface BuildRequest {
 	readonly cache: CacheSpec;
 	/** Seconds a build step may go without output and CPU before it is stopped as hung (0: never). */
 	readonly hangTimeoutSeconds: number;
+	/** Files to write after a successful build: buildx's metadata JSON, and the image id. */
+	readonly metadataFile: string | undefined;
+	readonly iidFile: string | undefined;
 	readonly buildContexts: readonly BuildContext[];
+	/** Flags passed through to the engine (labels, secrets, network…). */
+	readonly engineOptions: EngineOptions;
 	readonly output: OutputSpec | undefined;
 	readonly progress: (typeof progressModes)[number];
 	readonly engine: (typeof engineNames)[number];

@@ -6,10 +6,12 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import {parseAgentLine, type AgentEvent, type AgentEventOf} from '../agent-events/contract.js';
 import {ensureBuilderImage} from '../builder-image/index.js';
 import {UserError} from '../errors.js';
-import {packLayoutToArchive, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
+import {manifestSchema, packLayoutToArchive, readBlob, readIndexJson, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
+import {isIndexMediaType} from '../oci/schema.js';
 import {writeOutput} from '../outputs/index.js';
 import type {BuildReporter, HostPhase} from '../progress/events.js';
 import {StepTracker} from '../progress/steps.js';
@@ -26,6 +28,10 @@ export interface BuildResult {
 	readonly platforms: readonly string[];
 	readonly engine: string;
 	readonly output: string | undefined;
+	/** The result's top descriptor (an image index for several platforms, a manifest for one). */
+	readonly descriptor: {readonly mediaType: string; readonly digest: string; readonly size: number};
+	/** The image config's digest (one platform only). */
+	readonly configDigest: string | undefined;
 	readonly handlers: ReadonlyArray<AgentEventOf<'handler'>>;
 	/** The engine's build steps, as read from its output. */
 	readonly steps: ReadonlyArray<{readonly name: string; readonly platform: string | undefined; readonly cached: boolean; readonly ms: number | undefined}>;
@@ -87,8 +93,31 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 	const buildIn = async (cache: CacheFolders): Promise<BuildResult> => {
 		const sessionId = newSessionId();
 		const scratch = await createHostScratch(sessionId);
+		// A Dockerfile from stdin and env= secrets become files in the scratch folder (secrets: mode 0600).
+		let effective = request;
+		const secretFiles = new Map<string, string>();
 		let sandbox: Sandbox | undefined;
 		try {
+			if (request.dockerfileText !== undefined) {
+				await fs.mkdir(path.join(scratch.root, 'dockerfile'));
+				const dockerfile = path.join(scratch.root, 'dockerfile', 'Dockerfile');
+				await fs.writeFile(dockerfile, request.dockerfileText);
+				effective = {...request, dockerfile};
+			}
+
+			for (const secret of request.engineOptions.secrets) {
+				if (secret.src !== undefined) {
+					secretFiles.set(secret.id, secret.src);
+				} else if (secret.env !== undefined) {
+					const file = path.join(scratch.root, 'secrets', secret.id);
+					// eslint-disable-next-line no-await-in-loop
+					await fs.mkdir(path.dirname(file), {recursive: true, mode: 0o700});
+					// eslint-disable-next-line no-await-in-loop
+					await fs.writeFile(file, process.env[secret.env] ?? '', {mode: 0o600});
+					secretFiles.set(secret.id, file);
+				}
+			}
+
 			const contexts: ResolvedBuildContext[] = [];
 			for (const [index, {context, manifests}] of resolved.entries()) {
 				contexts.push({name: context.name, layoutDir: context.layoutDir, topDigest: manifests.topDigest});
@@ -103,7 +132,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 				}
 			}
 
-			sandbox = await hostPhase('sandbox-start', async () => runtime.start({sessionId, builderImage, mounts: buildMounts(request, contexts, scratch, cache)}), box => box.id);
+			sandbox = await hostPhase('sandbox-start', async () => runtime.start({sessionId, builderImage, mounts: buildMounts(effective, contexts, scratch, cache, secretFiles)}), box => box.id);
 
 			let result: AgentEventOf<'result'> | undefined;
 			let failure: AgentEventOf<'error'> | undefined;
@@ -135,7 +164,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 			};
 
 			const exit = await sandbox.runAgent({
-				args: agentArgs(request, contexts, cache),
+				args: agentArgs(effective, contexts, cache),
 				onStdoutLine(line) {
 					if (line.trim() === '') {
 						return;
@@ -180,6 +209,12 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 			});
 
 			const layout = `${scratch.outDir}/oci-layout`;
+			const [top] = (await readIndexJson(layout)).manifests;
+			if (top === undefined) {
+				throw new UserError('the engine wrote an empty OCI layout', {hint: 'run with --progress plain to see its output', exitCode: 1, code: 'E_EXPORT_FAILED'});
+			}
+
+			const configDigest = isIndexMediaType(top.mediaType) ? undefined : manifestSchema.parse(JSON.parse((await readBlob(layout, top)).toString('utf8'))).config.digest;
 			const {output} = request;
 			if (output !== undefined || request.load) {
 				if (output !== undefined) {
@@ -209,6 +244,8 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 				platforms: finalResult.platforms,
 				engine: finalResult.engine,
 				output: request.output?.dest,
+				descriptor: {mediaType: top.mediaType, digest: top.digest, size: top.size},
+				configDigest,
 				handlers,
 				steps: steps.steps.map(({name, platform, cached, ms}) => ({name, platform, cached, ms})),
 				phaseMs,

@@ -9,8 +9,8 @@ import path from 'node:path';
 import {architectures} from '../platforms/table.js';
 import {vmImageDir} from '../paths.js';
 
-/** Debian packages of the base layer. netavark: buildah >= 1.30 wants a network backend even with --network host. */
-export const builderPackages = ['qemu-user-static', 'buildah', 'runc', 'netavark', 'ca-certificates', 'mount', 'procps'] as const;
+/** Debian packages of the base layer. netavark: buildah >= 1.30 wants a network backend even with --network host; mawk: the agent's hang watchdog reads /proc with awk. */
+export const builderPackages = ['qemu-user-static', 'buildah', 'runc', 'netavark', 'ca-certificates', 'mount', 'procps', 'mawk'] as const;
 
 /** Suites tried in order (a mirror mid-sync can serve a stale index under one name and a good one under another). */
 export const defaultSuites = ['trixie', 'stable'] as const;

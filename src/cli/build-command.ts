@@ -1,13 +1,35 @@
+import fs from 'node:fs/promises';
 import process from 'node:process';
 import {Option, type Command} from 'commander';
 import {defaultHangTimeout, toBuildRequest, type RawBuildOptions} from '../build/options.js';
-import {runBuild} from '../build/run-build.js';
+import type {BuildRequest} from '../build/request.js';
+import {runBuild, type BuildResult} from '../build/run-build.js';
+import {normaliseReference, writeFileAtomically} from '../oci/index.js';
 import {UserError} from '../errors.js';
 import {createReporter} from '../progress/create-reporter.js';
 import {defaultRuntime} from '../sandboxes/index.js';
 import {collect} from './main.js';
 
 const signalExitCodes = {SIGINT: 130, SIGTERM: 143, SIGHUP: 129} as const;
+
+/** --metadata-file (buildx's keys) and --iidfile, each written whole or not at all. */
+const writeResultFiles = async (request: BuildRequest, result: BuildResult): Promise<void> => {
+	if (request.metadataFile !== undefined) {
+		const metadata = {
+			'containerimage.digest': result.descriptor.digest,
+			'containerimage.descriptor': result.descriptor,
+			...(result.configDigest === undefined ? {} : {'containerimage.config.digest': result.configDigest}),
+			...(request.tags.length === 0 ? {} : {'image.name': request.tags.map(tag => normaliseReference(tag)).join(',')}),
+			'exobuild.platforms': result.platforms,
+			'exobuild.engine': result.engine,
+		};
+		await writeFileAtomically(request.metadataFile, async partial => fs.writeFile(partial, `${JSON.stringify(metadata, undefined, 2)}\n`));
+	}
+
+	if (request.iidFile !== undefined) {
+		await writeFileAtomically(request.iidFile, async partial => fs.writeFile(partial, result.configDigest ?? result.descriptor.digest));
+	}
+};
 
 export const registerBuildCommand = (program: Command): void => {
 	program
@@ -22,12 +44,28 @@ export const registerBuildCommand = (program: Command): void => {
 		.addOption(new Option('--no-cache', 'do not use cached layers'))
 		.addOption(new Option('--cache-from <type=local,src=DIR>', 'import the engine\'s cache from a folder (default: this project\'s cache in exobuild\'s cache dir)').argParser(collect).default([]))
 		.addOption(new Option('--cache-to <type=local,dest=DIR>', 'export the engine\'s cache to a folder (default: this project\'s cache)').argParser(collect).default([]))
-		.addOption(new Option('--build-context <NAME=oci-layout://DIR[@sha256:D]>', 'satisfy FROM NAME from an OCI image layout, repeatable').argParser(collect).default([]))
+		.addOption(new Option('--build-context <NAME=oci-layout://DIR[@sha256:D]|NAME=DIR>', 'a named context: an OCI image layout (satisfies FROM NAME without a registry) or a local folder (COPY --from=NAME), repeatable').argParser(collect).default([]))
+		.addOption(new Option('--no-cache-filter <STAGE[,STAGE]>', 'do not use the cache for these stages (BuildKit)').argParser(collect))
+		.addOption(new Option('--pull', 'always pull referenced images (bases from OCI layouts are always read fresh)'))
+		.addOption(new Option('--label <K=V>', 'image label, repeatable').argParser(collect))
+		.addOption(new Option('--annotation <K=V>', 'manifest annotation, repeatable').argParser(collect))
+		.addOption(new Option('--network <MODE>', 'network of RUN steps: default | none | host'))
+		.addOption(new Option('--add-host <HOST:IP>', 'add a line to /etc/hosts of RUN steps, repeatable').argParser(collect))
+		.addOption(new Option('--secret <id=ID[,src=FILE|,env=VAR]>', 'a secret for RUN --mount=type=secret, repeatable (never in argv, logs or the image)').argParser(collect))
+		.addOption(new Option('--ssh <default|ID=PATH>', 'an ssh-agent socket or key for RUN --mount=type=ssh, repeatable').argParser(collect))
+		.addOption(new Option('--shm-size <SIZE>', 'size of /dev/shm in RUN steps, e.g. 128m'))
+		.addOption(new Option('--ulimit <TYPE=SOFT[:HARD]>', 'resource limit of RUN steps, repeatable').argParser(collect))
+		.addOption(new Option('--sbom <true|false|K=V,...>', 'SBOM attestation (BuildKit)'))
+		.addOption(new Option('--provenance <true|false|mode=min|max>', 'provenance attestation (BuildKit)'))
 		.addOption(new Option('-o, --output <OUTPUT>', 'type=oci|docker|local|tar[,dest=FILE|DIR|-][,name=NAME][,tar=false]; -o DIR (local), -o - (tar to stdout)').argParser(collect).default([]))
-		.addOption(new Option('--progress <MODE>', 'auto | plain | tty').default('auto'))
+		.addOption(new Option('--progress <MODE>', 'auto | plain | tty | quiet | rawjson (BuildKit\'s JSON, for tools)').default('auto'))
+		.addOption(new Option('-q, --quiet', 'no progress; print only the image digest'))
+		.addOption(new Option('--metadata-file <FILE>', 'write the result\'s metadata (buildx\'s keys: containerimage.digest, .descriptor, .config.digest, image.name) as JSON'))
+		.addOption(new Option('--iidfile <FILE>', 'write the image id (the digest of the image, or of the index for several platforms)'))
 		.addOption(new Option('--engine <ENGINE>', 'auto | buildkit | buildah (auto: buildkit where the builder image has it)').default('auto'))
 		.addOption(new Option('--driver <DRIVER>', 'sandbox runtime: linux-userns | apple-container').default(defaultRuntime()))
 		.addOption(new Option('--hang-timeout <DURATION>', 'stop a step that prints nothing and uses no CPU this long, reporting a likely emulator hang (0: never)').default(defaultHangTimeout))
+		.addOption(new Option('--push', 'push to a registry (refused for now, with the way around it)'))
 		.addOption(new Option('--load', 'import the result into the runtime\'s image store under each -t name (apple-container: container image load)'))
 		.addOption(new Option('--cpus <N>', 'CPUs of the sandbox VM (apple-container; default: all, up to 8)'))
 		.addOption(new Option('--memory <SIZE>', 'memory of the sandbox VM, e.g. 8G (apple-container; default: half the host\'s, 2G to 8G)'))
@@ -60,6 +98,7 @@ export const registerBuildCommand = (program: Command): void => {
 				const result = await runBuild(request, {reporter, signal: controller.signal});
 				ok = true;
 				await reporter.finish({ok});
+				await writeResultFiles(request, result);
 				if (request.output?.dest !== '-') {
 					process.stdout.write(`${result.digest}\n`);
 				}

@@ -1,43 +1,255 @@
+/**
+ * `exobuild builder …`: the builder image's lifecycle. A builder is a verified OCI archive in
+ * exobuild's cache (src/builder-image/store.ts); `save` and `load` (or `fetch`) carry it to an
+ * air-gapped machine as one file, `build` makes it (Debian recipe on Linux, Containerfile.builder
+ * with `container build` on macOS), `pull` takes it from a registry where the driver can.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import {Option, type Command} from 'commander';
-import {createBuilderImage, findBuilderImage} from '../builder-image/index.js';
+import {
+	buildContainerfileBuilder, builderArchitecture, builderKinds, createBuilderImage, exportBuilderImage, findBuilderImage, importBuilderArchive,
+	listWithCurrency, removeBuilderImage, resolveStoredBuilder, type BuilderImage, type StoredBuilder,
+} from '../builder-image/index.js';
+import {fetchVerified} from '../builder-image/fetch.js';
+import {UserError} from '../errors.js';
+import {builderImagesDir} from '../paths.js';
+import {withLock} from '../runs/lock.js';
+import {createOwnedDir} from '../runs/owned-dir.js';
+import {createRuntime, defaultRuntime, runtimeNames} from '../sandboxes/index.js';
+import type {RuntimeName} from '../sandboxes/runtime.js';
 import {collect} from './main.js';
 
-interface CreateOptions {
+const progress = (step: string, detail?: string): void => {
+	process.stderr.write(`${step}${detail ? `: ${detail}` : ''}\n`);
+};
+
+const printJson = (value: unknown): void => {
+	process.stdout.write(`${JSON.stringify(value, undefined, 2)}\n`);
+};
+
+const driverOption = (): Option => new Option('--driver <DRIVER>', 'sandbox runtime whose image builder or registry client to use').choices(runtimeNames).default(defaultRuntime());
+
+const runtimeFor = async (driver: RuntimeName) => {
+	const runtime = createRuntime(driver);
+	await runtime.features();
+	return runtime;
+};
+
+/** A stored builder by selector, else the current one. */
+const chosen = async (selector: string | undefined): Promise<BuilderImage> => {
+	if (selector !== undefined) {
+		return resolveStoredBuilder(selector);
+	}
+
+	const image = await findBuilderImage();
+	if (image === undefined) {
+		throw new UserError('there is no current builder image in the cache', {
+			hint: 'make one with `exobuild builder build`, or load one with `exobuild builder load -i FILE`',
+			exitCode: 1,
+			code: 'E_BUILDER_IMAGE',
+		});
+	}
+
+	return image;
+};
+
+/** Loading something that is not for this checkout is allowed, and said. */
+const reportLoaded = (image: StoredBuilder): void => {
+	printJson(image);
+	if (!image.current) {
+		process.stderr.write(`exobuild: warning: ${image.reference} was made from another version of the ${image.kind} recipe; builds here will not use it\n`);
+	}
+};
+
+interface BuildOptions {
+	recipe?: string;
+	driver: RuntimeName;
 	mirror?: string;
 	suite: string[];
 	force?: boolean;
 }
 
 export const registerBuilderCommand = (program: Command): void => {
-	const builder = program.command('builder').description('Manage the builder image (the sandbox\'s root filesystem: emulators, engine, agent)');
-	builder
-		.command('create')
-		.description('Make the builder image from Debian packages (mmdebstrap) and store it in the cache')
-		.addOption(new Option('--mirror <URL>', 'Debian mirror to install from (any apt mirror: the air-gapped path)').env('EXOBUILD_DEBIAN_MIRROR'))
-		.addOption(new Option('--suite <NAME>', 'Debian suite(s) to try in order, repeatable (default: trixie, then stable)').argParser(collect).default([]))
-		.addOption(new Option('--force', 'make it again even if a current one is cached'))
-		.action(async (options: CreateOptions) => {
-			const image = await createBuilderImage({
+	const builder = program.command('builder').description('Manage builder images (the sandbox\'s root filesystem: emulators, engine, agent)');
+
+	const build = async (options: BuildOptions): Promise<void> => {
+		const runtime = createRuntime(options.driver);
+		const recipe = options.recipe ?? (runtime.buildImage === undefined ? 'distro' : 'containerfile');
+		if (!(builderKinds as readonly string[]).includes(recipe)) {
+			throw new UserError(`unknown --recipe "${recipe}"`, {hint: `choose one of: ${builderKinds.join(', ')}`, code: 'E_USAGE'});
+		}
+
+		if (recipe === 'distro') {
+			printJson(await createBuilderImage({
 				...(options.mirror === undefined ? {} : {mirror: options.mirror}),
 				...(options.suite.length === 0 ? {} : {suites: options.suite}),
 				force: options.force === true,
-				onProgress(step, detail) {
-					process.stderr.write(`${step}${detail ? `: ${detail}` : ''}\n`);
-				},
-			});
-			process.stdout.write(`${JSON.stringify(image, undefined, 2)}\n`);
+				onProgress: progress,
+			}));
+			return;
+		}
+
+		if (options.suite.length > 0) {
+			throw new UserError('--suite applies to the distro recipe', {hint: 'drop --suite, or add --recipe distro', code: 'E_USAGE'});
+		}
+
+		if (!options.force) {
+			const existing = await findBuilderImage({kind: 'containerfile'});
+			if (existing !== undefined) {
+				printJson(existing);
+				return;
+			}
+		}
+
+		await runtime.features();
+		printJson(await buildContainerfileBuilder(runtime, {...(options.mirror === undefined ? {} : {mirror: options.mirror}), onProgress: progress}));
+	};
+
+	const addBuildOptions = (command: Command): Command => command
+		.addOption(new Option('--recipe <RECIPE>', 'containerfile (Containerfile.builder; default where the driver can build images: macOS) | distro (Debian packages with mmdebstrap; default on Linux)'))
+		.addOption(driverOption())
+		.addOption(new Option('--mirror <URL>', 'Debian mirror for packages and probe binaries (any apt mirror: the air-gapped path)').env('EXOBUILD_DEBIAN_MIRROR'))
+		.addOption(new Option('--suite <NAME>', 'Debian suite(s) to try in order, repeatable (distro recipe; default: trixie, then stable)').argParser(collect).default([]))
+		.addOption(new Option('--force', 'make it again even if a current one is stored'));
+
+	addBuildOptions(builder.command('build').description('Make the builder image and store it in the cache'))
+		.action(async (options: BuildOptions) => build(options));
+	addBuildOptions(builder.command('create').description('Same as `builder build` (kept for scripts)'))
+		.action(async (options: BuildOptions) => build(options));
+
+	builder
+		.command('pull')
+		.description('Take a builder image from a registry (drivers with a registry client: apple-container)')
+		.argument('<REF>', 'image reference, e.g. ghcr.io/you/exobuild-builder:containerfile-0123456789ab')
+		.addOption(driverOption())
+		.action(async (reference: string, options: {driver: RuntimeName}) => {
+			const runtime = await runtimeFor(options.driver);
+			if (runtime.pullImage === undefined) {
+				throw new UserError(`the ${runtime.name} driver has no registry client to pull ${reference} with`, {
+					hint: 'download the archive instead: `exobuild builder fetch URL --sha256 HEX`, or `builder load -i FILE`',
+					code: 'E_USAGE',
+				});
+			}
+
+			await fs.mkdir(builderImagesDir(), {recursive: true});
+			const work = await createOwnedDir(path.join(builderImagesDir(), `.work-${process.pid}-${Date.now()}`), 'builder-work');
+			try {
+				const dest = path.join(work.path, 'pulled.tar');
+				progress('Pull', reference);
+				await runtime.pullImage(reference, `linux/${builderArchitecture()}`, dest);
+				reportLoaded(await importBuilderArchive(dest));
+			} finally {
+				await work.remove();
+			}
 		});
+
+	builder
+		.command('save')
+		.description('Write a builder image to an OCI archive file (default: the current one)')
+		.argument('[BUILDER]', 'exobuild-builder:KIND-HASH, a hash prefix, or a kind (see `builder ls`)')
+		.requiredOption('-o, --output <FILE>', 'archive to write (replaced only by a complete copy)')
+		.action(async (selector: string | undefined, options: {output: string}) => {
+			const image = await chosen(selector);
+			const dest = path.resolve(options.output);
+			const stat = await fs.stat(dest).catch(() => undefined);
+			if (stat?.isDirectory()) {
+				throw new UserError(`${dest} is a folder`, {hint: 'name the archive file to write, e.g. -o builder.tar', code: 'E_USAGE'});
+			}
+
+			await exportBuilderImage(image, dest);
+			progress('Saved', `${image.reference} to ${dest}`);
+		});
+
+	builder
+		.command('load')
+		.description('Verify a builder archive (from `builder save`) and store it: works offline')
+		.requiredOption('-i, --input <FILE>', 'the archive')
+		.action(async (options: {input: string}) => {
+			reportLoaded(await importBuilderArchive(path.resolve(options.input)));
+		});
+
+	builder
+		.command('fetch')
+		.description('Download a builder archive (retries, resumes, checks the SHA-256 before use) and load it')
+		.argument('<URL>', 'http(s) URL of an archive made by `builder save`')
+		.requiredOption('--sha256 <HEX>', 'expected SHA-256 of the archive (64 hex digits)')
+		.action(async (url: string, options: {sha256: string}) => {
+			await fs.mkdir(builderImagesDir(), {recursive: true});
+			// Kept across runs (not an owned dir), so an interrupted download resumes.
+			const dest = path.join(builderImagesDir(), 'downloads', `${options.sha256.toLowerCase()}.tar`);
+			await fs.mkdir(path.dirname(dest), {recursive: true});
+			let last = 0;
+			// One download per archive at a time: a second `fetch` of the same one waits, then finds it.
+			const fetched = await withLock(`${dest}.lock`, () => progress('Waiting for another exobuild downloading the same archive'), async () => fetchVerified({
+				url, sha256: options.sha256, dest,
+				onProgress({transferred, total, percent}) {
+					if (process.stderr.isTTY) {
+						const bar = percent === undefined ? '' : `[${'#'.repeat(Math.round(percent * 0.3)).padEnd(30)}] ${percent.toFixed(0)}% `;
+						process.stderr.write(`\r${bar}${(transferred / 1024 / 1024).toFixed(1)}${total === undefined ? '' : `/${(total / 1024 / 1024).toFixed(1)}`} MiB`);
+					} else if (transferred - last >= 64 * 1024 * 1024 || transferred === total) {
+						last = transferred;
+						progress('Download', `${(transferred / 1024 / 1024).toFixed(0)} MiB${total === undefined ? '' : ` of ${(total / 1024 / 1024).toFixed(0)}`}`);
+					}
+				},
+			}));
+			if (process.stderr.isTTY) {
+				process.stderr.write(os.EOL);
+			}
+
+			progress('Downloaded', `${fetched.bytes} bytes${fetched.resumed ? ' (resumed)' : ''}, SHA-256 verified`);
+			try {
+				reportLoaded(await importBuilderArchive(fetched.path));
+			} finally {
+				await fs.rm(fetched.path, {force: true});
+			}
+		});
+
 	builder
 		.command('inspect')
-		.description('Print the current builder image as JSON (exit 1 if there is none)')
-		.action(async () => {
-			const image = await findBuilderImage();
-			if (image === undefined) {
-				process.stderr.write('exobuild: no current builder image in the cache\nhint: run `exobuild builder create`\n');
-				process.exitCode = 1;
+		.description('Print a builder image as JSON (default: the current one; exit 1 if there is none)')
+		.argument('[BUILDER]', 'exobuild-builder:KIND-HASH, a hash prefix, or a kind')
+		.action(async (selector: string | undefined) => {
+			printJson(await chosen(selector));
+		});
+
+	builder
+		.command('ls')
+		.description('List stored builder images')
+		.option('--json', 'print JSON')
+		.action(async (options: {json?: boolean}) => {
+			const images = await listWithCurrency();
+			if (options.json) {
+				printJson(images);
 				return;
 			}
 
-			process.stdout.write(`${JSON.stringify(image, undefined, 2)}\n`);
+			const sizes = await Promise.all(images.map(async image => (await fs.stat(image.archivePath)).size));
+			process.stdout.write(`${['REFERENCE', 'KIND', 'ARCH', 'SIZE', 'CURRENT'].join('\t')}\n`);
+			for (const [index, image] of images.entries()) {
+				process.stdout.write(`${[image.reference, image.kind, image.architecture, `${(sizes[index]! / 1024 / 1024).toFixed(0)}MiB`, image.current ? 'yes' : 'stale'].join('\t')}\n`);
+			}
+		});
+
+	builder
+		.command('rm')
+		.description('Remove stored builder images')
+		.argument('[BUILDER...]', 'exobuild-builder:KIND-HASH, hash prefixes, or kinds')
+		.option('--stale', 'remove every image not made from this checkout\'s recipes')
+		.action(async (selectors: string[], options: {stale?: boolean}) => {
+			if (selectors.length === 0 && !options.stale) {
+				throw new UserError('nothing to remove', {hint: 'name builder images (see `exobuild builder ls`) or pass --stale', code: 'E_USAGE'});
+			}
+
+			const targets = [
+				...(await Promise.all(selectors.map(async selector => resolveStoredBuilder(selector)))),
+				...(options.stale ? (await listWithCurrency()).filter(image => !image.current) : []),
+			];
+			for (const image of targets) {
+				// eslint-disable-next-line no-await-in-loop
+				await removeBuilderImage(image);
+				process.stdout.write(`${image.reference}\n`);
+			}
 		});
 };

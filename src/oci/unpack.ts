@@ -42,6 +42,86 @@ const inside = (root: string, relative: string): string => {
 	return joined;
 };
 
+/**
+ * node-tar, guarding against archives that write outside their folder, strips the leading `/`
+ * of absolute symlink targets and drops symlinks whose target leaves the folder or passes
+ * through another symlink; in a root filesystem those are ordinary (`/bin/sh → /usr/bin/dash`,
+ * `/lib → usr/lib` then `…/libc.so → /lib/…`). So each layer's symlinks are recreated
+ * afterwards exactly as recorded, and only where their own parent folders are real folders
+ * inside the root (never through a symlink).
+ */
+interface Symlink {
+	readonly name: string;
+	readonly target: string;
+	readonly uid: number | undefined;
+	readonly gid: number | undefined;
+	readonly mtime: Date | undefined;
+}
+
+const symlinksOf = async (layer: string): Promise<Symlink[]> => {
+	const found = new Map<string, Symlink>();
+	await tar.t({
+		file: layer,
+		maxDecompressionRatio: Number.POSITIVE_INFINITY,
+		onReadEntry(entry) {
+			const name = path.posix.normalize(`/${entry.path}`).replace(/^\/+|\/+$/g, '');
+			if (entry.type === 'SymbolicLink' && entry.linkpath !== undefined && name !== '' && !name.split('/').includes('..')) {
+				found.set(name, {name, target: entry.linkpath, uid: entry.uid, gid: entry.gid, mtime: entry.mtime});
+			} else {
+				found.delete(name);
+			}
+		},
+	});
+	return [...found.values()];
+};
+
+/** Whether every folder from `root` down to `name`'s parent is a real folder (no symlink on the way). */
+const parentIsReal = async (root: string, name: string): Promise<boolean> => {
+	let folder = root;
+	for (const part of name.split('/').slice(0, -1)) {
+		folder = path.join(folder, part);
+		// eslint-disable-next-line no-await-in-loop
+		const stat = await fs.lstat(folder).catch(() => undefined);
+		if (stat === undefined || !stat.isDirectory()) {
+			return false;
+		}
+	}
+
+	return true;
+};
+
+const restoreSymlinks = async (layer: string, root: string): Promise<void> => {
+	const asRoot = process.getuid?.() === 0;
+	for (const link of await symlinksOf(layer)) {
+		// eslint-disable-next-line no-await-in-loop
+		if (!await parentIsReal(root, link.name)) {
+			continue;
+		}
+
+		const file = path.join(root, link.name);
+		// eslint-disable-next-line no-await-in-loop
+		const current = await fs.lstat(file).catch(() => undefined);
+		// eslint-disable-next-line no-await-in-loop
+		if (current?.isSymbolicLink() && await fs.readlink(file) === link.target) {
+			continue;
+		}
+
+		// eslint-disable-next-line no-await-in-loop
+		await fs.rm(file, {recursive: true, force: true});
+		// eslint-disable-next-line no-await-in-loop
+		await fs.symlink(link.target, file);
+		if (asRoot && link.uid !== undefined && link.gid !== undefined) {
+			// eslint-disable-next-line no-await-in-loop
+			await fs.lchown(file, link.uid, link.gid);
+		}
+
+		if (link.mtime !== undefined) {
+			// eslint-disable-next-line no-await-in-loop
+			await fs.lutimes(file, link.mtime, link.mtime).catch(() => undefined);
+		}
+	}
+};
+
 /** Applies one layer (a tar, gzipped or not) on top of `root`. */
 export const applyLayer = async (layer: string, root: string): Promise<void> => {
 	const {deleted, opaque} = await scanWhiteouts(layer);
@@ -70,6 +150,7 @@ export const applyLayer = async (layer: string, root: string): Promise<void> => 
 		maxDecompressionRatio: Number.POSITIVE_INFINITY,
 		filter: name => !path.posix.basename(name).startsWith('.wh.'),
 	});
+	await restoreSymlinks(layer, root);
 };
 
 /**

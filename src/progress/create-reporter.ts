@@ -1,8 +1,20 @@
 import type {BuildReporter} from './events.js';
 import {PlainReporter} from './plain-reporter.js';
+import {QuietReporter, RawJsonReporter} from './quiet-reporters.js';
 
-/** auto: listr2 on a TTY (and not in CI), plain lines otherwise. listr2 is loaded only when used. */
-export const createReporter = async (mode: 'auto' | 'plain' | 'tty', stream: NodeJS.WriteStream = process.stderr): Promise<BuildReporter> => {
+/**
+ * auto: listr2 on a TTY (and not in CI), plain lines otherwise; quiet: nothing; rawjson: the
+ * engine's JSON progress only. listr2 is loaded only when used.
+ */
+export const createReporter = async (mode: 'auto' | 'plain' | 'tty' | 'quiet' | 'rawjson', stream: NodeJS.WriteStream = process.stderr): Promise<BuildReporter> => {
+	if (mode === 'quiet') {
+		return new QuietReporter();
+	}
+
+	if (mode === 'rawjson') {
+		return new RawJsonReporter();
+	}
+
 	const tty = mode === 'tty' || (mode === 'auto' && stream.isTTY === true && !process.env['CI']);
 	if (!tty) {
 		return new PlainReporter();

@@ -77,6 +77,8 @@ const ppc64le = parsePlatform('linux/ppc64le');
 const manifests = await resolvePlatformManifests(layout, ['linux/ppc64le'], {name: 'busybox'});
 const view = path.join(work, 'view');
 await writePlatformView(manifests.platforms.get('linux/ppc64le')!, path.join(view, platformSlug('linux/ppc64le')), '/bench/layout/blobs', 'busybox');
+/** The baseline's own steps, to set beside exobuild's base-images, build and export phases. */
+const baselineSteps: Array<Record<'pull' | 'build' | 'push', number>> = [];
 const baselineOnce = async (): Promise<number> => {
 	const run = fs.mkdtempSync(path.join(work, 'baseline-'));
 	for (const dir of ['upper', 'work', 'state']) {
@@ -103,23 +105,25 @@ printf '%s' ':qemu-${ppc64le.arch.qemu}:M::${ppc64le.arch.magic}:${ppc64le.arch.
 chroot $mnt /bin/sh -c '
 set -eu
 b="buildah --root /bench/state/containers --runroot /bench/state/run --storage-driver overlay"
-for i in 1; do
-  start=$(date +%s%N)
-  $b pull -q --platform linux/ppc64le oci:/bench/view/${platformSlug('linux/ppc64le')}:busybox >/dev/null
-  $b build -q --isolation chroot --network host --platform linux/ppc64le --pull=never -t out /bench/ctx >/dev/null
-  $b push -q --format oci out oci:/bench/state/out:latest
-  end=$(date +%s%N)
-  echo "baseline-ms $(( (end - start) / 1000000 ))"
-done'
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+t0=$(ms)
+$b pull -q --platform linux/ppc64le oci:/bench/view/${platformSlug('linux/ppc64le')}:busybox >/dev/null
+t1=$(ms)
+$b build -q --isolation chroot --network host --platform linux/ppc64le --pull=never -t out /bench/ctx >/dev/null
+t2=$(ms)
+$b push -q --format oci out oci:/bench/state/out:latest
+t3=$(ms)
+echo "baseline-ms $((t3 - t0)) pull $((t1 - t0)) build $((t2 - t1)) push $((t3 - t2))"'
 `;
 	const baseline = await runInPrivateUserns(['/bin/sh', '-c', script]);
 	fs.rmSync(run, {recursive: true, force: true});
-	const ms = /baseline-ms (\d+)/.exec(baseline.stdout)?.[1];
-	if (baseline.exitCode !== 0 || ms === undefined) {
+	const times = /baseline-ms (\d+) pull (\d+) build (\d+) push (\d+)/.exec(baseline.stdout);
+	if (baseline.exitCode !== 0 || times === null) {
 		throw new Error(`baseline failed (${baseline.exitCode}):\n${baseline.stderr}\n${baseline.stdout}`);
 	}
 
-	return Number(ms);
+	baselineSteps.push({pull: Number(times[2]), build: Number(times[3]), push: Number(times[4])});
+	return Number(times[1]);
 };
 
 // Interleaved, so that drift of the machine's speed hits both sides alike.
@@ -147,6 +151,7 @@ const report = {
 	baselineMs: {median: median(baselineMs), all: baselineMs},
 	ratio: Number((median(exobuildWall) / median(baselineMs)).toFixed(3)),
 	phaseMedianMs: Object.fromEntries(phases.map(phase => [phase, median(phaseRuns.map(run => run[phase] ?? 0))])),
+	baselineStepMedianMs: Object.fromEntries((['pull', 'build', 'push'] as const).map(step => [step, median(baselineSteps.slice(1).map(steps => steps[step]))])),
 };
 fs.writeFileSync(path.join(repoRoot, 'test', 'bench', 'last-run.json'), `${JSON.stringify(report, undefined, 2)}\n`);
 process.stdout.write(`small linux/ppc64le build, median of ${runs} runs\n`);
@@ -154,4 +159,5 @@ for (const [phase, ms] of Object.entries(report.phaseMedianMs)) {
 	process.stdout.write(`  ${phase.padEnd(16)} ${String(ms).padStart(7)} ms\n`);
 }
 
+process.stdout.write(`baseline steps: ${Object.entries(report.baselineStepMedianMs).map(([step, ms]) => `${step} ${ms} ms`).join(', ')}\n`);
 process.stdout.write(`exobuild total (CLI wall) ${report.exobuildWallMs.median} ms\nbaseline (same buildah, handler pre-registered) ${report.baselineMs.median} ms\noverhead ratio ${report.ratio} (target <= 1.15)\n`);

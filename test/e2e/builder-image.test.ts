@@ -4,7 +4,9 @@
  * emulators of those architectures; and carried to a machine without network by save and load.
  */
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import {test} from 'node:test';
@@ -45,6 +47,7 @@ test('builder build makes (or finds) the image; inspect prints it; its layers ho
 
 	assert.equal(await builder!.readFile('/usr/bin/qemu-mips64el'), undefined, 'emulators outside the table are left out');
 	assert.ok(await builder!.readFile('/usr/bin/buildah'), 'the buildah engine');
+	assert.ok(await builder!.readFile('/usr/bin/mawk'), 'awk, which the hang watchdog uses');
 });
 
 test('builder save, then load and build with no network (a fresh cache in an empty network namespace)', async () => {
@@ -71,6 +74,37 @@ test('builder save, then load and build with no network (a fresh cache in an emp
 		const [image] = (await inspectArchive(dest)).images;
 		assert.equal((await image!.readFile('/m'))?.toString().trim(), 'ppc64le');
 	} finally {
+		fs.rmSync(work, {recursive: true, force: true});
+	}
+});
+
+test('builder fetch downloads over HTTP, checks the SHA-256, and loads; a wrong digest is refused and nothing is stored', async () => {
+	const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-fetch-'));
+	const server = http.createServer((request, response) => {
+		const file = path.join(work, 'builder.tar');
+		response.writeHead(200, {'content-length': fs.statSync(file).size});
+		fs.createReadStream(file).pipe(response);
+	});
+	try {
+		const saved = path.join(work, 'builder.tar');
+		assert.equal((await exobuild(['builder', 'save', '-o', saved])).exitCode, 0);
+		const sha256 = crypto.createHash('sha256').update(fs.readFileSync(saved)).digest('hex');
+		await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+		const url = `http://127.0.0.1:${(server.address() as {port: number}).port}/builder.tar`;
+		const env = {EXOBUILD_CACHE_DIR: path.join(work, 'cache')};
+
+		const wrong = await exobuild(['builder', 'fetch', url, '--sha256', '0'.repeat(64)], {env});
+		assert.equal(wrong.exitCode, 1, wrong.all);
+		assert.match(String(wrong.stderr), /checksum mismatch for .*: expected sha256 0{64}, got [a-f\d]{64}/);
+		assert.equal((await exobuild(['builder', 'ls', '--json'], {env})).stdout, '[]');
+
+		const fetched = await exobuild(['builder', 'fetch', url, '--sha256', sha256], {env});
+		assert.equal(fetched.exitCode, 0, fetched.all);
+		assert.match(String(fetched.stderr), /SHA-256 verified/);
+		const listed = JSON.parse(String((await exobuild(['builder', 'ls', '--json'], {env})).stdout)) as Array<{current: boolean; kind: string}>;
+		assert.deepEqual(listed.map(image => [image.kind, image.current]), [['distro', true]]);
+	} finally {
+		server.close();
 		fs.rmSync(work, {recursive: true, force: true});
 	}
 });

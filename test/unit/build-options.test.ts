@@ -61,7 +61,6 @@ test('bad input gets a one-line cause and a hint', () => {
 	rejects(() => toBuildRequest('ctx', raw({engine: 'docker'}), env), /--engine/);
 	rejects(() => toBuildRequest('ctx', raw({target: 'a b'}), env), /--target/);
 	rejects(() => toBuildRequest('https://example.com/x.git', raw(), env), /not supported yet/);
-	rejects(() => toBuildRequest('ctx', raw({file: '-'}), env), /stdin/);
 	rejects(() => parseTags(['UPPER:case']), /invalid tag/);
 	rejects(() => parseTags(['name:']), /invalid tag/);
 	rejects(() => parseBuildArgs(['1BAD=x'], {}, () => undefined), /not a valid argument name/);

@@ -38,6 +38,7 @@ test('missing context, missing Dockerfile, malformed flags', async () => {
 	assertUsageError(await run('build', '--output', 'type=oci', '.'), /needs dest/);
 	assertUsageError(await run('build', '--build-arg', '=x', '.'), /--build-arg/);
 	assertUsageError(await run('build', '--platform'), /argument missing/);
+	assertUsageError(await execa(bin, ['build', '-f', '-', '.'], {cwd: root, reject: false, input: '  \n', env: {EXOBUILD_CACHE_DIR: path.join(root, 'cache')}}), /-f -: stdin held no Dockerfile/);
 	assertUsageError(await run('frobnicate'), /unknown command 'frobnicate'/);
 });
 
