@@ -6,8 +6,13 @@
  * contract is written down: the agent's emitters (`emit_*` in vm-image/exobuild-agent) follow it,
  * and test/agent checks every line the agent prints against these schemas.
  *
- * Lifecycle of one run: hello → phase-start/phase-end pairs (with handler, engine, log lines in
- * between) → exactly one terminal event: `result` (exit 0) or `error` (non-zero exit).
+ * Lifecycle of one `build` run: hello → phase-start/phase-end pairs (with handler, engine, log
+ * lines in between) → exactly one terminal event: `result` (exit 0) or `error` (non-zero exit).
+ *
+ * A `prove` run (`exobuild doctor`) is hello → phase-start binfmt → per platform either `handler`
+ * or an `error` carrying that `platform` (not terminal there: the other platforms go on) →
+ * phase-end binfmt (ok: all proven); no `result`. An `error` without `platform` is terminal in
+ * both. See docs/agent-protocol.md.
  */
 import {z} from 'zod';
 

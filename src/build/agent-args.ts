@@ -3,7 +3,7 @@
  * Pure: no I/O, so the exact command line is unit-tested.
  */
 import path from 'node:path';
-import {handlerSpec} from '../platforms/parse.js';
+import {handlerSpec, type Platform} from '../platforms/parse.js';
 import type {Mount} from '../sandboxes/runtime.js';
 import type {BuildRequest} from './request.js';
 
@@ -64,11 +64,12 @@ export const buildMounts = (request: BuildRequest, contexts: readonly ResolvedBu
 	{hostPath: scratch.outDir, sandboxPath: sandboxPaths.out, readOnly: false},
 ];
 
+/** `--platform ID --handler ID=NAME:MAGIC:MASK:UNAME` of each platform (build and prove). */
+export const platformHandlerArgs = (platforms: readonly Platform[]): string[] =>
+	platforms.flatMap(platform => ['--platform', platform.id, '--handler', `${platform.id}=${handlerSpec(platform.arch)}:${platform.arch.unameMachine}`]);
+
 export const agentArgs = (request: BuildRequest, contexts: readonly ResolvedBuildContext[], cache: CacheFolders = {}): string[] => {
-	const args = ['build', '--engine', request.engine];
-	for (const platform of request.platforms) {
-		args.push('--platform', platform.id, '--handler', `${platform.id}=${handlerSpec(platform.arch)}:${platform.arch.unameMachine}`);
-	}
+	const args = ['build', '--engine', request.engine, ...platformHandlerArgs(request.platforms)];
 
 	args.push(
 		'--context', sandboxPaths.context,

@@ -8,6 +8,7 @@ import {isUserError} from '../errors.js';
 import {supportedPlatformIds} from '../platforms/parse.js';
 import {registerBuildCommand} from './build-command.js';
 import {registerBuilderCommand} from './builder-command.js';
+import {registerDoctorCommand} from './doctor-command.js';
 import {registerPruneCommand} from './prune-command.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -25,6 +26,7 @@ export const createProgram = (): Command => {
 	registerBuildCommand(program);
 	registerBuilderCommand(program);
 	registerPruneCommand(program);
+	registerDoctorCommand(program);
 	return program;
 };
 

@@ -91,10 +91,28 @@ export interface ImageBuildRequest {
 	readonly signal?: AbortSignal;
 }
 
+/** One row of `exobuild doctor`: what was checked, how it went, and what to do about it. */
+export type CheckStatus = 'ok' | 'warn' | 'fail';
+export interface CheckRow {
+	/** host, builder, sandbox, or a platform id. */
+	readonly area: string;
+	readonly check: string;
+	readonly status: CheckStatus;
+	readonly detail: string;
+	/** What to do; every warn and fail row has one. */
+	readonly fix?: string;
+}
+
 export interface SandboxRuntime {
 	readonly name: RuntimeName;
 	/** Checks the host can run this runtime; throws a UserError with a fix otherwise. */
 	features(): Promise<RuntimeFeatures>;
+	/**
+	 * `exobuild doctor`'s host rows: each check of features() on its own (a failure becomes a
+	 * fail row with the UserError's hint as the fix), plus what only this runtime knows about.
+	 * Never throws for a failed check.
+	 */
+	readonly diagnose?: () => Promise<CheckRow[]>;
 	start(spec: SandboxSpec): Promise<Sandbox>;
 	reapOrphans(): Promise<ReapReport>;
 	/** Imports an OCI image archive into the runtime's image store under `tags` (`--load`); absent where there is no store. */

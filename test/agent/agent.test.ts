@@ -271,3 +271,41 @@ test('SIGTERM during the engine start: E_INTERRUPTED, and no process of the agen
 	});
 	assert.deepEqual(left, []);
 });
+
+test('prove: each platform on its own; a bogus handler fails with its own error event while the others are still proven', async () => {
+	const ppc = parsePlatform('linux/ppc64le');
+	const s390x = parsePlatform('linux/s390x');
+	// A mask shorter than its magic: the kernel refuses the registration (EINVAL).
+	const bogus = `${s390x.id}=qemu-${s390x.arch.qemu}:${s390x.arch.magic}:\\xff\\xff:${s390x.arch.unameMachine}`;
+	const run = await runAgent([
+		'prove', '--platform', s390x.id, '--handler', bogus, ...handlerArgs(['linux/ppc64le', 'linux/amd64']), '--state-dir', '@STATE@',
+	]);
+	assert.equal(run.exitCode, 1, run.stderr.join('\n') + JSON.stringify(run.events));
+	assert.equal(ofType(run.events, 'hello').length, 1);
+	const errors = ofType(run.events, 'error');
+	assert.deepEqual(errors.map(error => [error.platform, error.code]), [['linux/s390x', 'E_BINFMT_REGISTER']]);
+	assert.match(errors[0]!.message, /registering qemu-s390x failed/);
+	const handlers = ofType(run.events, 'handler');
+	assert.deepEqual(handlers.map(h => [h.platform, h.mode, h.proof]), [['linux/ppc64le', 'emulated', 'ppc64le'], ['linux/amd64', 'native', 'x86_64']]);
+	assert.equal(handlers[0]!.handler, `qemu-${ppc.arch.qemu}`);
+	assert.match(handlers[0]!.emulatorVersion ?? '', /^qemu-\S+ version \d+\./);
+	assert.equal(ofType(run.events, 'result').length, 0, 'prove has no result event');
+	const phases = run.events.filter(event => event.event === 'phase-start' || event.event === 'phase-end');
+	assert.deepEqual(phases.map(event => [event.event, event.phase, event.event === 'phase-end' ? event.ok : undefined]), [['phase-start', 'binfmt', undefined], ['phase-end', 'binfmt', false]]);
+	assert.equal(fs.existsSync(path.join(run.fakeDir, 'buildkitd.argv')), false, 'no engine was started');
+});
+
+test('prove: every handler proven → exit 0 and the binfmt phase ends ok; build-only options are refused', async () => {
+	const run = await runAgent(['prove', ...handlerArgs(['linux/riscv64', 'linux/arm64'])]);
+	assert.equal(run.exitCode, 0, run.stderr.join('\n') + JSON.stringify(run.events));
+	assert.deepEqual(ofType(run.events, 'handler').map(h => [h.platform, h.mode, h.proof]), [['linux/riscv64', 'emulated', 'riscv64'], ['linux/arm64', 'emulated', 'aarch64']]);
+	assert.equal(ofType(run.events, 'error').length, 0);
+	assert.equal(ofType(run.events, 'phase-end')[0]?.ok, true);
+
+	for (const args of [['prove'], ['prove', ...handlerArgs(['linux/ppc64le']), '--context', '@CONTEXT@'], ['prove', ...handlerArgs(['linux/ppc64le']), '--no-cache'], ['prove', '--platform', 'linux/ppc64le']]) {
+		// eslint-disable-next-line no-await-in-loop
+		const refused = await runAgent(args);
+		assert.equal(refused.exitCode, 2, args.join(' '));
+		assert.equal(terminalError(refused).code, 'E_AGENT_USAGE');
+	}
+});

@@ -13,16 +13,20 @@ import path from 'node:path';
 import readline from 'node:readline';
 import {UserError} from '../../errors.js';
 import {ownerAlive, processStartTime} from '../../runs/owned-dir.js';
+import {requirementRow, type Requirement} from '../check-rows.js';
 import type {
-	AgentExit, AgentRun, ImageBuildRequest, LoadReport, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec,
+	AgentExit, AgentRun, CheckRow, ImageBuildRequest, LoadReport, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec,
 } from '../runtime.js';
 import {atLeast, containerCli, firstErrorLine, formatVersion, readVersion, runCli, spawnCli, type Version} from './container-cli.js';
 import {containerId, containerLabels, containerList, containerState, systemStatus} from './shapes.js';
+import {readMacHost, rosettaRow, virtualizationRow} from './mac-host.js';
 import {splitArchiveByPlatform} from './per-platform.js';
 import {containerRunArgs, vmLabels} from './run-args.js';
 
 /** `--cap-add` exists from 0.12.0; without it the VM cannot mount binfmt_misc or run buildkitd. */
 export const minimumVersion: Version = [0, 12, 0];
+/** What `exobuild doctor` recommends (and the install hints name). */
+export const recommendedVersion: Version = [1, 2, 0];
 /** From 1.2.1, `--read-only-path NONE` lifts the read-only /proc/sys that 1.2.0 introduced. */
 const readOnlyPathFlagVersion: Version = [1, 2, 1];
 
@@ -97,6 +101,59 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 		}
 	};
 
+	/** What the driver needs, in the order features() checks it (diagnose() reports each). */
+	const requirements: readonly Requirement[] = [
+		{
+			check: 'os',
+			async run() {
+				if (process.platform !== 'darwin' && !process.env['EXOBUILD_CONTAINER_CLI']) {
+					throw new UserError(`the apple-container driver runs on macOS, not ${process.platform}`, {hint: 'on Linux use --driver linux-userns (the default)', code: 'E_DRIVER'});
+				}
+
+				return process.platform === 'darwin'
+					? `macOS (Darwin ${os.release()}) ${os.machine()}`
+					: `${process.platform} ${os.machine()}, with the container CLI ${containerCli()} (EXOBUILD_CONTAINER_CLI)`;
+			},
+		},
+		{
+			check: 'container version',
+			async run() {
+				version = await readVersion();
+				if (!atLeast(version, minimumVersion)) {
+					throw new UserError(`container ${formatVersion(version)} is too old: exobuild needs --cap-add, which arrived in ${formatVersion(minimumVersion)}`, {
+						hint: 'upgrade Apple\'s container (https://github.com/apple/container/releases; 1.2 or later recommended)',
+						code: 'E_CONTAINER_VERSION',
+					});
+				}
+
+				return atLeast(version, recommendedVersion)
+					? formatVersion(version)
+					: `${formatVersion(version)} (works from ${formatVersion(minimumVersion)}; ${formatVersion(recommendedVersion)} or later is recommended)`;
+			},
+		},
+		{
+			check: 'container system',
+			async run() {
+				const status = await runCli(['system', 'status', '--format', 'json']);
+				const parsed = systemStatus.safeParse((() => {
+					try {
+						return JSON.parse(status.stdout);
+					} catch {
+						return undefined;
+					}
+				})());
+				if (status.exitCode !== 0 || !parsed.success || parsed.data.status !== 'running') {
+					throw new UserError(`container's system service is not running (container ${version === undefined ? '' : `${formatVersion(version)} `}says: ${parsed.success ? parsed.data.status : firstErrorLine(status) || `exit ${status.exitCode}`})`, {
+						hint: 'start it with `container system start`, then try again',
+						code: 'E_CONTAINER_SYSTEM',
+					});
+				}
+
+				return `running${parsed.data.apiServerVersion === undefined ? '' : ` (API server ${parsed.data.apiServerVersion})`}`;
+			},
+		},
+	];
+
 	const deleteVm = async (name: string): Promise<boolean> => {
 		const result = await runCli(['delete', '--force', name]);
 		return result.exitCode === 0;
@@ -106,31 +163,9 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 		name: 'apple-container',
 
 		async features(): Promise<RuntimeFeatures> {
-			if (process.platform !== 'darwin' && !process.env['EXOBUILD_CONTAINER_CLI']) {
-				throw new UserError(`the apple-container driver runs on macOS, not ${process.platform}`, {hint: 'on Linux use --driver linux-userns (the default)', code: 'E_DRIVER'});
-			}
-
-			version = await readVersion();
-			if (!atLeast(version, minimumVersion)) {
-				throw new UserError(`container ${formatVersion(version)} is too old: exobuild needs --cap-add, which arrived in ${formatVersion(minimumVersion)}`, {
-					hint: 'upgrade Apple\'s container (https://github.com/apple/container/releases; 1.2 or later recommended)',
-					code: 'E_CONTAINER_VERSION',
-				});
-			}
-
-			const status = await runCli(['system', 'status', '--format', 'json']);
-			const parsed = systemStatus.safeParse((() => {
-				try {
-					return JSON.parse(status.stdout);
-				} catch {
-					return undefined;
-				}
-			})());
-			if (status.exitCode !== 0 || !parsed.success || parsed.data.status !== 'running') {
-				throw new UserError(`container's system service is not running (container ${formatVersion(version)} says: ${parsed.success ? parsed.data.status : firstErrorLine(status) || `exit ${status.exitCode}`})`, {
-					hint: 'start it with `container system start`, then try again',
-					code: 'E_CONTAINER_SYSTEM',
-				});
+			for (const requirement of requirements) {
+				// eslint-disable-next-line no-await-in-loop
+				await requirement.run();
 			}
 
 			if (options.virtualization && process.platform === 'darwin' && Number(os.release().split('.')[0]) < 24) {
@@ -141,6 +176,30 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 			}
 
 			return {privateBinfmt: true, nativeMachine: nativeMachine()};
+		},
+
+		async diagnose(): Promise<CheckRow[]> {
+			const host = await readMacHost();
+			const rows: CheckRow[] = [];
+			for (const requirement of requirements) {
+				// eslint-disable-next-line no-await-in-loop
+				const row = await requirementRow('host', requirement);
+				// A later requirement needs the earlier ones (no CLI: no status); say the first failure only.
+				if (row.status === 'fail') {
+					rows.push(row);
+					break;
+				}
+
+				if (requirement.check === 'container version' && version !== undefined && !atLeast(version, recommendedVersion)) {
+					rows.push({...row, status: 'warn', fix: `upgrade Apple's container to ${formatVersion(recommendedVersion)} or later (https://github.com/apple/container/releases)`});
+				} else if (requirement.check === 'os' && host.macos !== undefined) {
+					rows.push({...row, detail: `macOS ${host.macos} on ${host.chip ?? os.machine()}`});
+				} else {
+					rows.push(row);
+				}
+			}
+
+			return [...rows, virtualizationRow(host, options.virtualization === true), rosettaRow(host, options.rosetta === true)];
 		},
 
 		async start(spec: SandboxSpec): Promise<Sandbox> {

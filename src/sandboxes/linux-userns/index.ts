@@ -9,7 +9,8 @@ import fs from 'node:fs/promises';
 import {UserError} from '../../errors.js';
 import {packageRoot, runsDir} from '../../paths.js';
 import {createOwnedDir, reapOwnedDirs} from '../../runs/owned-dir.js';
-import type {AgentExit, AgentRun, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec} from '../runtime.js';
+import {requirementRows, type Requirement} from '../check-rows.js';
+import type {AgentExit, AgentRun, CheckRow, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec} from '../runtime.js';
 import {builderRootfs, reapRootfsUnpacks} from './builder-rootfs.js';
 import {runInNamespaces} from './namespaces.js';
 
@@ -19,15 +20,16 @@ const enterScript = path.join(packageRoot, 'src', 'sandboxes', 'linux-userns', '
 const agentPath = '/usr/local/bin/exobuild-agent';
 const runSuffix = '.sandbox';
 
-const onPath = async (command: string): Promise<boolean> => {
+/** The path of `command` on $PATH, if it is there. */
+const onPath = async (command: string): Promise<string | undefined> => {
 	for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').filter(Boolean)) {
 		// eslint-disable-next-line no-await-in-loop
 		if (await fs.access(path.join(dir, command), fs.constants.X_OK).then(() => true, () => false)) {
-			return true;
+			return path.join(dir, command);
 		}
 	}
 
-	return false;
+	return undefined;
 };
 
 /** The first kernel whose binfmt_misc can be mounted per user namespace. */
@@ -61,37 +63,113 @@ export const createLinuxUsernsRuntime = (runtimeOptions: RuntimeOptions = {}, op
 	return linuxUsernsRuntime(options);
 };
 
+const readNumber = async (file: string): Promise<number | undefined> => {
+	const text = await fs.readFile(file, 'utf8').catch(() => undefined);
+	return text === undefined || text.trim() === '' ? undefined : Number(text.trim());
+};
+
+/** What the linux-userns driver needs of the host, in the order features() checks it. */
+export const hostRequirements: readonly Requirement[] = [
+	{
+		check: 'os',
+		async run() {
+			if (process.platform !== 'linux') {
+				throw new UserError(`the linux-userns driver runs on Linux, not ${process.platform}`, {hint: 'on macOS use --driver apple-container', code: 'E_DRIVER'});
+			}
+
+			return `Linux ${os.machine()}`;
+		},
+	},
+	{
+		check: 'kernel',
+		async run() {
+			const release = os.release();
+			if (!kernelSupportsPrivateBinfmt(release)) {
+				throw new UserError(`kernel ${release} cannot give a sandbox its own binfmt_misc (needs Linux 6.7 or later)`, {
+					hint: 'upgrade the kernel; exobuild never registers emulators in the host\'s global table',
+					code: 'E_KERNEL',
+				});
+			}
+
+			return `${release} (6.7 or later: each sandbox mounts its own binfmt_misc)`;
+		},
+	},
+	{
+		check: 'root',
+		async run() {
+			if (process.getuid?.() !== 0) {
+				throw new UserError('the linux-userns driver needs root for now (it writes the sandbox\'s full uid map itself)', {
+					hint: 'run exobuild as root (sudo exobuild …); rootless support via newuidmap is planned',
+					code: 'E_PRIVILEGE',
+				});
+			}
+
+			return 'running as root';
+		},
+	},
+	...['unshare', 'setpriv'].map((tool): Requirement => ({
+		check: tool,
+		async run() {
+			const found = await onPath(tool);
+			if (found === undefined) {
+				throw new UserError(`${tool} is not installed`, {hint: 'install util-linux (apt-get install util-linux)', code: 'E_DEPENDENCY'});
+			}
+
+			return found;
+		},
+	})),
+	{
+		check: 'user namespaces',
+		async run() {
+			const max = await readNumber('/proc/sys/user/max_user_namespaces');
+			if (max === 0) {
+				throw new UserError('user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)', {
+					hint: 'enable them: sysctl -w user.max_user_namespaces=15000 (and in /etc/sysctl.d to keep it)',
+					code: 'E_USERNS',
+				});
+			}
+
+			const unprivileged = await readNumber('/proc/sys/kernel/unprivileged_userns_clone');
+			return [
+				`max_user_namespaces ${max ?? 'not readable'}`,
+				...(unprivileged === undefined ? [] : [`unprivileged_userns_clone ${unprivileged}${unprivileged === 0 ? ' (only matters without root)' : ''}`]),
+			].join('; ');
+		},
+	},
+];
+
+/**
+ * The host's own binfmt_misc, for information only: exobuild never reads from it, registers in it
+ * or changes it (each sandbox mounts its own instance).
+ */
+export const hostBinfmtRow = async (dir = '/proc/sys/fs/binfmt_misc'): Promise<CheckRow> => {
+	const row = (detail: string): CheckRow => ({area: 'host', check: 'host binfmt_misc', status: 'ok', detail: `${detail}; exobuild never uses or changes it`});
+	const mountinfo = await fs.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+	if (!mountinfo.split('\n').some(line => line.split(' ')[4] === dir)) {
+		return row('not mounted');
+	}
+
+	const status = (await fs.readFile(path.join(dir, 'status'), 'utf8').catch(() => 'unreadable')).trim();
+	const entries = (await fs.readdir(dir).catch(() => [] as string[])).filter(name => name !== 'register' && name !== 'status').sort();
+	return row(`mounted, ${status}, ${entries.length === 0 ? 'no handlers' : `${entries.length} handler${entries.length === 1 ? '' : 's'} (${entries.join(', ')})`}`);
+};
+
 const linuxUsernsRuntime = (options: LinuxUsernsOptions): SandboxRuntime => ({
 	name: 'linux-userns',
 
 	async features(): Promise<RuntimeFeatures> {
-		if (process.platform !== 'linux') {
-			throw new UserError(`the linux-userns driver runs on Linux, not ${process.platform}`, {hint: 'on macOS use --driver apple-container', code: 'E_DRIVER'});
-		}
-
-		const release = os.release();
-		if (!kernelSupportsPrivateBinfmt(release)) {
-			throw new UserError(`kernel ${release} cannot give a sandbox its own binfmt_misc (needs Linux 6.7 or later)`, {
-				hint: 'upgrade the kernel; exobuild never registers emulators in the host\'s global table',
-				code: 'E_KERNEL',
-			});
-		}
-
-		if (process.getuid?.() !== 0) {
-			throw new UserError('the linux-userns driver needs root for now (it writes the sandbox\'s full uid map itself)', {
-				hint: 'run exobuild as root (sudo exobuild …); rootless support via newuidmap is planned',
-				code: 'E_PRIVILEGE',
-			});
-		}
-
-		for (const tool of ['unshare', 'setpriv']) {
+		for (const requirement of hostRequirements) {
 			// eslint-disable-next-line no-await-in-loop
-			if (!(await onPath(tool))) {
-				throw new UserError(`${tool} is not installed`, {hint: 'install util-linux (apt-get install util-linux)', code: 'E_DEPENDENCY'});
-			}
+			await requirement.run();
 		}
 
 		return {privateBinfmt: true, nativeMachine: os.machine()};
+	},
+
+	async diagnose(): Promise<CheckRow[]> {
+		const rows = await requirementRows('host', hostRequirements);
+		// Off Linux the other rows would only repeat that.
+		return rows[0]?.status === 'fail' ? rows.slice(0, 1) : [...rows, await hostBinfmtRow()];
 	},
 
 	async start(spec: SandboxSpec): Promise<Sandbox> {
