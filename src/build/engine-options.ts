@@ -45,7 +45,8 @@ export interface EngineOptions {
 export interface RawEngineOptions {
 	label?: string[];
 	annotation?: string[];
-	noCacheFilter?: string[];
+	/** commander names --no-cache-filter `cacheFilter` (its --no- prefix). */
+	cacheFilter?: string[];
 	pull?: boolean;
 	network?: string;
 	addHost?: string[];
@@ -195,7 +196,7 @@ export const parseEngineOptions = (raw: RawEngineOptions, cwd: string, env: Node
 	return {
 		labels: (raw.label ?? []).map(value => keyValue('--label', value)),
 		annotations: (raw.annotation ?? []).map(value => keyValue('--annotation', value)),
-		noCacheFilter: (raw.noCacheFilter ?? []).flatMap(value => value.split(',')).map(stage => stage.trim()).filter(Boolean),
+		noCacheFilter: (raw.cacheFilter ?? []).flatMap(value => value.split(',')).map(stage => stage.trim()).filter(Boolean),
 		pull: raw.pull === true,
 		network: network as EngineOptions['network'],
 		addHosts,

@@ -3,6 +3,7 @@
  * absolute and every file checked to exist. Built from CLI options by ./options.ts.
  */
 import {z} from 'zod';
+import type {OutputTarget} from '../outputs/target.js';
 import type {Platform} from '../platforms/parse.js';
 import type {RuntimeOptions} from '../sandboxes/runtime.js';
 import type {EngineOptions} from './engine-options.js';
@@ -22,9 +23,8 @@ export const buildContextSchema = z.object({
 });
 export type BuildContext = z.infer<typeof buildContextSchema>;
 
-import type {OutputTarget} from '../outputs/target.js';
-
 export {outputTargetSchema as outputSchema} from '../outputs/target.js';
+/** Where the image goes (src/outputs). */
 export type OutputSpec = OutputTarget;
 
 
