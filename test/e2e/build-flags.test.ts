@@ -132,6 +132,32 @@ test('-f - reads the Dockerfile from stdin; -q prints only the digest; -o docker
 	await assertNothingLeft();
 });
 
+test('--ssh ID=KEYFILE and --ssh default (the SSH_AUTH_SOCK agent) give RUN --mount=type=ssh an agent socket', async () => {
+	const key = path.join(work, 'id_ed25519');
+	await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+	const agent = await execa('ssh-agent', ['-s', '-a', path.join(work, 'agent.sock')]);
+	const agentPid = /SSH_AGENT_PID=(\d+)/.exec(agent.stdout)?.[1];
+	try {
+		const sshContext = makeContext(path.join(work, 'ssh'), {
+			Dockerfile: 'FROM busybox\nRUN --mount=type=ssh,id=deploy test -S "$SSH_AUTH_SOCK" && echo deploy-ok > /deploy\nRUN --mount=type=ssh test -S "$SSH_AUTH_SOCK" && echo default-ok > /default\n',
+		});
+		const dest = path.join(work, 'ssh.tar');
+		const result = await exobuild(['build', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`,
+			'--ssh', `deploy=${key}`, '--ssh', 'default', '--output', `type=oci,dest=${dest}`, sshContext], {env: {SSH_AUTH_SOCK: path.join(work, 'agent.sock')}});
+		assert.equal(result.exitCode, 0, result.all);
+		const [image] = (await inspectArchive(dest)).images;
+		assert.equal((await image!.readFile('/deploy'))?.toString().trim(), 'deploy-ok');
+		assert.equal((await image!.readFile('/default'))?.toString().trim(), 'default-ok');
+		assert.equal(fs.readFileSync(dest).includes(fs.readFileSync(key)), false, 'the key is not in the image');
+	} finally {
+		if (agentPid !== undefined) {
+			process.kill(Number(agentPid));
+		}
+	}
+
+	await assertNothingLeft();
+});
+
 test('what buildah cannot do, and what is not supported, is refused with the flag named and why', async () => {
 	const refused = async (args: string[], pattern: RegExp, code: number): Promise<void> => {
 		const result = await exobuild(['build', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`, ...args, context], {env: {EXO_TEST_SECRET: 'x'}});
@@ -152,6 +178,7 @@ test('what buildah cannot do, and what is not supported, is refused with the fla
 	await refused(['--ulimit', 'files=1'], /invalid --ulimit "files=1"/, 2);
 	await refused(['--shm-size', 'lots'], /invalid --shm-size "lots"/, 2);
 	await refused(['--add-host', 'justahost'], /invalid --add-host/, 2);
+	await refused(['--ssh', `x=${path.join(work, 'no-such-key')}`], /--ssh x: .* does not exist/, 2);
 	await refused(['--cache-from', 'type=gha'], /--cache-from type=gha is not supported/, 2);
 	await refused(['--build-context', 'x=docker-image://debian:12'], /docker-image:\/\/ sources are not supported yet/, 2);
 	const badEpoch = await exobuild(['build', context], {env: {SOURCE_DATE_EPOCH: 'yesterday'}});
