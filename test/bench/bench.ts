@@ -113,7 +113,10 @@ mount --bind ${view} $mnt/bench/view
 mount --bind ${context} $mnt/bench/ctx
 mount --bind ${run}/state $mnt/bench/state
 mount -t binfmt_misc binfmt_misc $mnt/proc/sys/fs/binfmt_misc
-printf '%s' ':qemu-${ppc64le.arch.qemu}:M::${ppc64le.arch.magic}:${ppc64le.arch.mask}:/usr/bin/qemu-${ppc64le.arch.qemu}-static:FPC' > $mnt/proc/sys/fs/binfmt_misc/register
+# Registered from inside the chroot: with F the kernel opens the interpreter path in the
+# registering process's root, so this is the builder image's QEMU, as in exobuild's sandbox (from
+# outside, it was the host's older QEMU, which runs this build faster and skewed the ratio).
+chroot $mnt /bin/sh -c "printf '%s' ':qemu-${ppc64le.arch.qemu}:M::${ppc64le.arch.magic}:${ppc64le.arch.mask}:/usr/bin/qemu-${ppc64le.arch.qemu}-static:FPC' > /proc/sys/fs/binfmt_misc/register"
 chroot $mnt /bin/sh -c '
 set -eu
 b="buildah --root /bench/state/containers --runroot /bench/state/run --storage-driver overlay"
