@@ -5,13 +5,14 @@
 #     of foreign test base images), util-linux (unshare, setpriv), ca-certificates,
 #     qemu-user-static (only the tests use the host's copy: agent-level tests run the agent
 #     outside the builder image), shellcheck (npm test lints the shell code), openssh-client
-#     (the --ssh test makes a key and runs an agent).
+#     (the --ssh test makes a key and runs an agent), docker-registry and apache2-utils (the
+#     --push test runs a real registry on loopback with an htpasswd login).
 #   - Node.js >= 20 (Debian's nodejs if none is installed).
 #   - npm dependencies, then `npm run build`.
 set -eu
 cd "$(dirname "$0")/.."
 
-packages="mmdebstrap arch-test util-linux debian-archive-keyring ca-certificates qemu-user-static shellcheck openssh-client"
+packages="mmdebstrap arch-test util-linux debian-archive-keyring ca-certificates qemu-user-static shellcheck openssh-client docker-registry apache2-utils"
 missing=""
 for pkg in $packages; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $pkg"

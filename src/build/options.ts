@@ -200,8 +200,6 @@ export const parseBuildContexts = (values: readonly string[], cwd: string): Buil
 
 /** The output types buildx has that exobuild refuses, with why. */
 const refusedOutputTypes: Record<string, string> = {
-	image: 'pushing to a registry is not supported yet: write an OCI archive (type=oci,dest=FILE) and push it with skopeo or crane',
-	registry: 'pushing to a registry is not supported yet: write an OCI archive (type=oci,dest=FILE) and push it with skopeo or crane',
 	cacheonly: 'type=cacheonly is not supported: every build already keeps its cache (see --cache-to)',
 };
 
@@ -210,9 +208,26 @@ const refusedOutputTypes: Record<string, string> = {
  * `-o DIR` (type=local) and `-o -` (type=tar to stdout). Returns the target and any names given
  * with name= (they join the -t tags).
  */
-export const parseOutput = (values: readonly string[], cwd: string): {target: OutputSpec | undefined; names: string[]} => {
+export const parseOutput = (values: readonly string[], cwd: string): {target: OutputSpec | undefined; names: string[]; push?: boolean} => {
 	if (values.length === 0) {
 		return {target: undefined, names: []};
+	}
+
+	// type=registry = type=image,push=true: the image goes to a registry, named by name= (or -t).
+	const registry = /^type=(image|registry)(,|$)/.exec(values[0] ?? '');
+	if (values.length === 1 && registry !== null) {
+		const fields = csv(values[0]!);
+		for (const key of fields.keys()) {
+			if (!['type', 'name', 'push'].includes(key)) {
+				throw usage(`--output type=${registry[1]} option "${key}" is not supported`, `supported: name=REF, push=true`);
+			}
+		}
+
+		if (registry[1] === 'image' && fields.get('push') !== 'true') {
+			throw usage('--output type=image without push=true keeps the image nowhere: a sandbox has no image store', 'add push=true to push it, or use --load (apple-container) or type=oci,dest=FILE');
+		}
+
+		return {target: undefined, names: (fields.get('name') ?? '').split(/[+;]/).map(name => name.trim()).filter(Boolean), push: true};
 	}
 
 	if (values.length > 1) {
@@ -346,13 +361,14 @@ export const toBuildRequest = (
 		platforms = [host];
 	}
 
-	if (raw.push === true) {
-		throw usage('--push is not supported yet: exobuild has no registry client', 'write an OCI archive (--output type=oci,dest=FILE) and push it with skopeo copy oci-archive:FILE docker://REF, or use --load on macOS');
-	}
-
 	const output = parseOutput(raw.output, cwd);
+	const push = raw.push === true || output.push === true;
 	const {layoutContexts, localContexts} = splitBuildContexts(raw.buildContext, cwd);
 	const tags = parseTags([...raw.tag, ...output.names]);
+	if (push && tags.length === 0) {
+		throw usage('--push needs a name for the image', 'add -t REGISTRY/REPOSITORY:TAG (or name= in --output type=registry)');
+	}
+
 	if (raw.load === true && tags.length === 0) {
 		throw usage('--load needs a name for the image', 'add -t NAME[:TAG] (the image store keeps images by name)');
 	}
@@ -390,6 +406,7 @@ export const toBuildRequest = (
 		engine: oneOf('--engine', raw.engine, engineNames),
 		driver: oneOf('--driver', raw.driver, driverNames),
 		load: raw.load === true,
+		push,
 		runtimeOptions: {
 			...(cpus === undefined ? {} : {cpus}),
 			...(raw.memory === undefined ? {} : {memory: raw.memory}),

@@ -59,6 +59,8 @@ export interface BuildRequest {
 	readonly driver: (typeof driverNames)[number];
 	/** Import the result into the runtime's image store under `tags` (buildx --load). */
 	readonly load: boolean;
+	/** Push the result to each tag's registry (buildx --push), with the docker config's credentials. */
+	readonly push: boolean;
 	/** The sandbox VM's resources and features (apple-container; refused by linux-userns). */
 	readonly runtimeOptions: RuntimeOptions;
 }

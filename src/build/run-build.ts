@@ -13,6 +13,7 @@ import {UserError} from '../errors.js';
 import {manifestSchema, packLayoutToArchive, readBlob, readIndexJson, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
 import {isIndexMediaType} from '../oci/schema.js';
 import {writeOutput} from '../outputs/index.js';
+import {pushLayout} from '../outputs/registry-push.js';
 import type {BuildReporter, HostPhase} from '../progress/events.js';
 import {StepTracker} from '../progress/steps.js';
 import {createRuntime} from '../sandboxes/index.js';
@@ -235,8 +236,17 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 						reporter.report({kind: 'warning', message: note});
 					}
 				}
-			} else {
+			} else if (!request.push) {
 				reporter.report({kind: 'warning', message: 'no --output given: the image was discarded with the sandbox. Add --output type=oci,dest=FILE (or docker, local, tar) to keep it.'});
+			}
+
+			if (request.push) {
+				await hostPhase('push', async () => {
+					for (const tag of request.tags) {
+						// eslint-disable-next-line no-await-in-loop
+						await pushLayout(layout, tag);
+					}
+				}, () => request.tags.join(', '));
 			}
 
 			return {

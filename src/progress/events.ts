@@ -17,6 +17,7 @@ export const buildPhases = [
 	{name: 'teardown', title: 'Tear down sandbox', host: true},
 	{name: 'archive', title: 'Write the output', host: true},
 	{name: 'load', title: 'Load into the image store', host: true},
+	{name: 'push', title: 'Push to the registry', host: true},
 ] as const;
 
 export type BuildPhase = (typeof buildPhases)[number]['name'];

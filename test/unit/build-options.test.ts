@@ -70,7 +70,8 @@ test('bad input gets a one-line cause and a hint', () => {
 	rejects(() => parseBuildContexts([`base=oci-layout://${context}`], root), /not an OCI image layout/);
 	rejects(() => parseBuildContexts([`base=oci-layout://${layout}@sha256:xyz`], root), /not a sha256 digest/);
 	rejects(() => parseBuildContexts([`a=oci-layout://${layout}`, `a=oci-layout://${layout}`], root), /twice/);
-	rejects(() => parseOutput(['type=registry,name=example/app'], root), /type=registry is not supported/);
+	rejects(() => parseOutput(['type=image,name=example/app'], root), /without push=true/);
+	rejects(() => parseOutput(['type=registry,name=example/app,compression=zstd'], root), /option "compression" is not supported/);
 	rejects(() => parseOutput(['type=docker,dest=x.tar,compression=zstd'], root), /option "compression" is not supported/);
 	rejects(() => parseOutput(['type=oci,dest=x.tar,tar=maybe'], root), /tar=maybe/);
 	rejects(() => parseOutput(['type=local,dest=-'], root), /writes a folder/);
