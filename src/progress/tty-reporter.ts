@@ -1,5 +1,5 @@
 /** listr2 progress for terminals: one line per phase, the latest engine line under the running one. */
-import {Listr, type ListrTask} from 'listr2';
+import {Listr, ListrLogger, ProcessOutput, type ListrTask} from 'listr2';
 import {buildPhases, type BuildReporter, type ProgressEvent} from './events.js';
 import {describeAgentEvent} from './plain-reporter.js';
 
@@ -107,11 +107,15 @@ export class TtyReporter implements BuildReporter {
 			},
 			rendererOptions: {outputBar: 1, persistentOutput: false},
 		}));
+		// Everything listr2 draws goes to stderr: stdout carries only the result (the digest, or the
+		// archive itself with -o -), as tools such as mocker rely on.
+		const logger = new ListrLogger({useIcons: true, processOutput: new ProcessOutput(process.stderr, process.stderr)});
 		const list = new Listr(tasks, {
 			concurrent: false,
 			exitOnError: true,
 			renderer: 'default',
-			rendererOptions: {collapseSubtasks: false, timer: {condition: true, field: (duration: number) => `${(duration / 1000).toFixed(1)}s`, format: () => (text: string) => text} as never},
+			rendererOptions: {logger, collapseSubtasks: false, timer: {condition: true, field: (duration: number) => `${(duration / 1000).toFixed(1)}s`, format: () => (text: string) => text} as never},
+			fallbackRendererOptions: {logger},
 			registerSignalListeners: false,
 		});
 		this.#run = list.run().catch(() => undefined);

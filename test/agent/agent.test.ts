@@ -244,11 +244,23 @@ test('SIGTERM during the engine start: E_INTERRUPTED, and no process of the agen
 	for (let attempt = 0; attempt < 200 && agentPid === undefined; attempt++) {
 		// eslint-disable-next-line no-await-in-loop
 		await new Promise(resolve => setTimeout(resolve, 50));
+		// The agent's own shell: not the namespace's init (`sh -c … exobuild-agent …`), and not one
+		// of its forked children (they share its command line, and their parent is the agent).
+		const cmdlineOf = (pid: string): string => {
+			try {
+				return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+			} catch {
+				return '';
+			}
+		};
+
 		const found = fs.readdirSync('/proc').filter(name => /^\d+$/.test(name)).find(pid => {
 			try {
 				const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
-				const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-				return environ.includes(`FAKE_MARK=${dir}`) && cmdline.includes('exobuild-agent') && fs.existsSync(path.join(work, `run-${runCount}`, 'fake', 'buildkitd.argv'));
+				const cmdline = cmdlineOf(pid);
+				const parent = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[1] ?? '';
+				return environ.includes(`FAKE_MARK=${dir}`) && cmdline.includes('exobuild-agent') && !cmdline.includes('\0-c\0')
+					&& cmdlineOf(parent) !== cmdline && fs.existsSync(path.join(work, `run-${runCount}`, 'fake', 'buildkitd.argv'));
 			} catch {
 				return false;
 			}

@@ -158,6 +158,23 @@ test('--ssh ID=KEYFILE and --ssh default (the SSH_AUTH_SOCK agent) give RUN --mo
 	await assertNothingLeft();
 });
 
+test('--target stops at a stage; --progress tty renders on stderr only; -o type=oci,tar=false writes a layout folder', async () => {
+	const staged = makeContext(path.join(work, 'staged'), {Dockerfile: 'FROM busybox AS first\nRUN echo one > /first\nFROM first AS second\nRUN echo two > /second\n'});
+	const folder = path.join(work, 'layout-out');
+	const result = await exobuild(['build', '--progress', 'tty', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`,
+		'--target', 'first', '--output', `type=oci,dest=${folder},tar=false`, staged]);
+	assert.equal(result.exitCode, 0, result.all);
+	assert.match(String(result.stderr), /Build/, 'listr2 drew its phases, on stderr');
+	assert.match(String(result.stdout), /^sha256:[a-f\d]{64}$/, 'stdout carries the digest and nothing else');
+	assert.ok(fs.existsSync(path.join(folder, 'index.json')) && fs.existsSync(path.join(folder, 'oci-layout')), 'an OCI layout folder');
+	const archive = path.join(work, 'layout-out.tar');
+	await tar.c({cwd: folder, file: archive}, ['oci-layout', 'index.json', 'blobs']);
+	const [image] = (await inspectArchive(archive)).images;
+	assert.equal((await image!.readFile('/first'))?.toString().trim(), 'one');
+	assert.equal(await image!.readFile('/second'), undefined, 'the build stopped at --target first');
+	await assertNothingLeft();
+});
+
 test('what buildah cannot do, and what is not supported, is refused with the flag named and why', async () => {
 	const refused = async (args: string[], pattern: RegExp, code: number): Promise<void> => {
 		const result = await exobuild(['build', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`, ...args, context], {env: {EXO_TEST_SECRET: 'x'}});
