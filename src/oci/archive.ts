@@ -87,23 +87,31 @@ export const writeFileAtomically = async (file: string, write: (partial: string)
 };
 
 /**
+ * index.json naming the layout's one top descriptor once per tag (org.opencontainers.image.ref.name
+ * = the tag, io.containerd.image.name = the full reference), other annotations kept.
+ */
+export const taggedIndex = (index: ImageIndex, layoutDir: string, tags: readonly string[]): ImageIndex => {
+	// One image, possibly listed once per tag already by an earlier tagging.
+	if (new Set(index.manifests.map(descriptor => descriptor.digest)).size !== 1) {
+		throw new Error(`expected one image in ${layoutDir}/index.json, found ${index.manifests.length}`);
+	}
+
+	const {annotations, ...top} = index.manifests[0]!;
+	const kept = Object.fromEntries(Object.entries(annotations ?? {}).filter(([key]) => key !== refNameAnnotation && key !== containerdNameAnnotation));
+	const manifests = tags.length === 0
+		? [{...top, ...(Object.keys(kept).length > 0 ? {annotations: kept} : {})}]
+		: tags.map(tag => ({...top, annotations: {...kept, [containerdNameAnnotation]: normaliseReference(tag), [refNameAnnotation]: tagOf(tag)}}));
+	return {schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests};
+};
+
+/**
  * Packs an OCI layout (one image or one index in index.json) into an archive at `dest`,
  * recording each tag (org.opencontainers.image.ref.name = the tag, io.containerd.image.name =
  * the full reference, as BuildKit's OCI exporter does). Every blob is verified first.
  */
 export const packLayoutToArchive = async (layoutDir: string, dest: string, options: {tags: readonly string[]}): Promise<void> => {
-	const index = await readIndexJson(layoutDir);
-	if (index.manifests.length !== 1) {
-		throw new Error(`expected one image in ${layoutDir}/index.json, found ${index.manifests.length}`);
-	}
-
+	const newIndex = taggedIndex(await readIndexJson(layoutDir), layoutDir, options.tags);
 	const digests = await verifyLayout(layoutDir);
-	const {annotations, ...top} = index.manifests[0]!;
-	const kept = Object.fromEntries(Object.entries(annotations ?? {}).filter(([key]) => key !== refNameAnnotation && key !== containerdNameAnnotation));
-	const manifests = options.tags.length === 0
-		? [{...top, ...(Object.keys(kept).length > 0 ? {annotations: kept} : {})}]
-		: options.tags.map(tag => ({...top, annotations: {...kept, [containerdNameAnnotation]: normaliseReference(tag), [refNameAnnotation]: tagOf(tag)}}));
-	const newIndex: ImageIndex = {schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests};
 	// The archive's index.json names the tags; the layout's own is put back afterwards, so the
 	// layout can be packed again (e.g. once for --output, once for --load).
 	const indexFile = path.join(layoutDir, 'index.json');

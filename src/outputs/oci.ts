@@ -9,9 +9,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type {Writable} from 'node:stream';
-import {normaliseReference, packLayoutToArchive, verifyLayout} from '../oci/archive.js';
+import {packLayoutToArchive, taggedIndex, verifyLayout} from '../oci/archive.js';
 import {blobPath, readIndexJson} from '../oci/layout.js';
-import {containerdNameAnnotation, refNameAnnotation, type ImageIndex} from '../oci/schema.js';
 import {removeTree, replaceDirAtomically, streamTo} from './atomic.js';
 
 export interface OciOutputOptions {
@@ -19,27 +18,6 @@ export interface OciOutputOptions {
 	/** Where dest `-` streams to; process.stdout unless given. */
 	readonly stdout?: Writable;
 }
-
-const tagOf = (reference: string): string => {
-	const lastSegment = reference.slice(reference.lastIndexOf('/') + 1);
-	const colon = lastSegment.indexOf(':');
-	return colon === -1 ? 'latest' : lastSegment.slice(colon + 1).split('@')[0]!;
-};
-
-/** index.json naming the layout's one top descriptor once per tag, as packLayoutToArchive writes it. */
-const taggedIndex = (index: ImageIndex, layoutDir: string, tags: readonly string[]): ImageIndex => {
-	// One image, possibly listed once per tag already (packLayoutToArchive rewrites index.json in place).
-	if (new Set(index.manifests.map(descriptor => descriptor.digest)).size !== 1) {
-		throw new Error(`expected one image in ${layoutDir}/index.json, found ${index.manifests.length}`);
-	}
-
-	const {annotations, ...top} = index.manifests[0]!;
-	const kept = Object.fromEntries(Object.entries(annotations ?? {}).filter(([key]) => key !== refNameAnnotation && key !== containerdNameAnnotation));
-	const manifests = tags.length === 0
-		? [{...top, ...(Object.keys(kept).length > 0 ? {annotations: kept} : {})}]
-		: tags.map(tag => ({...top, annotations: {...kept, [containerdNameAnnotation]: normaliseReference(tag), [refNameAnnotation]: tagOf(tag)}}));
-	return {schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests};
-};
 
 /** Copies the layout (reachable blobs only, each verified) into `destDir`, replacing it atomically. */
 export const writeOciLayoutDir = async (layoutDir: string, destDir: string, options: OciOutputOptions = {}): Promise<void> => {
