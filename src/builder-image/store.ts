@@ -68,11 +68,19 @@ export const listWithCurrency = async (suites?: readonly string[]): Promise<Stor
  * The builder a build uses: a current containerfile image (it has BuildKit) if one is stored,
  * else a current distro image; `kind` restricts the choice.
  */
-export const findBuilderImage = async (options: {suites?: readonly string[]; kind?: BuilderKind} = {}): Promise<BuilderImage | undefined> => {
-	const stored = (await listWithCurrency(options.suites)).filter(image => image.current && (options.kind === undefined || image.kind === options.kind));
-	const {current: _current, ...chosen} = stored.find(image => image.kind === 'containerfile') ?? stored[0] ?? {current: false};
-	return 'archivePath' in chosen ? chosen as BuilderImage : undefined;
+export const chooseBuilder = (stored: readonly StoredBuilder[], kind?: BuilderKind): BuilderImage | undefined => {
+	const usable = stored.filter(image => image.current && (kind === undefined || image.kind === kind));
+	const chosen = usable.find(image => image.kind === 'containerfile') ?? usable[0];
+	if (chosen === undefined) {
+		return undefined;
+	}
+
+	const {current: _current, ...image} = chosen;
+	return image;
 };
+
+export const findBuilderImage = async (options: {suites?: readonly string[]; kind?: BuilderKind} = {}): Promise<BuilderImage | undefined> =>
+	chooseBuilder(await listWithCurrency(options.suites), options.kind);
 
 /** Finds a stored image by reference (exobuild-builder:KIND-HASH12), hash prefix, or kind. */
 export const resolveStoredBuilder = async (selector: string): Promise<StoredBuilder> => {

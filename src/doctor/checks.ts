@@ -11,8 +11,8 @@ import {parseAgentLine, type AgentEvent, type AgentEventOf, type ErrorCode} from
 import {platformHandlerArgs} from '../build/agent-args.js';
 import {hintFor} from '../build/agent-errors.js';
 import {newSessionId} from '../build/run-build.js';
-import {findBuilderImage, listWithCurrency, type BuilderImage} from '../builder-image/index.js';
-import {verifyBuilderArchive} from '../builder-image/store.js';
+import {listWithCurrency, type BuilderImage} from '../builder-image/index.js';
+import {chooseBuilder, verifyBuilderArchive} from '../builder-image/store.js';
 import {isUserError} from '../errors.js';
 import {builderImagesDir} from '../paths.js';
 import {hostPlatform, parsePlatform, platformId, type Platform} from '../platforms/parse.js';
@@ -66,7 +66,7 @@ const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(0)} MiB`
 export const builderRows = async (): Promise<{rows: CheckRow[]; image: BuilderImage | undefined}> => {
 	const stored = await listWithCurrency();
 	const stale = stored.filter(image => !image.current);
-	const image = await findBuilderImage();
+	const image = chooseBuilder(stored);
 	const rows: CheckRow[] = [];
 	rows.push(image === undefined
 		? {

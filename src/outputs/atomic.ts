@@ -9,26 +9,11 @@ import path from 'node:path';
 import {Readable, type Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {UserError} from '../errors.js';
+import {removeTree} from '../runs/owned-dir.js';
 import {outputErrorCode} from './images.js';
 
 const sibling = (dest: string, suffix: string): string =>
 	path.join(path.dirname(dest), `.${path.basename(dest)}.${crypto.randomBytes(4).toString('hex')}.${suffix}`);
-
-/** Removes a tree, making read-only folders writable first when a plain removal is refused (an image's 0555 folders, when not root). */
-export const removeTree = async (dir: string): Promise<void> => {
-	try {
-		await fs.rm(dir, {recursive: true, force: true});
-	} catch {
-		const open = async (folder: string): Promise<void> => {
-			await fs.chmod(folder, 0o700).catch(() => undefined);
-			const children = await fs.readdir(folder, {withFileTypes: true}).catch(() => []);
-			await Promise.all(children.filter(child => child.isDirectory()).map(async child => open(path.join(folder, child.name))));
-		};
-
-		await open(dir);
-		await fs.rm(dir, {recursive: true, force: true});
-	}
-};
 
 /**
  * Builds a folder at `dest` through `build(partialDir)`: the partial folder is a sibling of

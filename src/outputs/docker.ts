@@ -16,7 +16,8 @@ import {UserError} from '../errors.js';
 import {normaliseReference, writeFileAtomically} from '../oci/archive.js';
 import {readBlob} from '../oci/layout.js';
 import {configSchema} from '../oci/schema.js';
-import {removeTree, streamTo} from './atomic.js';
+import {removeTree} from '../runs/owned-dir.js';
+import {streamTo} from './atomic.js';
 import {openLayer, outputErrorCode, selectImages, verifyLayers} from './images.js';
 
 export interface DockerArchiveOptions {

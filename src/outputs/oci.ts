@@ -11,7 +11,8 @@ import path from 'node:path';
 import type {Writable} from 'node:stream';
 import {packLayoutToArchive, taggedIndex, verifyLayout} from '../oci/archive.js';
 import {blobPath, readIndexJson} from '../oci/layout.js';
-import {removeTree, replaceDirAtomically, streamTo} from './atomic.js';
+import {removeTree} from '../runs/owned-dir.js';
+import {replaceDirAtomically, streamTo} from './atomic.js';
 
 export interface OciOutputOptions {
 	readonly tags?: readonly string[];

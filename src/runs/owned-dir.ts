@@ -63,8 +63,20 @@ export interface OwnedDir {
 	remove(): Promise<void>;
 }
 
+/** Removes a tree, making read-only folders writable first when a plain removal is refused (an image's 0555 folders, when not root). */
 export const removeTree = async (dir: string): Promise<void> => {
-	await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
+	try {
+		await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
+	} catch {
+		const open = async (folder: string): Promise<void> => {
+			await fs.chmod(folder, 0o700).catch(() => undefined);
+			const children = await fs.readdir(folder, {withFileTypes: true}).catch(() => []);
+			await Promise.all(children.filter(child => child.isDirectory()).map(async child => open(path.join(folder, child.name))));
+		};
+
+		await open(dir);
+		await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
+	}
 };
 
 /** Creates `dir` (which must not exist) with an owner record for this process. */

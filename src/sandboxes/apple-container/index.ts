@@ -10,16 +10,16 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import {UserError} from '../../errors.js';
 import {ownerAlive, processStartTime} from '../../runs/owned-dir.js';
 import {requirementRow, type Requirement} from '../check-rows.js';
+import {readLines} from '../read-lines.js';
 import type {
 	AgentExit, AgentRun, CheckRow, ImageBuildRequest, LoadReport, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec,
 } from '../runtime.js';
 import {atLeast, containerCli, firstErrorLine, formatVersion, readVersion, runCli, spawnCli, type Version} from './container-cli.js';
 import {containerId, containerLabels, containerList, containerState, systemStatus} from './shapes.js';
-import {readMacHost, rosettaRow, virtualizationRow} from './mac-host.js';
+import {macosMajor, readMacHost, rosettaRow, virtualizationRow} from './mac-host.js';
 import {splitArchiveByPlatform} from './per-platform.js';
 import {containerRunArgs, vmLabels} from './run-args.js';
 
@@ -47,15 +47,6 @@ const nativeMachine = (): string => ({arm64: 'aarch64', x64: 'x86_64'} as Record
 
 const cliFailure = (what: string, result: {stdout: string; stderr: string; exitCode: number}, version: Version | undefined, hint: string): UserError =>
 	new UserError(`${what} failed (container ${version === undefined ? '' : `${formatVersion(version)} `}exit ${result.exitCode}: ${firstErrorLine(result) || 'no output'})`, {hint, code: 'E_CONTAINER_CLI'});
-
-const lines = (stream: NodeJS.ReadableStream | null | undefined, onLine: (line: string) => void): Promise<void> => new Promise(resolve => {
-	if (!stream) {
-		resolve();
-		return;
-	}
-
-	readline.createInterface({input: stream, crlfDelay: Number.POSITIVE_INFINITY}).on('line', onLine).on('close', resolve);
-});
 
 export const createAppleContainerRuntime = (options: RuntimeOptions = {}): SandboxRuntime => {
 	if (options.memory !== undefined && !memoryPattern.test(options.memory)) {
@@ -168,7 +159,7 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 				await requirement.run();
 			}
 
-			if (options.virtualization && process.platform === 'darwin' && Number(os.release().split('.')[0]) < 24) {
+			if (options.virtualization && process.platform === 'darwin' && (macosMajor(undefined) ?? 15) < 15) {
 				throw new UserError('--virtualization needs macOS 15 or later (and an M3 or later chip, and a kernel with KVM)', {
 					hint: 'drop --virtualization: QEMU user emulation does not need it (see `exobuild doctor`)',
 					code: 'E_USAGE',
@@ -250,7 +241,7 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 
 					run.signal?.addEventListener('abort', onAbort, {once: true});
 					try {
-						const [result] = await Promise.all([client, lines(client.stdout, run.onStdoutLine), lines(client.stderr, run.onStderrLine)]);
+						const [result] = await Promise.all([client, readLines(client.stdout, run.onStdoutLine), readLines(client.stderr, run.onStderrLine)]);
 						return {exitCode: result.exitCode, signal: result.signal};
 					} finally {
 						run.signal?.removeEventListener('abort', onAbort);
@@ -362,7 +353,7 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 
 			request.signal?.addEventListener('abort', abort, {once: true});
 			try {
-				const [result] = await Promise.all([child, lines(child.stdout, onLine), lines(child.stderr, onLine)]);
+				const [result] = await Promise.all([child, readLines(child.stdout, onLine), readLines(child.stderr, onLine)]);
 				if (result.exitCode !== 0) {
 					throw new UserError(`${containerCli()} build -f ${request.containerfile} failed (exit ${result.exitCode ?? result.signal}): ${tail.at(-1) ?? 'no output'}`, {
 						hint: 'it needs the network (base images come from Docker Hub); offline, load a builder instead: `exobuild builder load -i FILE`',

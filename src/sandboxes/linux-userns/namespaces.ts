@@ -13,7 +13,7 @@
  * use: creating the user namespace changes unshare's credentials, which clears it.)
  */
 import fs from 'node:fs/promises';
-import readline from 'node:readline';
+import {readLines} from '../read-lines.js';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {execa} from 'execa';
 
@@ -74,17 +74,7 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 		'/bin/sh', '-c', namespaceInit, 'sh', ...argv,
 	], {stdio: ['ignore', 'pipe', 'pipe', 'pipe'], reject: false, buffer: false, ...(run.cwd === undefined ? {} : {cwd: run.cwd})});
 
-	const lines = (stream: NodeJS.ReadableStream | null, onLine: ((line: string) => void) | undefined): Promise<void> => new Promise(resolve => {
-		if (stream === null) {
-			resolve();
-			return;
-		}
-
-		const reader = readline.createInterface({input: stream, crlfDelay: Number.POSITIVE_INFINITY});
-		reader.on('line', line => onLine?.(line));
-		reader.on('close', resolve);
-	});
-	const outputs = Promise.all([lines(child.stdout, run.onStdoutLine), lines(child.stderr, run.onStderrLine)]);
+	const outputs = Promise.all([readLines(child.stdout, run.onStdoutLine), readLines(child.stderr, run.onStderrLine)]);
 
 	const pid = child.pid;
 	let nsPid: string | undefined;
