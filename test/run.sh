@@ -5,4 +5,5 @@ set -eu
 cd "$(dirname "$0")/.."
 sh .ci/install-deps.sh
 npm test
+npm run test:security
 npm run test:e2e
