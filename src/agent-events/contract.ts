@@ -38,7 +38,8 @@ export const errorCodes = [
 	'E_EXPORT_FAILED', // the OCI layout could not be written
 	'E_ENGINE_UNSUPPORTED', // an option the chosen engine cannot carry out (the message names it)
 	'E_HANG', // a build step produced no output and used no CPU for the hang timeout (watchdog)
-	'E_INTERRUPTED', // the agent got SIGTERM/SIGINT
+	'E_SECRETS', // the env= secrets on stdin (--secrets-stdin) could not be read, or their tmpfs not mounted
+	'E_INTERRUPTED', // the agent got SIGTERM/SIGINT/SIGHUP/SIGQUIT
 	'E_INTERNAL', // anything else
 ] as const;
 export const errorCode = z.enum(errorCodes);

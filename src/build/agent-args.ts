@@ -5,6 +5,7 @@
 import path from 'node:path';
 import {handlerSpec, type Platform} from '../platforms/parse.js';
 import type {Mount} from '../sandboxes/runtime.js';
+import type {Secret} from './engine-options.js';
 import type {BuildRequest} from './request.js';
 
 export const sandboxPaths = {
@@ -22,8 +23,19 @@ export const sandboxPaths = {
 	localContexts: '/exobuild/local-contexts',
 } as const;
 
-/** Host files of --secret values (env= secrets written by the build to its scratch folder, mode 0600). */
+/** Host files of --secret src= values (mounted read-only). env= secrets never become files: see secretsBlock. */
 export type SecretFiles = ReadonlyMap<string, string>;
+
+/**
+ * The env= secrets as the agent reads them on its stdin with `--secrets-stdin N`: N lines of
+ * `ID<TAB>BASE64(value)` (docs/agent-protocol.md). The agent writes each into a tmpfs of its own
+ * sandbox, so a value never touches the host's disk. Undefined when there are none.
+ */
+export const secretsBlock = (secrets: readonly Secret[], env: NodeJS.ProcessEnv): string | undefined => {
+	const lines = secrets.filter(secret => secret.src === undefined && secret.env !== undefined)
+		.map(secret => `${secret.id}\t${Buffer.from(env[secret.env!] ?? '', 'utf8').toString('base64')}\n`);
+	return lines.length === 0 ? undefined : lines.join('');
+};
 
 /** Host folders of the engine's cache: one read-write `dir`, or a `from` to read and a `to` to write. */
 export interface CacheFolders {
@@ -119,7 +131,14 @@ export const agentArgs = (request: BuildRequest, contexts: readonly ResolvedBuil
 	}
 
 	for (const secret of options.secrets) {
-		args.push('--secret', `id=${secret.id},src=${sandboxPaths.secrets}/${secret.id}`);
+		if (secret.src !== undefined) {
+			args.push('--secret', `id=${secret.id},src=${sandboxPaths.secrets}/${secret.id}`);
+		}
+	}
+
+	const fromStdin = options.secrets.filter(secret => secret.src === undefined && secret.env !== undefined).length;
+	if (fromStdin > 0) {
+		args.push('--secrets-stdin', String(fromStdin));
 	}
 
 	for (const source of options.ssh) {

@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {hostPlatform, parsePlatforms, supportedPlatformIds} from '../platforms/parse.js';
 import {parseCache} from './cache-options.js';
-import {parseEngineOptions, type RawEngineOptions} from './engine-options.js';
+import {parseEngineOptions, type RawEngineOptions, type SshSource} from './engine-options.js';
+import {UserError} from '../errors.js';
 import {csv, usage} from './option-values.js';
 import {
 	buildContextSchema, driverNames, engineNames, outputSchema, progressModes,
@@ -306,6 +307,106 @@ const checkedDest = (absolute: string, kind: 'file' | 'folder' | 'local'): strin
 	return absolute;
 };
 
+/** The engine a build runs in, once `auto` is resolved against the builder image. */
+export type ResolvedEngine = 'buildkit' | 'buildah';
+
+/**
+ * What buildah cannot carry out, refused before any sandbox starts (exit 2): the agent would
+ * refuse it too, but only after the sandbox was up. `why` says how the engine was chosen.
+ */
+export const refuseForEngine = (request: BuildRequest, engine: ResolvedEngine, why: string): void => {
+	if (engine !== 'buildah') {
+		return;
+	}
+
+	const refuse = (option: string, detail: string): never => {
+		throw new UserError(`${option}: ${detail} (${why})`, {
+			hint: 'drop the option, or build with BuildKit: --engine buildkit with a builder image that has it (one made from Containerfile.builder)',
+			code: 'E_ENGINE_UNSUPPORTED', exitCode: 2,
+		});
+	};
+
+	if (request.progress === 'rawjson') {
+		refuse('--progress rawjson', 'buildah has no machine-readable progress (BuildKit\'s rawjson needs --engine buildkit)');
+	}
+
+	if (request.engineOptions.noCacheFilter.length > 0) {
+		refuse('--no-cache-filter', 'buildah cannot skip the cache for some stages only (use --no-cache, or --engine buildkit)');
+	}
+
+	if (request.engineOptions.sbom !== undefined) {
+		refuse('--sbom', 'buildah makes no SBOM attestations (use --engine buildkit)');
+	}
+
+	if (request.engineOptions.provenance !== undefined) {
+		refuse('--provenance', 'buildah makes no provenance attestations (use --engine buildkit)');
+	}
+
+	const {cache} = request;
+	if (cache.kind === 'local' && cache.from !== undefined && cache.from !== cache.to) {
+		refuse('--cache-from', 'buildah keeps its cache as image storage, which it must write: --cache-from and --cache-to must name the same folder (or use --engine buildkit)');
+	}
+};
+
+/** The start of an OpenSSH or PEM private key file. */
+const privateKeyPattern = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/;
+
+/**
+ * --ssh takes an ssh-agent socket or a readable private key file, nothing else: a folder, a
+ * FIFO, a device or a file that holds no key is refused at once (a FIFO is never opened).
+ */
+export const checkSshSources = (sources: readonly SshSource[]): void => {
+	for (const source of sources) {
+		const refuse = (why: string): never => {
+			throw new UserError(`--ssh ${source.id}: ${source.path} ${why}`, {
+				hint: 'give an ssh-agent socket (default: $SSH_AUTH_SOCK) or a private key file: --ssh ID=~/.ssh/id_ed25519',
+				code: 'E_USAGE', exitCode: 2,
+			});
+		};
+
+		let stat: fs.Stats;
+		try {
+			stat = fs.statSync(source.path);
+		} catch {
+			return refuse('does not exist');
+		}
+
+		if (stat.isSocket()) {
+			continue;
+		}
+
+		if (!stat.isFile()) {
+			refuse(`is ${stat.isDirectory() ? 'a folder' : (stat.isFIFO() ? 'a FIFO' : 'not a file')}, not a socket or a key file`);
+		}
+
+		// O_NONBLOCK: should the path have become a FIFO since the stat, opening it does not wait.
+		let head: string;
+		try {
+			const fd = fs.openSync(fs.realpathSync(source.path), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+			try {
+				if (!fs.fstatSync(fd).isFile()) {
+					return refuse('is not a socket or a key file');
+				}
+
+				const buffer = Buffer.alloc(Math.min(stat.size, 65_536));
+				head = buffer.subarray(0, fs.readSync(fd, buffer, 0, buffer.length, 0)).toString('latin1');
+			} finally {
+				fs.closeSync(fd);
+			}
+		} catch (error) {
+			if (error instanceof UserError) {
+				throw error;
+			}
+
+			return refuse(`cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+		}
+
+		if (!privateKeyPattern.test(head)) {
+			refuse('is not a private key file (no "-----BEGIN … PRIVATE KEY-----" line)');
+		}
+	}
+};
+
 const oneOf = <T extends string>(flag: string, value: string, allowed: readonly T[]): T => {
 	if (!(allowed as readonly string[]).includes(value)) {
 		throw usage(`invalid ${flag} "${value}"`, `choose one of: ${allowed.join(', ')}`);
@@ -386,7 +487,9 @@ export const toBuildRequest = (
 		throw usage(`invalid --target "${target}"`, 'a stage name as written after AS in the Dockerfile');
 	}
 
-	return {
+	const engineOptions = parseEngineOptions(raw, cwd, env, localContexts);
+	checkSshSources(engineOptions.ssh);
+	const request: BuildRequest = {
 		contextDir,
 		dockerfile,
 		platforms,
@@ -398,7 +501,7 @@ export const toBuildRequest = (
 		hangTimeoutSeconds: parseDuration('--hang-timeout', raw.hangTimeout ?? defaultHangTimeout),
 		dockerfileText,
 		buildContexts: parseBuildContexts(layoutContexts, cwd),
-		engineOptions: parseEngineOptions(raw, cwd, env, localContexts),
+		engineOptions,
 		output: output.target,
 		progress: raw.quiet === true ? 'quiet' : oneOf('--progress', raw.progress, progressModes),
 		metadataFile: resultFile('--metadata-file', raw.metadataFile, cwd),
@@ -414,5 +517,10 @@ export const toBuildRequest = (
 			...(raw.rosetta === true ? {rosetta: true} : {}),
 		},
 	};
+	if (request.engine === 'buildah') {
+		refuseForEngine(request, 'buildah', '--engine buildah');
+	}
+
+	return request;
 };
 

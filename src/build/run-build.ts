@@ -8,8 +8,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {parseAgentLine, type AgentEvent, type AgentEventOf} from '../agent-events/contract.js';
-import {ensureBuilderImage} from '../builder-image/index.js';
-import {UserError} from '../errors.js';
+import {ensureBuilderImage, findBuilderImage, type BuilderImage} from '../builder-image/index.js';
+import {UserError, userErrorOf, errorTable} from '../errors.js';
+import {addExitCleanup} from '../runs/exit-cleanups.js';
 import {manifestSchema, packLayoutToArchive, readBlob, readIndexJson, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
 import {isIndexMediaType} from '../oci/schema.js';
 import {writeOutput} from '../outputs/index.js';
@@ -17,10 +18,11 @@ import {pushLayout} from '../outputs/registry-push.js';
 import type {BuildReporter, HostPhase} from '../progress/events.js';
 import {StepTracker} from '../progress/steps.js';
 import {createRuntime} from '../sandboxes/index.js';
-import type {Sandbox} from '../sandboxes/runtime.js';
-import {agentArgs, buildMounts, platformSlug, sandboxPaths, type CacheFolders, type ResolvedBuildContext} from './agent-args.js';
+import type {Sandbox, SandboxRuntime} from '../sandboxes/runtime.js';
+import {agentArgs, buildMounts, platformSlug, sandboxPaths, secretsBlock, type CacheFolders, type ResolvedBuildContext} from './agent-args.js';
 import {withProjectCache} from './build-cache.js';
 import {hintFor} from './agent-errors.js';
+import {refuseForEngine} from './options.js';
 import type {BuildRequest} from './request.js';
 import {createHostScratch, reapHostScratch} from './host-scratch.js';
 
@@ -44,17 +46,90 @@ export const newSessionId = (): string => `exo-${Date.now().toString(36)}-${cryp
 
 const interrupted = (): UserError => new UserError('build interrupted', {hint: 'everything the build started was removed', exitCode: 130, code: 'E_INTERRUPTED'});
 
+/** The reason `signal` was aborted with (the stop signal's UserError), else a generic one. */
+const abortReason = (signal: AbortSignal): unknown => (signal.reason instanceof UserError ? signal.reason : interrupted());
+
+/**
+ * `work`, or the abort's reason as soon as `signal` aborts: a host step that does not listen to
+ * the signal itself (a read of a layout, an unpack, an output stream) no longer holds the run.
+ * What it leaves is removed by its own cleanup or by the exit cleanups.
+ */
+export const abortable = async <T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> => {
+	if (signal === undefined) {
+		return work;
+	}
+
+	if (signal.aborted) {
+		work.catch(() => undefined);
+		throw abortReason(signal);
+	}
+
+	let onAbort: (() => void) | undefined;
+	const aborted = new Promise<never>((_resolve, reject) => {
+		onAbort = () => reject(abortReason(signal));
+		signal.addEventListener('abort', onAbort, {once: true});
+	});
+	try {
+		return await Promise.race([work, aborted]);
+	} finally {
+		signal.removeEventListener('abort', onAbort!);
+		work.catch(() => undefined);
+	}
+};
+
+/** BuildKit is in the containerfile builder (Containerfile.builder); the distro one has buildah only. */
+const builderHasBuildKit = (kind: BuilderImage['kind']): boolean => kind === 'containerfile';
+
+/**
+ * The engine checks that need the builder image, made from its record before any sandbox
+ * starts: --engine buildkit on a builder without it, and what buildah cannot do when `auto`
+ * chooses buildah. A builder still to be made is judged by the kind the runtime would make.
+ */
+const checkEngineAgainstBuilder = (request: BuildRequest, kind: BuilderImage['kind'], reference: string): void => {
+	const hasBuildKit = builderHasBuildKit(kind);
+	if (request.engine === 'buildkit' && !hasBuildKit) {
+		throw new UserError(`--engine buildkit: the builder image ${reference} has no BuildKit (a ${kind} builder has buildah only)`, {
+			hint: 'drop --engine buildkit (buildah builds it), or load a builder made from Containerfile.builder (`exobuild builder load -i FILE`)',
+			code: 'E_ENGINE_MISSING', exitCode: 2,
+		});
+	}
+
+	if (request.engine === 'auto' && !hasBuildKit) {
+		refuseForEngine(request, 'buildah', `the builder image ${reference} has buildah only`);
+	}
+};
+
+const findOrPlanBuilder = async (runtime: SandboxRuntime): Promise<{kind: BuilderImage['kind']; reference: string; image: BuilderImage | undefined}> => {
+	const image = await findBuilderImage({});
+	if (image !== undefined) {
+		return {kind: image.kind, reference: image.reference, image};
+	}
+
+	const kind = runtime.buildImage === undefined ? 'distro' : 'containerfile';
+	return {kind, reference: `(a ${kind} builder, to be made)`, image: undefined};
+};
+
+/** A full disk while writing `dest` says so, naming the folder (an fd write error names no path). */
+const withDest = (error: unknown, dest: string): unknown => {
+	const code = (error as NodeJS.ErrnoException | undefined)?.code;
+	if ((code === 'ENOSPC' || code === 'EDQUOT') && (error as NodeJS.ErrnoException).path === undefined) {
+		return userErrorOf(Object.assign(error as Error, {path: path.dirname(dest)})) ?? error;
+	}
+
+	return error;
+};
+
 export const runBuild = async (request: BuildRequest, options: {reporter: BuildReporter; signal?: AbortSignal}): Promise<BuildResult> => {
 	const {reporter, signal} = options;
 	const phaseMs: Record<string, number> = {};
 	const hostPhase = async <T>(phase: HostPhase, run: () => Promise<T>, detail?: (value: T) => string | undefined): Promise<T> => {
 		if (signal?.aborted) {
-			throw interrupted();
+			throw abortReason(signal);
 		}
 
 		const started = performance.now();
 		reporter.report({kind: 'host-phase', phase, state: 'start'});
-		const value = await run();
+		const value = await abortable(run(), signal);
 		const ms = Math.round(performance.now() - started);
 		phaseMs[phase] = (phaseMs[phase] ?? 0) + ms;
 		const text = detail?.(value);
@@ -64,10 +139,10 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 
 	// Validate every named context against the requested platforms before anything starts.
 	const platformIds = request.platforms.map(platform => platform.id);
-	const resolved = await Promise.all(request.buildContexts.map(async context => {
+	const resolved = await abortable(Promise.all(request.buildContexts.map(async context => {
 		const manifests = await resolvePlatformManifests(context.layoutDir, platformIds, {name: context.name, ref: context.ref, digest: context.digest});
 		return {context, manifests};
-	}));
+	})), signal);
 
 	const runtime = createRuntime(request.driver, request.runtimeOptions);
 	if (request.load && runtime.loadImage === undefined) {
@@ -77,27 +152,36 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 		});
 	}
 
-	await runtime.features();
+	await abortable(runtime.features(), signal);
+	// The builder image's record decides what its engine can do, before any sandbox (or a long make) starts.
+	const planned = await abortable(findOrPlanBuilder(runtime), signal);
+	checkEngineAgainstBuilder(request, planned.kind, planned.reference);
 	await hostPhase('reap-orphans', async () => {
 		const [sandboxes, scratch] = await Promise.all([runtime.reapOrphans(), reapHostScratch()]);
 		return sandboxes.removed.length + scratch.length;
 	}, count => (count > 0 ? `removed ${count} left by killed runs` : undefined));
 
-	const builderImage = await hostPhase('builder-image', async () => ensureBuilderImage({
+	const builderImage = await hostPhase('builder-image', async () => planned.image ?? ensureBuilderImage({
 		runtime,
 		...(signal === undefined ? {} : {signal}),
 		onProgress(step, detail) {
 			reporter.report({kind: 'host-phase', phase: 'builder-image', state: 'start', detail: detail ? `${step}: ${detail}` : step});
 		},
 	}), image => `${image.inputHash.slice(0, 12)}`);
+	if (planned.image === undefined) {
+		checkEngineAgainstBuilder(request, builderImage.kind, builderImage.reference);
+	}
 
 	const buildIn = async (cache: CacheFolders): Promise<BuildResult> => {
 		const sessionId = newSessionId();
 		const scratch = await createHostScratch(sessionId);
-		// A Dockerfile from stdin and env= secrets become files in the scratch folder (secrets: mode 0600).
+		const forgetScratch = addExitCleanup(scratch.remove);
+		// A Dockerfile from stdin becomes a file in the scratch folder. Secrets never do: src=
+		// files are mounted read-only, env= values go to the agent on its stdin (secretsBlock).
 		let effective = request;
 		const secretFiles = new Map<string, string>();
 		let sandbox: Sandbox | undefined;
+		let forgetSandbox: (() => void) | undefined;
 		try {
 			if (request.dockerfileText !== undefined) {
 				await fs.mkdir(path.join(scratch.root, 'dockerfile'));
@@ -109,13 +193,6 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 			for (const secret of request.engineOptions.secrets) {
 				if (secret.src !== undefined) {
 					secretFiles.set(secret.id, secret.src);
-				} else if (secret.env !== undefined) {
-					const file = path.join(scratch.root, 'secrets', secret.id);
-					// eslint-disable-next-line no-await-in-loop
-					await fs.mkdir(path.dirname(file), {recursive: true, mode: 0o700});
-					// eslint-disable-next-line no-await-in-loop
-					await fs.writeFile(file, process.env[secret.env] ?? '', {mode: 0o600});
-					secretFiles.set(secret.id, file);
 				}
 			}
 
@@ -133,7 +210,17 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 				}
 			}
 
-			sandbox = await hostPhase('sandbox-start', async () => runtime.start({sessionId, builderImage, mounts: buildMounts(effective, contexts, scratch, cache, secretFiles)}), box => box.id);
+			const starting = runtime.start({sessionId, builderImage, mounts: buildMounts(effective, contexts, scratch, cache, secretFiles)});
+			try {
+				sandbox = await hostPhase('sandbox-start', async () => starting, box => box.id);
+			} catch (error) {
+				// An abort stopped waiting for the start: the sandbox is stopped once it is up.
+				void starting.then(async box => box.stop(), () => undefined);
+				throw error;
+			}
+
+			const started = sandbox;
+			forgetSandbox = addExitCleanup(async () => started.stop());
 
 			let result: AgentEventOf<'result'> | undefined;
 			let failure: AgentEventOf<'error'> | undefined;
@@ -164,8 +251,10 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 				}
 			};
 
+			const secrets = secretsBlock(request.engineOptions.secrets, process.env);
 			const exit = await sandbox.runAgent({
 				args: agentArgs(effective, contexts, cache),
+				...(secrets === undefined ? {} : {stdin: secrets}),
 				onStdoutLine(line) {
 					if (line.trim() === '') {
 						return;
@@ -188,11 +277,11 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 			});
 
 			if (signal?.aborted) {
-				throw interrupted();
+				throw abortReason(signal);
 			}
 
 			if (failure !== undefined) {
-				throw new UserError(`${failure.platform ? `${failure.platform}: ` : ''}${failure.message}`, {hint: hintFor(failure.code), exitCode: 1, code: failure.code});
+				throw new UserError(`${failure.platform ? `${failure.platform}: ` : ''}${failure.message}`, {hint: hintFor(failure.code), exitCode: errorTable[failure.code].exitCode, code: failure.code});
 			}
 
 			if (protocolError !== undefined) {
@@ -207,27 +296,30 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 			await hostPhase('teardown', async () => {
 				await sandbox?.stop();
 				sandbox = undefined;
+				forgetSandbox?.();
 			});
 
 			const layout = `${scratch.outDir}/oci-layout`;
-			const [top] = (await readIndexJson(layout)).manifests;
+			const [top] = (await abortable(readIndexJson(layout), signal)).manifests;
 			if (top === undefined) {
 				throw new UserError('the engine wrote an empty OCI layout', {hint: 'run with --progress plain to see its output', exitCode: 1, code: 'E_EXPORT_FAILED'});
 			}
 
-			const configDigest = isIndexMediaType(top.mediaType) ? undefined : manifestSchema.parse(JSON.parse((await readBlob(layout, top)).toString('utf8'))).config.digest;
+			const configDigest = isIndexMediaType(top.mediaType) ? undefined : manifestSchema.parse(JSON.parse((await abortable(readBlob(layout, top), signal)).toString('utf8'))).config.digest;
 			const {output} = request;
 			if (output !== undefined || request.load) {
 				if (output !== undefined) {
 					const platforms = request.platforms.map(platform => platform.id);
-					await hostPhase('archive', async () => writeOutput(layout, output, {tags: request.tags, platforms}), () => `type=${output.type} ${output.dest === '-' ? 'to stdout' : output.dest}`);
+					await hostPhase('archive', async () => writeOutput(layout, output, {tags: request.tags, platforms}).catch((error: unknown) => {
+						throw output.dest === '-' ? error : withDest(error, output.dest);
+					}), () => `type=${output.type} ${output.dest === '-' ? 'to stdout' : output.dest}`);
 				}
 
 				if (request.load && runtime.loadImage !== undefined) {
 					// The store takes an OCI archive: the output itself if it is one, else one made for it.
 					const archive = output?.type === 'oci' && output.tar !== false && output.dest !== '-' ? output.dest : `${scratch.outDir}/load.tar`;
 					if (archive !== output?.dest) {
-						await packLayoutToArchive(layout, archive, {tags: request.tags});
+						await abortable(packLayoutToArchive(layout, archive, {tags: request.tags}), signal);
 					}
 
 					const load = runtime.loadImage;
@@ -263,10 +355,15 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 		} finally {
 			if (sandbox !== undefined) {
 				const box = sandbox;
-				await hostPhase('teardown', async () => box.stop()).catch(async () => box.stop());
+				// Not through hostPhase: after an abort it would refuse to start, and the teardown must run.
+				reporter.report({kind: 'host-phase', phase: 'teardown', state: 'start'});
+				await box.stop();
+				reporter.report({kind: 'host-phase', phase: 'teardown', state: 'end'});
+				forgetSandbox?.();
 			}
 
 			await scratch.remove();
+			forgetScratch();
 		}
 	};
 

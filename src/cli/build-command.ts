@@ -5,12 +5,12 @@ import {defaultHangTimeout, toBuildRequest, type RawBuildOptions} from '../build
 import type {BuildRequest} from '../build/request.js';
 import {runBuild, type BuildResult} from '../build/run-build.js';
 import {normaliseReference, writeFileAtomically} from '../oci/index.js';
-import {UserError} from '../errors.js';
+import {interruptedBy} from '../errors.js';
+import {runExitCleanups} from '../runs/exit-cleanups.js';
 import {createReporter} from '../progress/create-reporter.js';
 import {defaultRuntime} from '../sandboxes/index.js';
 import {collect} from './main.js';
-
-const signalExitCodes = {SIGINT: 130, SIGTERM: 143, SIGHUP: 129} as const;
+import {watchStopSignals} from './stop-signals.js';
 
 /** --metadata-file (buildx's keys) and --iidfile, each written whole or not at all. */
 const writeResultFiles = async (request: BuildRequest, result: BuildResult): Promise<void> => {
@@ -79,23 +79,10 @@ export const registerBuildCommand = (program: Command): void => {
 				reporter.report({kind: 'warning', message});
 			}
 
-			const controller = new AbortController();
-			let caught: keyof typeof signalExitCodes | undefined;
-			const onSignal = (signal: keyof typeof signalExitCodes): void => {
-				caught ??= signal;
-				controller.abort();
-			};
-
-			const listeners = Object.keys(signalExitCodes).map(name => {
-				const signal = name as keyof typeof signalExitCodes;
-				const listener = (): void => onSignal(signal);
-				process.on(signal, listener);
-				return [signal, listener] as const;
-			});
-
+			const stop = watchStopSignals('build');
 			let ok = false;
 			try {
-				const result = await runBuild(request, {reporter, signal: controller.signal});
+				const result = await runBuild(request, {reporter, signal: stop.signal});
 				ok = true;
 				await reporter.finish({ok});
 				await writeResultFiles(request, result);
@@ -104,15 +91,15 @@ export const registerBuildCommand = (program: Command): void => {
 				}
 			} catch (error) {
 				await reporter.finish({ok});
+				const caught = stop.caught();
 				if (caught !== undefined) {
-					throw new UserError(`build interrupted by ${caught}`, {hint: 'everything the build started was removed', exitCode: signalExitCodes[caught], code: 'E_INTERRUPTED', cause: error});
+					await runExitCleanups();
+					throw interruptedBy(caught, 'build', error);
 				}
 
 				throw error;
 			} finally {
-				for (const [signal, listener] of listeners) {
-					process.off(signal, listener);
-				}
+				stop.end();
 			}
 		});
 };

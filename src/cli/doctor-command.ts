@@ -7,13 +7,12 @@ import process from 'node:process';
 import {Option, type Command} from 'commander';
 import {runDoctor} from '../doctor/checks.js';
 import {doctorExitCode, renderJson, renderTable} from '../doctor/render.js';
-import {UserError} from '../errors.js';
+import {interruptedBy} from '../errors.js';
 import {parsePlatforms} from '../platforms/parse.js';
 import {defaultRuntime, runtimeNames} from '../sandboxes/index.js';
 import type {RuntimeName} from '../sandboxes/runtime.js';
 import {collect} from './main.js';
-
-const signalExitCodes = {SIGINT: 130, SIGTERM: 143, SIGHUP: 129} as const;
+import {watchStopSignals} from './stop-signals.js';
 
 interface DoctorCliOptions {
 	driver: RuntimeName;
@@ -30,40 +29,32 @@ export const registerDoctorCommand = (program: Command): void => {
 		.option('--json', 'print {ok, checks: [{area, check, status, detail, fix}]} instead of the table')
 		.action(async (options: DoctorCliOptions) => {
 			const platforms = options.platform.length === 0 ? undefined : parsePlatforms(options.platform);
-			const controller = new AbortController();
-			let caught: keyof typeof signalExitCodes | undefined;
-			const listeners = Object.keys(signalExitCodes).map(name => {
-				const signal = name as keyof typeof signalExitCodes;
-				const listener = (): void => {
-					caught ??= signal;
-					controller.abort();
-				};
-
-				process.on(signal, listener);
-				return [signal, listener] as const;
-			});
-
+			const stop = watchStopSignals('doctor');
+			let checks: Awaited<ReturnType<typeof runDoctor>>;
 			try {
-				const checks = await runDoctor({
+				checks = await runDoctor({
 					driver: options.driver,
 					...(platforms === undefined ? {} : {platforms}),
-					signal: controller.signal,
+					signal: stop.signal,
 					onProgress(message) {
 						if (!options.json && process.stderr.isTTY) {
 							process.stderr.write(`doctor: ${message}\n`);
 						}
 					},
 				});
-				if (caught !== undefined) {
-					throw new UserError(`doctor interrupted by ${caught}`, {hint: 'the sandbox it started was removed', exitCode: signalExitCodes[caught], code: 'E_INTERRUPTED'});
-				}
-
-				process.stdout.write(options.json ? renderJson(checks) : renderTable(checks));
-				process.exitCode = doctorExitCode(checks);
+			} catch (error) {
+				const caught = stop.caught();
+				throw caught === undefined ? error : interruptedBy(caught, 'doctor', error);
 			} finally {
-				for (const [signal, listener] of listeners) {
-					process.off(signal, listener);
-				}
+				stop.end();
 			}
+
+			const caught = stop.caught();
+			if (caught !== undefined) {
+				throw interruptedBy(caught, 'doctor');
+			}
+
+			process.stdout.write(options.json ? renderJson(checks) : renderTable(checks));
+			process.exitCode = doctorExitCode(checks);
 		});
 };

@@ -4,7 +4,7 @@
  * hint (a stack trace only with --debug), and set a non-zero exit code.
  */
 import {Command, CommanderError, Option} from 'commander';
-import {isUserError} from '../errors.js';
+import {exitCodes, userErrorOf} from '../errors.js';
 import {supportedPlatformIds} from '../platforms/parse.js';
 import {registerBuildCommand} from './build-command.js';
 import {registerBuilderCommand} from './builder-command.js';
@@ -30,6 +30,9 @@ export const createProgram = (): Command => {
 	return program;
 };
 
+/** Messages are one line: a multi-line one (a tool's output, a schema report) is joined. */
+const oneLine = (text: string): string => text.split('\n').map(line => line.trim()).filter(Boolean).join(' ');
+
 const printError = (error: unknown, debug: boolean): number => {
 	if (error instanceof CommanderError) {
 		if (error.exitCode === 0) {
@@ -41,22 +44,25 @@ const printError = (error: unknown, debug: boolean): number => {
 		return 2;
 	}
 
-	if (isUserError(error)) {
-		process.stderr.write(`exobuild: ${error.message}\n${error.hint ? `hint: ${error.hint}\n` : ''}`);
+	// A UserError, or an error of the user's world (a full disk, a path they may not write, a
+	// schema violation) made into one: a line and a hint, no dump.
+	const known = userErrorOf(error);
+	if (known !== undefined) {
+		process.stderr.write(`exobuild: ${oneLine(known.message)}\n${known.hint ? `hint: ${oneLine(known.hint)}\n` : ''}`);
 		if (debug) {
-			process.stderr.write(`${error.stack ?? ''}\n${error.cause ? `cause: ${String((error.cause as Error).stack ?? error.cause)}\n` : ''}`);
+			process.stderr.write(`${known.stack ?? ''}\n${known.cause ? `cause: ${String((known.cause as Error).stack ?? known.cause)}\n` : ''}`);
 		}
 
-		return error.exitCode;
+		return known.exitCode;
 	}
 
 	const text = error instanceof Error ? error.message : String(error);
-	process.stderr.write(`exobuild: internal error: ${text}\nhint: this is a bug; run again with --debug and report the output\n`);
+	process.stderr.write(`exobuild: internal error: ${oneLine(text)}\nhint: this is a bug; run again with --debug and report the output\n`);
 	if (debug && error instanceof Error) {
 		process.stderr.write(`${error.stack ?? ''}\n`);
 	}
 
-	return 70;
+	return exitCodes.bug;
 };
 
 export const main = async (argv: string[] = process.argv): Promise<number> => {

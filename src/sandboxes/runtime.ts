@@ -35,6 +35,11 @@ export interface AgentRun {
 	readonly onStderrLine: (line: string) => void;
 	/** Aborting kills the agent and everything it started. */
 	readonly signal?: AbortSignal;
+	/**
+	 * Written to the agent's stdin, which is then closed (without it, stdin is empty). Carries
+	 * what must never be on disk or in an argv: the env= secrets (docs/agent-protocol.md).
+	 */
+	readonly stdin?: string;
 }
 
 export interface AgentExit {

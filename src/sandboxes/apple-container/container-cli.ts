@@ -40,9 +40,9 @@ export const runCli = async (args: readonly string[], options: {signal?: AbortSi
 	return {exitCode: result.exitCode ?? 1, stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? '')};
 };
 
-/** Starts `container ARGS` with piped output, for long runs whose lines are streamed. */
-export const spawnCli = (args: readonly string[]): ResultPromise<{reject: false; buffer: false; stdin: 'ignore'}> =>
-	execa(containerCli(), args, {reject: false, buffer: false, stdin: 'ignore'});
+/** Starts `container ARGS` with piped output, for long runs whose lines are streamed; `input` is written to its stdin. */
+export const spawnCli = (args: readonly string[], input?: string): ResultPromise<{reject: false; buffer: false}> =>
+	execa(containerCli(), args, {reject: false, buffer: false, ...(input === undefined ? {stdin: 'ignore' as const} : {input})});
 
 /** A parsed version, compared numerically. */
 export type Version = readonly [number, number, number];

@@ -233,8 +233,9 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 						virtualization: options.virtualization === true,
 						rosetta: options.rosetta === true,
 						writableProcSys: process.env['EXOBUILD_APPLE_WRITABLE_PROC_SYS'] === '1' && atLeast(cliVersion, readOnlyPathFlagVersion),
+						interactive: run.stdin !== undefined,
 					});
-					client = spawnCli(args);
+					client = spawnCli(args, run.stdin);
 					const onAbort = (): void => {
 						void stop();
 					};

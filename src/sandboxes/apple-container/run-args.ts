@@ -30,6 +30,8 @@ export interface VmRun {
 	readonly rosetta: boolean;
 	/** `--read-only-path NONE` (container >= 1.2.1): only when /proc/sys must be writable. */
 	readonly writableProcSys: boolean;
+	/** `-i`: the agent reads its stdin (the env= secrets, docs/agent-protocol.md). */
+	readonly interactive?: boolean;
 }
 
 /** `-v HOST:VM[:ro]` cannot carry a ':' in a path: such a path is refused, not mangled. */
@@ -47,7 +49,7 @@ const volume = (mount: Mount): string => {
 };
 
 export const containerRunArgs = (run: VmRun): string[] => [
-	'run', '--rm', '--name', run.name,
+	'run', '--rm', ...(run.interactive === true ? ['-i'] : []), '--name', run.name,
 	'--label', `${vmLabels.session}=${run.sessionId}`,
 	'--label', `${vmLabels.ownerPid}=${run.ownerPid}`,
 	'--label', `${vmLabels.ownerStart}=${run.ownerStart}`,

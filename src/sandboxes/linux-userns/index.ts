@@ -194,6 +194,7 @@ const linuxUsernsRuntime = (options: LinuxUsernsOptions): SandboxRuntime => ({
 					onStdoutLine: agentRun.onStdoutLine,
 					onStderrLine: agentRun.onStderrLine,
 					signal,
+					...(agentRun.stdin === undefined ? {} : {stdin: agentRun.stdin}),
 				});
 				running = exit;
 				return exit;

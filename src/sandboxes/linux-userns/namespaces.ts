@@ -24,6 +24,8 @@ export interface NamespacedRun {
 	readonly onStderrLine?: (line: string) => void;
 	readonly signal?: AbortSignal;
 	readonly cwd?: string;
+	/** Written to the command's stdin, which is then closed (a stream is piped); without it stdin is /dev/null. */
+	readonly stdin?: string | NodeJS.ReadableStream;
 }
 
 export interface NamespacedExit {
@@ -42,7 +44,9 @@ const namespaceInit = [
 	'read -r _ <&3 || exit 137',
 	'{ cat <&3 >/dev/null; kill -TERM $$; } &',
 	'watcher=$!',
-	'"$@" 3<&- &',
+	// An asynchronous command's stdin is /dev/null unless redirected: give it the run's (fd 4).
+	'exec 4<&0',
+	'"$@" 3<&- 0<&4 4<&- &',
 	'wait $!',
 	'status=$?',
 	'kill $watcher 2>/dev/null',
@@ -72,7 +76,15 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 		'--pdeathsig', 'SIGKILL', '--',
 		'unshare', '--user', '--mount', '--pid', '--ipc', '--uts', '--fork', '--kill-child', '--propagation', 'private', '--',
 		'/bin/sh', '-c', namespaceInit, 'sh', ...argv,
-	], {stdio: ['ignore', 'pipe', 'pipe', 'pipe'], reject: false, buffer: false, ...(run.cwd === undefined ? {} : {cwd: run.cwd})});
+	], {stdio: [run.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe', 'pipe'], reject: false, buffer: false, ...(run.cwd === undefined ? {} : {cwd: run.cwd})});
+	if (run.stdin !== undefined && child.stdin !== null) {
+		child.stdin.on('error', () => undefined); // the command may end without reading it
+		if (typeof run.stdin === 'string') {
+			child.stdin.end(run.stdin);
+		} else {
+			run.stdin.pipe(child.stdin);
+		}
+	}
 
 	const outputs = Promise.all([readLines(child.stdout, run.onStdoutLine), readLines(child.stderr, run.onStderrLine)]);
 

@@ -5,7 +5,7 @@
  * run only streams the VM's output files, forwards SIGINT/SIGTERM to the container's init
  * process, and exits with its exit code; a SIGKILLed client leaves the container running.
  */
-import {spawn} from 'node:child_process';
+import {execFileSync, spawn} from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -140,7 +140,7 @@ const wantedPlatform = (parsed: ReturnType<typeof parseArgs<keyof typeof runOpti
 };
 
 /** Checks the arguments and writes the container's record (state "created"). */
-export const createContainer = async (argv: readonly string[]): Promise<{record: ContainerRecord; detach: boolean}> => {
+export const createContainer = async (argv: readonly string[]): Promise<{record: ContainerRecord; detach: boolean; interactive: boolean}> => {
 	const parsed = parseArgs(runSpec, argv);
 	const [imageName, ...args] = parsed.positionals;
 	if (imageName === undefined) {
@@ -232,7 +232,7 @@ export const createContainer = async (argv: readonly string[]): Promise<{record:
 		fs.writeFileSync(cidfile, id);
 	}
 
-	return {record, detach: parsed.flag('detach')};
+	return {record, detach: parsed.flag('detach'), interactive: parsed.flag('interactive')};
 };
 
 const startVm = (id: string): ReturnType<typeof spawn> => {
@@ -269,8 +269,13 @@ const pump = (file: string, offset: number, out: number): number => {
 
 /** `container run`; resolves to the exit code. */
 export const run = async (argv: readonly string[]): Promise<number> => {
-	const {record, detach} = await createContainer(argv);
+	const {record, detach, interactive} = await createContainer(argv);
 	const files = containerFiles(record.id);
+	if (interactive && !detach) {
+		// -i: this client's stdin reaches the container through a FIFO (never a file on disk).
+		execFileSync('mkfifo', ['-m', '0600', files.stdin]);
+	}
+
 	if (detach) {
 		startVm(record.id).unref();
 		for (let attempt = 0; attempt < 3000; attempt++) {
@@ -289,6 +294,12 @@ export const run = async (argv: readonly string[]): Promise<number> => {
 
 	fs.writeFileSync(files.attached, `${process.pid}\n`);
 	const vm = startVm(record.id);
+	if (interactive) {
+		const fifo = fs.createWriteStream(files.stdin);
+		fifo.on('error', () => undefined);
+		process.stdin.pipe(fifo);
+	}
+
 	const pending: NodeJS.Signals[] = [];
 	const forward = (signal: NodeJS.Signals): void => {
 		const mainPid = readContainer(record.id)?.mainPid;

@@ -165,6 +165,8 @@ export const containerFiles = (id: string) => {
 		run: path.join(dir, 'run'),
 		attached: path.join(dir, 'attached'),
 		ack: path.join(dir, 'client-done'),
+		/** A FIFO the foreground client of `run -i` writes its stdin into; the VM gives it to the container. */
+		stdin: path.join(dir, 'stdin'),
 	};
 };
 

@@ -118,7 +118,12 @@ export const runVm = async (id: string): Promise<void> => {
 	fs.rmSync(files.run, {recursive: true, force: true});
 	fs.mkdirSync(files.run, {recursive: true});
 	update(id, {state: 'running', vmPid: process.pid, startedDate: new Date().toISOString()});
-	const exit = runInNamespaces(sandboxArgv(record, files.run), {onStdoutLine: writeLine(files.stdout), onStderrLine: writeLine(files.stderr)});
+	// run -i: the client writes its stdin into this FIFO.
+	const stdin = fs.existsSync(files.stdin) ? fs.createReadStream(files.stdin) : undefined;
+	stdin?.on('error', () => undefined);
+	const exit = runInNamespaces(sandboxArgv(record, files.run), {
+		onStdoutLine: writeLine(files.stdout), onStderrLine: writeLine(files.stderr), ...(stdin === undefined ? {} : {stdin}),
+	});
 	let done = false;
 	void exit.finally(() => {
 		done = true;
