@@ -83,6 +83,10 @@ export const registerBuildCommand = (program: Command): void => {
 			let ok = false;
 			try {
 				const result = await runBuild(request, {reporter, signal: stop.signal});
+				if (stop.signal.aborted) {
+					throw stop.signal.reason; // a signal during the last step: no result files, and the signal's exit code
+				}
+
 				ok = true;
 				await reporter.finish({ok});
 				await writeResultFiles(request, result);

@@ -183,10 +183,10 @@ test('what buildah cannot do, and what is not supported, is refused with the fla
 		assert.match(String(result.stderr), /\nhint: /);
 	};
 
-	await refused(['--no-cache-filter', 'base'], /--no-cache-filter: buildah cannot skip the cache for some stages only/, 1);
-	await refused(['--sbom', 'true'], /--sbom: buildah makes no SBOM attestations/, 1);
-	await refused(['--provenance', 'mode=max'], /--provenance: buildah makes no provenance attestations/, 1);
-	await refused(['--progress', 'rawjson'], /--progress rawjson: buildah has no machine-readable progress/, 1);
+	await refused(['--no-cache-filter', 'base'], /--no-cache-filter: buildah cannot skip the cache for some stages only/, 2);
+	await refused(['--sbom', 'true'], /--sbom: buildah makes no SBOM attestations/, 2);
+	await refused(['--provenance', 'mode=max'], /--provenance: buildah makes no provenance attestations/, 2);
+	await refused(['--progress', 'rawjson'], /--progress rawjson: buildah has no machine-readable progress/, 2);
 	await refused(['--output', 'type=cacheonly'], /--output type=cacheonly is not supported/, 2);
 	await refused(['--network', 'bridge'], /invalid --network "bridge"/, 2);
 	await refused(['--secret', 'id=nope,env=EXO_UNSET_VARIABLE'], /environment variable EXO_UNSET_VARIABLE is not set/, 2);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import type {BuilderImage} from '../../builder-image/builder-image.js';
 import {unpackImageArchive} from '../../oci/unpack.js';
 import {runtimeStateDir} from '../../paths.js';
+import {addExitCleanup} from '../../runs/exit-cleanups.js';
 import {createOwnedDir, reapOwnedDirs} from '../../runs/owned-dir.js';
 
 const rootfsDir = (): string => path.join(runtimeStateDir('linux-userns'), 'rootfs');
@@ -20,6 +21,8 @@ export const builderRootfs = async (image: BuilderImage): Promise<string> => {
 	}
 
 	const owned = await createOwnedDir(path.join(rootfsDir(), `${unpackPrefix}${process.pid}-${Date.now()}`), 'rootfs-unpack');
+	// A signal ends the run without waiting for the unpack: its folder goes with the exit cleanups.
+	const forget = addExitCleanup(owned.remove);
 	try {
 		const tree = path.join(owned.path, 'rootfs');
 		await unpackImageArchive(image.archivePath, tree);
@@ -35,6 +38,7 @@ export const builderRootfs = async (image: BuilderImage): Promise<string> => {
 		return final;
 	} finally {
 		await owned.remove();
+		forget();
 	}
 };
 
