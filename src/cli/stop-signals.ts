@@ -18,15 +18,15 @@ export interface StopScope {
 	end(): void;
 }
 
-/** Two seconds is the promise; the backstop leaves half a second for the cleanups and the exit. */
-export const defaultBackstopMs = 1500;
+/** Two seconds is the promise: the backstop leaves 0.8 s for the cleanups (0.5 s at most) and the exit. */
+export const defaultBackstopMs = 1200;
 
 export const watchStopSignals = (what: string, backstopMs = defaultBackstopMs): StopScope => {
 	const controller = new AbortController();
 	let caught: StopSignal | undefined;
 	let ended = false;
 	const backstop = async (signal: StopSignal): Promise<void> => {
-		await runExitCleanups(400);
+		await runExitCleanups(500);
 		if (!ended) {
 			const error = interruptedBy(signal, what);
 			process.stderr.write(`exobuild: ${error.message}\nhint: ${error.hint ?? ''}\n`);

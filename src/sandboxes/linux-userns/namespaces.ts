@@ -57,7 +57,11 @@ const namespaceInit = [
 export const processesInPidNamespace = async (nsLink: string): Promise<number[]> => {
 	const pids = (await fs.readdir('/proc')).filter(name => /^\d+$/.test(name));
 	const links = await Promise.all(pids.map(async pid => [Number(pid), await readlinkOrUndefined(`/proc/${pid}/ns/pid`)] as const));
-	return links.filter(([, link]) => link === nsLink).map(([pid]) => pid);
+	const members = links.filter(([, link]) => link === nsLink).map(([pid]) => pid);
+	// A zombie holds no mount and runs nothing: it only waits for its (new) parent to reap it,
+	// which, for the namespace's pid 1 reparented to the host's init, may take a while.
+	const states = await Promise.all(members.map(async pid => (await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).replace(/^.*\) /s, '')[0]));
+	return members.filter((_pid, index) => states[index] !== undefined && states[index] !== 'Z');
 };
 
 const killQuietly = (pid: number): void => {
