@@ -59,6 +59,7 @@ const startUntil = async (args: readonly string[], ready: (stderr: string) => bo
 		}
 
 		if (child.exitCode !== null || Date.now() > deadline) {
+			child.kill('SIGKILL');
 			const result = await child;
 			throw new Error(`the phase was not reached (exit ${result.exitCode}):\n${seen}`);
 		}
@@ -72,7 +73,10 @@ const startUntil = async (args: readonly string[], ready: (stderr: string) => bo
 const stopWith = async (child: Child, signal: NodeJS.Signals): Promise<{exitCode: number | undefined; ms: number; all: string}> => {
 	const sent = Date.now();
 	child.kill(signal);
+	// A run that ignores the signal is ended after 20 s (and fails the timing assertion).
+	const guard = setTimeout(() => child.kill('SIGKILL'), 20_000);
 	const result = await child;
+	clearTimeout(guard);
 	return {exitCode: result.exitCode, ms: Date.now() - sent, all: String(result.all ?? '')};
 };
 
@@ -151,19 +155,19 @@ for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
 
 test('SIGINT, SIGTERM, SIGHUP and SIGQUIT during the first unpack of the builder image: exit within 2 s, no unpack folder left', async () => {
 	// A fresh cache holding only the builder archive: the first build unpacks it.
-	const [archive] = fs.readdirSync(path.join(exobuildEnv.EXOBUILD_CACHE_DIR, 'builder-images')).filter(name => name.endsWith('.tar'));
+	// The current builder: the newest archive (the warm-up build above used or made it).
+	const store = path.join(exobuildEnv.EXOBUILD_CACHE_DIR, 'builder-images');
+	const [archive] = fs.readdirSync(store).filter(name => name.endsWith('.tar')).sort((a, b) => fs.statSync(path.join(store, b)).mtimeMs - fs.statSync(path.join(store, a)).mtimeMs);
 	assert.ok(archive !== undefined, 'the builder image exists');
 	const fresh = path.join(work, 'fresh-cache');
 	const env = {EXOBUILD_CACHE_DIR: fresh};
-	const loaded = await execa(bin, ['builder', 'load', '-i', path.join(exobuildEnv.EXOBUILD_CACHE_DIR, 'builder-images', archive)], {reject: false, all: true, env: {...exobuildEnv, ...env}});
+	const loaded = await execa(bin, ['builder', 'load', '-i', path.join(store, archive)], {reject: false, all: true, env: {...exobuildEnv, ...env}});
 	assert.equal(loaded.exitCode, 0, loaded.all);
 	const rootfsDir = path.join(fresh, 'linux-userns', 'rootfs');
 	const unpacking = (): boolean => fs.existsSync(rootfsDir) && fs.readdirSync(rootfsDir).some(name => name.startsWith('.unpack-'));
 	for (const [signal, code] of stopSignals) {
 		// eslint-disable-next-line no-await-in-loop
 		const {child} = await startUntil(['build', '--progress', 'plain', '--platform', 'linux/amd64', '--build-context', `busybox=oci-layout://${layout}`, sleeper], () => unpacking(), {env});
-		// eslint-disable-next-line no-await-in-loop
-		await new Promise(resolve => setTimeout(resolve, 300));
 		// eslint-disable-next-line no-await-in-loop
 		const result = await stopWith(child, signal);
 		assert.equal(result.exitCode, code, result.all);

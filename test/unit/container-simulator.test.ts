@@ -123,6 +123,16 @@ test('run --rm prints the host machine and exits with the container\'s code', {s
 	assert.equal((await container(['list', '--all', '--quiet'])).stdout, '');
 });
 
+test('run -i gives the client\'s stdin to the container (the agent reads its env= secrets there); without -i stdin is empty', {skip: !canRun}, async () => {
+	const input = 'tok\tc2VjcmV0\nsecond line\n';
+	const interactive = await execa(cli, ['run', '--rm', '-i', 'busybox', 'cat'], {reject: false, input, env: {CONTAINER_SIM_ROOT: simRoot}});
+	assert.equal(interactive.exitCode, 0, interactive.stderr);
+	assert.equal(interactive.stdout, input.trimEnd());
+	const closed = await execa(cli, ['run', '--rm', 'busybox', 'cat'], {reject: false, input, env: {CONTAINER_SIM_ROOT: simRoot}});
+	assert.equal(closed.exitCode, 0, closed.stderr);
+	assert.equal(closed.stdout, '');
+});
+
 test('mounting needs --cap-add SYS_ADMIN (or ALL); /proc/sys is read-only from 1.2.0 unless --read-only-path NONE', {skip: !canRun}, async () => {
 	const denied = await container(['run', '--rm', 'busybox', 'mount', '-t', 'tmpfs', 'tmpfs', '/tmp']);
 	assert.notEqual(denied.exitCode, 0);
