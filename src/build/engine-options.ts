@@ -3,8 +3,9 @@
  * --no-cache-filter, --pull, --network, --add-host, --secret, --ssh, --shm-size, --ulimit,
  * --sbom, --provenance, SOURCE_DATE_EPOCH, and local folders as named contexts. Each is
  * validated here; the agent maps it onto the engine, or refuses it (E_ENGINE_UNSUPPORTED) where
- * the engine has no equivalent. Secrets and SSH sockets reach the sandbox as mounted files:
- * their values are never in an argv, an environment, a log line or the image.
+ * the engine has no equivalent. src= secrets and SSH sockets reach the sandbox as mounted files,
+ * env= secrets through the agent's stdin (never a file): their values are never in an argv, an
+ * environment, a log line or the image.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import {csv, usage} from './option-values.js';
 
 export interface Secret {
 	readonly id: string;
-	/** A host file holding the secret; for env= secrets the host writes one (mode 0600) before the build. */
+	/** A host file holding the secret (mounted read-only). env= secrets have none: they go to the agent on its stdin. */
 	readonly src?: string;
 	readonly env?: string;
 }
