@@ -1,7 +1,8 @@
 /**
  * The victim: a host folder outside every sandbox, output and cache, filled with files, a
- * nested folder, a symlink and a setuid-looking file. A security test makes one, runs its attack,
- * and asserts the folder is unchanged byte for byte (types, modes, owners, contents, targets).
+ * nested folder, a symlink and an executable. A security test makes one, runs its attack, and
+ * asserts the folder is unchanged byte for byte (types, modes, owners, contents, targets), and
+ * that the host's binfmt_misc table is as it was when the victim was made.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -15,6 +16,20 @@ export interface Victim {
 	assertUnchanged(): void;
 	remove(): void;
 }
+
+/** The host's binfmt_misc: whether it is mounted at /proc/sys/fs/binfmt_misc, and every entry's content. */
+export const hostBinfmtSnapshot = (): string => {
+	const dir = '/proc/sys/fs/binfmt_misc';
+	const mounted = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(line => line.split(' ')[4] === dir).length;
+	const entries = (fs.existsSync(dir) ? fs.readdirSync(dir) : []).sort().map(name => {
+		try {
+			return `${name}: ${fs.readFileSync(path.join(dir, name), 'utf8')}`;
+		} catch (error) {
+			return `${name}: <${(error as NodeJS.ErrnoException).code}>`;
+		}
+	});
+	return JSON.stringify({mounted, entries});
+};
 
 /** Every entry under `dir` (no symlink followed): type, mode, owner, size, content hash, target. */
 export const treeSnapshot = (dir: string): string[] => {
@@ -51,6 +66,7 @@ export const makeVictim = (parent = os.tmpdir()): Victim => {
 	fs.symlinkSync('nested/deep.txt', path.join(dir, 'link'));
 	fs.writeFileSync(path.join(dir, 'tool'), '#!/bin/sh\n', {mode: 0o755});
 	const before = treeSnapshot(dir);
+	const binfmtBefore = hostBinfmtSnapshot();
 	const dirStat = fs.lstatSync(dir);
 	return {
 		dir,
@@ -59,6 +75,7 @@ export const makeVictim = (parent = os.tmpdir()): Victim => {
 			assert.ok(now.isDirectory(), `${dir} is no longer a folder`);
 			assert.equal(now.mode, dirStat.mode, `${dir}'s mode changed`);
 			assert.deepEqual(treeSnapshot(dir), before, `${dir} changed`);
+			assert.equal(hostBinfmtSnapshot(), binfmtBefore, 'the host\'s binfmt_misc table changed');
 		},
 		remove() {
 			fs.rmSync(dir, {recursive: true, force: true});
