@@ -10,7 +10,7 @@ import path from 'node:path';
 import {parseAgentLine, type AgentEvent, type AgentEventOf} from '../agent-events/contract.js';
 import {ensureBuilderImage} from '../builder-image/index.js';
 import {UserError} from '../errors.js';
-import {manifestSchema, packLayoutToArchive, readBlob, readIndexJson, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
+import {packLayoutToArchive, readIndexJson, readManifest, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
 import {isIndexMediaType} from '../oci/schema.js';
 import {writeOutput} from '../outputs/index.js';
 import {pushLayout} from '../outputs/registry-push.js';
@@ -215,7 +215,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 				throw new UserError('the engine wrote an empty OCI layout', {hint: 'run with --progress plain to see its output', exitCode: 1, code: 'E_EXPORT_FAILED'});
 			}
 
-			const configDigest = isIndexMediaType(top.mediaType) ? undefined : manifestSchema.parse(JSON.parse((await readBlob(layout, top)).toString('utf8'))).config.digest;
+			const configDigest = isIndexMediaType(top.mediaType) ? undefined : (await readManifest(layout, top)).config.digest;
 			const {output} = request;
 			if (output !== undefined || request.load) {
 				if (output !== undefined) {

@@ -234,7 +234,7 @@ export const openBlob = async (layout: LayoutRef, descriptor: BlobRef, role?: st
 	const opened = await openRegular(source, relative, blobName(descriptor.digest, role));
 	if (descriptor.size !== undefined && opened.size !== descriptor.size) {
 		await opened.handle.close();
-		throw layoutError(source, `${blobName(descriptor.digest, role)} is ${opened.size} bytes; its descriptor says ${descriptor.size}`, 'corrupt');
+		throw layoutError(source, `${blobName(descriptor.digest, role)} does not match its descriptor: it is ${opened.size} bytes, the descriptor says ${descriptor.size}`, 'corrupt');
 	}
 
 	return opened;

@@ -269,12 +269,12 @@ test('a blob whose size differs from its descriptor is refused before it is read
 	const bigger = addBlob(layout, JSON.stringify({...manifest, config: {...manifest.config, size: manifest.config.size + 1}}), mediaTypes.manifest);
 	writeIndexJson(layout, [{...bigger, platform: {os: 'linux', architecture: 'ppc64le'}}]);
 	const error = await failureOf(resolveAsUser(layout));
-	assert.match(error.message, new RegExp(`blob ${manifest.config.digest.slice(0, 19)}.*config of linux/ppc64le\\) is ${manifest.config.size} bytes; its descriptor says ${manifest.config.size + 1}`));
+	assert.match(error.message, new RegExp(`blob ${manifest.config.digest.slice(0, 19)}.*config of linux/ppc64le\\) does not match its descriptor: it is ${manifest.config.size} bytes, the descriptor says ${manifest.config.size + 1}`));
 	// A layer too.
 	const layer = manifest.layers[0]!;
 	const wrongLayer = addBlob(layout, JSON.stringify({...manifest, layers: [{...layer, size: layer.size - 1}]}), mediaTypes.manifest);
 	writeIndexJson(layout, [{...wrongLayer, platform: {os: 'linux', architecture: 'ppc64le'}}]);
-	assert.match((await failureOf(resolveAsUser(layout))).message, /layer 1 of linux\/ppc64le\) is \d+ bytes; its descriptor says/);
+	assert.match((await failureOf(resolveAsUser(layout))).message, /layer 1 of linux\/ppc64le\) does not match its descriptor: it is \d+ bytes, the descriptor says \d+/);
 }));
 
 test('a blob whose content does not match its digest is refused', async () => withVictim(async () => {
