@@ -118,7 +118,7 @@ const checkRoot = async (source: LayoutSource): Promise<string> => {
 	try {
 		stat = source.followRoot ? await fs.stat(source.dir) : await fs.lstat(source.dir);
 	} catch (error) {
-		throw layoutError(source, `the layout folder cannot be read (${errnoOf(error) ?? String(error)})`, errnoOf(error) === 'ENOENT' ? 'missing' : 'unreadable', {cause: error});
+		throw layoutError(source, `the layout folder cannot be read (${errnoOf(error) ?? String(error)})`, 'unreadable', {cause: error});
 	}
 
 	if (!stat.isDirectory()) {

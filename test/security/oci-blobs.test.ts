@@ -16,7 +16,7 @@ import {fileURLToPath} from 'node:url';
 import {execa} from 'execa';
 import * as tar from 'tar';
 import {isUserError, type UserError} from '../../src/errors.js';
-import {blobPath, LayoutWriter, mediaTypes, resolvePlatformManifests, type Descriptor} from '../../src/oci/index.js';
+import {blobPath, LayoutWriter, mediaTypes, readBlobStream, resolvePlatformManifests, type Descriptor} from '../../src/oci/index.js';
 import {selectImages, verifyLayers} from '../../src/outputs/images.js';
 import {makeVictim, type Victim} from './victim.js';
 
@@ -183,6 +183,43 @@ test('a config blob that is a FIFO fails at once instead of hanging', async () =
 		assert.match(report.message!, /config of linux\/ppc64le\) is a FIFO, not a file/);
 		assert.equal(report.exitCode, how === 'user' ? 2 : 1);
 	}
+}));
+
+test('a blob that is a device node or a folder is refused without being opened', async () => withVictim(async () => {
+	const layout = await goodLayout();
+	const {config} = manifestOf(layout, layout.ppc);
+	const file = blobPath(layout.dir, config.digest);
+	fs.rmSync(file);
+	await execa('mknod', [file, 'c', '1', '5']); // /dev/zero's numbers
+	assert.match((await failureOf(resolveAsUser(layout))).message, /config of linux\/ppc64le\) is a character device, not a file/);
+	fs.rmSync(file);
+	fs.mkdirSync(file);
+	assert.match((await failureOf(resolveAsUser(layout))).message, /config of linux\/ppc64le\) is a folder, not a file/);
+}));
+
+test('readBlobStream, the primitive for layers, fails before its end when the bytes do not match the digest', async () => withVictim(async () => {
+	const layout = await goodLayout();
+	const layer = manifestOf(layout, layout.ppc).layers[0]!;
+	const good: Buffer[] = [];
+	for await (const chunk of await readBlobStream(layout.dir, layer, 'layer 1')) {
+		good.push(chunk as Buffer);
+	}
+
+	assert.ok(Buffer.concat(good).equals(fs.readFileSync(blobPath(layout.dir, layer.digest))));
+	const bytes = fs.readFileSync(blobPath(layout.dir, layer.digest));
+	bytes[0] = bytes.at(0)! ^ 0xFF;
+	fs.writeFileSync(blobPath(layout.dir, layer.digest), bytes);
+	let ended = false;
+	const stream = await readBlobStream(layout.dir, layer, 'layer 1');
+	stream.on('end', () => {
+		ended = true;
+	});
+	await assert.rejects((async () => {
+		for await (const _chunk of stream) {
+			// Read to the end.
+		}
+	})(), /layer 1\) does not match its digest/);
+	assert.equal(ended, false, 'no end event for bytes that do not match');
 }));
 
 test('a blob that is a symlink to a host file is refused, even when the file matches its digest; the file is unchanged', async () => withVictim(async victim => {
