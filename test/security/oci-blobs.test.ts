@@ -15,6 +15,7 @@ import {after, test} from 'node:test';
 import {fileURLToPath} from 'node:url';
 import {execa} from 'execa';
 import * as tar from 'tar';
+import {verifyBuilderArchive} from '../../src/builder-image/store.js';
 import {isUserError, type UserError} from '../../src/errors.js';
 import {blobPath, LayoutWriter, mediaTypes, readBlobStream, resolvePlatformManifests, type Descriptor} from '../../src/oci/index.js';
 import {selectImages, verifyLayers} from '../../src/outputs/images.js';
@@ -414,4 +415,17 @@ test('CLI: a base layout whose config blob is a FIFO exits 2 at once', async () 
 	assert.equal(result.lines.length, 2, result.stderr);
 	assert.match(result.lines[0]!, /config of linux\/ppc64le\) is a FIFO, not a file$/);
 	assert.ok(result.ms < 10_000, `took ${result.ms} ms`);
+}));
+
+test('builder load: an archive whose manifest blob is a symlink is refused with one line', async () => withVictim(async () => {
+	const layout = await goodLayout();
+	writeIndexJson(layout, [layout.ppc]);
+	// node-tar already refuses a link that leaves the extraction folder; one that stays inside is a symlink all the same.
+	replaceWithSymlink(blobPath(layout.dir, layout.ppc.digest), '../../index.json');
+	const archive = path.join(root, `builder-${layouts}.tar`);
+	await tar.c({cwd: layout.dir, file: archive, portable: true}, ['oci-layout', 'index.json', 'blobs']);
+	const scratch = fs.mkdtempSync(path.join(root, 'verify-'));
+	const error = await failureOf(verifyBuilderArchive(archive, scratch));
+	assert.match(error.message, /its OCI layout does not verify \(its layout: blob sha256:[a-f0-9]{12}… \(the manifest of linux\/ppc64le\) is a symbolic link, not a file\)/);
+	assert.equal(error.exitCode, 2);
 }));
