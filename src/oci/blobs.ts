@@ -375,7 +375,7 @@ class VerifyingStream extends Transform {
 
 const streamOf = (opened: OpenedFile): Readable => (opened.size === 0
 	? Readable.from([]).once('close', () => void opened.handle.close())
-	: opened.handle.createReadStream({start: 0, end: opened.size - 1, autoClose: true}));
+	: opened.handle.createReadStream({start: 0, end: opened.size - 1, autoClose: true, highWaterMark: 1024 * 1024}));
 
 /**
  * A blob's bytes as a stream (never read whole), bounded by its size and checked against its

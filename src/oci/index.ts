@@ -3,7 +3,7 @@ export {
 	badImageCode, layoutSource, ociLimits, openBlob, producedLayout, readBlobStream, userLayout, verifyBlob, type BlobRef, type LayoutRef, type LayoutSource, type OpenedFile,
 } from './blobs.js';
 export {
-	blobPath, checkLayerFiles, imagesOfLayout, imagesUnder, readBlob, readConfig, readIndexJson, readManifest, resolvePlatformManifests, sha256, writePlatformView,
+	blobPath, imagesOfLayout, imagesUnder, readBlob, readConfig, readIndexJson, readManifest, resolvePlatformManifests, sha256, verifyImageLayers, writePlatformView,
 	type PlatformImage, type ResolvedLayout,
 } from './layout.js';
 export {inspectArchive, normaliseReference, packLayoutToArchive, verifyLayout, writeFileAtomically, type InspectedArchive, type InspectedImage} from './archive.js';

@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import {UserError} from '../errors.js';
 import {
-	blobName, layoutError, layoutSource, ociLimits, openBlob, printable, quoted, readIndexFile, readJsonBlob, readSmallBlob, shortDigest, userLayout,
+	blobName, layoutError, layoutSource, ociLimits, printable, quoted, readIndexFile, readJsonBlob, readSmallBlob, shortDigest, userLayout, verifyBlob,
 	type BlobRef, type DocumentKind, type LayoutRef, type LayoutSource,
 } from './blobs.js';
 import {
@@ -145,15 +145,19 @@ export const imagesOfLayout = async (layout: LayoutRef): Promise<PlatformImage[]
 };
 
 /**
- * Checks that each layer of `image` is a regular file inside the layout with its descriptor's
- * size (opened and closed, not read: the engine checks the digests as it pulls the image).
+ * Checks each layer of `images` (each distinct digest once, one at a time): a regular file inside
+ * the layout with its descriptor's size, streamed through a hash that must give its digest.
  */
-export const checkLayerFiles = async (layout: LayoutRef, image: PlatformImage): Promise<void> => {
-	for (const [position, layer] of image.manifest.layers.entries()) {
-		// eslint-disable-next-line no-await-in-loop
-		const {handle} = await openBlob(layout, layer, `layer ${position + 1} of ${printable(image.platform, 60)}`);
-		// eslint-disable-next-line no-await-in-loop
-		await handle.close();
+export const verifyImageLayers = async (layout: LayoutRef, images: readonly PlatformImage[]): Promise<void> => {
+	const checked = new Set<string>();
+	for (const image of images) {
+		for (const [position, layer] of image.manifest.layers.entries()) {
+			if (!checked.has(layer.digest)) {
+				// eslint-disable-next-line no-await-in-loop
+				await verifyBlob(layout, layer, `layer ${position + 1} of ${printable(image.platform, 60)}`);
+				checked.add(layer.digest);
+			}
+		}
 	}
 };
 
@@ -198,7 +202,7 @@ const pickTop = (index: ImageIndex, source: LayoutSource, selector: {name: strin
 
 /**
  * Finds, in a user's OCI layout (--build-context), the manifest of every requested platform,
- * and checks that each of their layers is there. A layout that does not serve one of them is
+ * and verifies each of their layers (size and digest) before any sandbox starts. A layout that does not serve one of them is
  * refused naming the platforms it does serve; a bad blob is refused naming the blob (exit 2).
  */
 export const resolvePlatformManifests = async (
@@ -226,10 +230,7 @@ export const resolvePlatformManifests = async (
 		});
 	}
 
-	for (const id of platformIds) {
-		// eslint-disable-next-line no-await-in-loop
-		await checkLayerFiles(source, byPlatform.get(id)!);
-	}
+	await verifyImageLayers(source, platformIds.map(id => byPlatform.get(id)!));
 
 	return {top, topDigest: top.digest, platforms: new Map(platformIds.map(id => [id, byPlatform.get(id)!.descriptor]))};
 };

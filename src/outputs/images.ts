@@ -6,8 +6,8 @@
 import {pipeline, type Readable} from 'node:stream';
 import zlib from 'node:zlib';
 import {UserError} from '../errors.js';
-import {badImageCode, layoutSource, openBlob, printable, readBlobStream, verifyBlob, type LayoutRef} from '../oci/blobs.js';
-import {imagesOfLayout, type PlatformImage} from '../oci/layout.js';
+import {badImageCode, layoutSource, openBlob, printable, readBlobStream, type LayoutRef} from '../oci/blobs.js';
+import {imagesOfLayout, verifyImageLayers, type PlatformImage} from '../oci/layout.js';
 import {platformIdOf, type Descriptor} from '../oci/schema.js';
 
 export const outputErrorCode = 'E_OUTPUT';
@@ -58,21 +58,8 @@ export const selectImages = async (layout: LayoutRef, platforms?: readonly strin
 	return wanted.map(id => ({...byPlatform.get(id)!, folder: platformFolder(id)}));
 };
 
-const layerRole = (image: PlatformImage, position: number): string => `layer ${position + 1} of ${printable(image.platform, 60)}`;
-
 /** Checks each layer blob (a regular file in the layout, streamed through a hash) against its size and digest before anything is written. */
-export const verifyLayers = async (layout: LayoutRef, images: readonly PlatformImage[]): Promise<void> => {
-	const checked = new Set<string>();
-	for (const image of images) {
-		for (const [position, layer] of image.manifest.layers.entries()) {
-			if (!checked.has(layer.digest)) {
-				// eslint-disable-next-line no-await-in-loop
-				await verifyBlob(layout, layer, layerRole(image, position));
-				checked.add(layer.digest);
-			}
-		}
-	}
-};
+export const verifyLayers = async (layout: LayoutRef, images: readonly PlatformImage[]): Promise<void> => verifyImageLayers(layout, images);
 
 export type Compression = 'none' | 'gzip';
 

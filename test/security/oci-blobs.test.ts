@@ -333,6 +333,10 @@ test('a blob whose content does not match its digest is refused', async () => wi
 	const engine = await failureOf((async () => verifyLayers(layout2.dir, await selectImages(layout2.dir)))());
 	assert.match(engine.message, /layer 1 of linux\/(ppc64le|s390x)\) does not match its digest/);
 	assert.equal(engine.exitCode, 1);
+	// The same layer in a --build-context is refused before any sandbox starts.
+	const base = await failureOf(resolveAsUser(layout2));
+	assert.match(base.message, /layer 1 of linux\/ppc64le\) does not match its digest/);
+	assert.equal(base.exitCode, 2);
 }));
 
 test('a missing layer says the layout is incomplete, not that a platform is missing', async () => withVictim(async () => {
