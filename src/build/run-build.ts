@@ -11,7 +11,7 @@ import {parseAgentLine, type AgentEvent, type AgentEventOf} from '../agent-event
 import {ensureBuilderImage, findBuilderImage, type BuilderImage} from '../builder-image/index.js';
 import {UserError, userErrorOf, errorTable} from '../errors.js';
 import {addExitCleanup} from '../runs/exit-cleanups.js';
-import {manifestSchema, packLayoutToArchive, readBlob, readIndexJson, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
+import {packLayoutToArchive, readIndexJson, readManifest, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
 import {isIndexMediaType} from '../oci/schema.js';
 import {writeOutput} from '../outputs/index.js';
 import {pushLayout} from '../outputs/registry-push.js';
@@ -305,7 +305,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 				throw new UserError('the engine wrote an empty OCI layout', {hint: 'run with --progress plain to see its output', exitCode: 1, code: 'E_EXPORT_FAILED'});
 			}
 
-			const configDigest = isIndexMediaType(top.mediaType) ? undefined : manifestSchema.parse(JSON.parse((await abortable(readBlob(layout, top), signal)).toString('utf8'))).config.digest;
+			const configDigest = isIndexMediaType(top.mediaType) ? undefined : (await abortable(readManifest(layout, top), signal)).config.digest;
 			const {output} = request;
 			if (output !== undefined || request.load) {
 				if (output !== undefined) {

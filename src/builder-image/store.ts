@@ -9,7 +9,7 @@ import path from 'node:path';
 import * as tar from 'tar';
 import {z} from 'zod';
 import {UserError} from '../errors.js';
-import {configSchema, manifestSchema, readBlob, readIndexJson, verifyLayout, writeFileAtomically} from '../oci/index.js';
+import {readConfig, readIndexJson, readManifest, userLayout, verifyLayout, writeFileAtomically} from '../oci/index.js';
 import {isIndexMediaType} from '../oci/schema.js';
 import {builderImagesDir} from '../paths.js';
 import {hostPlatform} from '../platforms/parse.js';
@@ -123,10 +123,11 @@ export const verifyBuilderArchive = async (file: string, scratch: string): Promi
 		throw notABuilder(file, `it is not a readable tar archive (${(error as Error).message})`);
 	}
 
+	const source = userLayout(layout, 'its layout');
 	let index;
 	try {
-		index = await readIndexJson(layout);
-		await verifyLayout(layout);
+		index = await readIndexJson(source);
+		await verifyLayout(source);
 	} catch (error) {
 		throw notABuilder(file, `its OCI layout does not verify (${(error as Error).message.split('\n')[0]})`);
 	}
@@ -136,8 +137,12 @@ export const verifyBuilderArchive = async (file: string, scratch: string): Promi
 		throw notABuilder(file, `it must hold exactly one image manifest (index.json lists ${index.manifests.length} entries${top !== undefined && isIndexMediaType(top.mediaType) ? ', an index' : ''})`);
 	}
 
-	const manifest = manifestSchema.parse(JSON.parse((await readBlob(layout, top)).toString('utf8')));
-	const config = configSchema.parse(JSON.parse((await readBlob(layout, manifest.config)).toString('utf8')));
+	const manifest = await readManifest(source, top).catch((error: unknown) => {
+		throw notABuilder(file, (error as Error).message.split('\n')[0]!);
+	});
+	const config = await readConfig(source, manifest.config).catch((error: unknown) => {
+		throw notABuilder(file, (error as Error).message.split('\n')[0]!);
+	});
 	const labels = config.config?.Labels ?? {};
 	const kind = z.enum(builderKinds).safeParse(labels[builderLabels.kind] ?? 'distro');
 	const inputHash = labels[builderLabels.inputHash];

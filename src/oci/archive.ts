@@ -7,7 +7,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import {Readable} from 'node:stream';
 import * as tar from 'tar';
-import {readBlob, readIndexJson} from './layout.js';
+import {blobName, shortDigest, verifyBlob, type LayoutRef} from './blobs.js';
+import {countListed, manifestRoles, readIndexJson, readManifest, readNestedIndex, startWalk} from './layout.js';
 import {
 	configSchema, containerdNameAnnotation, indexSchema, isIndexMediaType, manifestSchema, refNameAnnotation,
 	type Descriptor, type ImageConfig, type ImageIndex,
@@ -34,34 +35,47 @@ const tagOf = (reference: string): string => {
 	return colon === -1 ? 'latest' : lastSegment.slice(colon + 1).split('@')[0]!;
 };
 
-/** Checks every blob reachable from index.json exists and matches its digest; returns the digests. */
-export const verifyLayout = async (layoutDir: string): Promise<Set<string>> => {
-	const index = await readIndexJson(layoutDir);
+/**
+ * Checks every blob reachable from index.json: a regular file inside the layout with its
+ * descriptor's size and digest (indexes and manifests read under the JSON cap, every other blob
+ * streamed through a hash), with nesting and fan-out capped; returns the digests.
+ */
+export const verifyLayout = async (layout: LayoutRef): Promise<Set<string>> => {
+	const {walk, index} = await startWalk(layout);
 	const seen = new Set<string>();
-	const visit = async (descriptor: Descriptor): Promise<void> => {
+	const visit = async (descriptor: Descriptor, depth: number, listedIn: string): Promise<void> => {
 		if (seen.has(descriptor.digest)) {
 			return;
 		}
 
-		const data = await readBlob(layoutDir, descriptor);
-		seen.add(descriptor.digest);
 		if (isIndexMediaType(descriptor.mediaType)) {
-			for (const child of indexSchema.parse(JSON.parse(data.toString('utf8'))).manifests) {
+			const nested = await readNestedIndex(walk, descriptor, depth, listedIn);
+			seen.add(descriptor.digest);
+			for (const child of nested.manifests) {
 				// eslint-disable-next-line no-await-in-loop
-				await visit(child);
+				await visit(child, depth + 1, `index ${shortDigest(descriptor.digest)}`);
 			}
 		} else if (descriptor.mediaType.includes('manifest')) {
-			const manifest = manifestSchema.parse(JSON.parse(data.toString('utf8')));
-			for (const blob of [manifest.config, ...manifest.layers]) {
+			const roles = manifestRoles(descriptor, listedIn);
+			const manifest = await readManifest(walk.source, descriptor, roles.manifest);
+			seen.add(descriptor.digest);
+			countListed(walk, 1 + manifest.layers.length, blobName(descriptor.digest, roles.manifest));
+			// A config or layer is a plain blob whatever its media type says: no walk goes on from it.
+			const blobs = [{blob: manifest.config, role: roles.config}, ...manifest.layers.map((layer, position) => ({blob: layer, role: roles.layer(position)}))];
+			for (const {blob, role} of blobs.filter(({blob}) => !seen.has(blob.digest))) {
 				// eslint-disable-next-line no-await-in-loop
-				await visit(blob);
+				await verifyBlob(walk.source, blob, role);
+				seen.add(blob.digest);
 			}
+		} else {
+			await verifyBlob(walk.source, descriptor, `listed in ${listedIn}`);
+			seen.add(descriptor.digest);
 		}
 	};
 
 	for (const descriptor of index.manifests) {
 		// eslint-disable-next-line no-await-in-loop
-		await visit(descriptor);
+		await visit(descriptor, 1, 'index.json');
 	}
 
 	return seen;

@@ -14,7 +14,11 @@ export const mediaTypes = {
 export const refNameAnnotation = 'org.opencontainers.image.ref.name';
 export const containerdNameAnnotation = 'io.containerd.image.name';
 
-export const digestSchema = z.string().regex(/^sha256:[a-f0-9]{64}$/, 'a sha256 digest');
+const digestPattern = /^sha256:[a-f0-9]{64}$/;
+export const digestSchema = z.string().regex(digestPattern, 'a sha256 digest');
+
+/** A sha256 digest with its exact hex length (the only algorithm exobuild reads). */
+export const isDigest = (value: unknown): value is string => typeof value === 'string' && digestPattern.test(value);
 
 export const platformSchema = z.object({
 	architecture: z.string(),
@@ -77,4 +81,54 @@ export const platformIdOf = (platform: {os: string; architecture: string; varian
 	}
 
 	return [platform.os, platform.architecture, variant].filter(Boolean).join('/');
+};
+
+/** What reading a document needs of a schema (zod's safeParse). */
+export interface SafeParser<T> {
+	safeParse(value: unknown): {success: true; data: T} | {success: false; error: z.ZodError};
+}
+
+const printableKey = (key: PropertyKey): string => {
+	const text = String(key).replaceAll(/[\u0000-\u001F\u007F-\u009F\u2028\u2029]/g, '?');
+	return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+};
+
+/** manifests[0].digest */
+const pathText = (parts: readonly PropertyKey[]): string => parts
+	.map((part, position) => (typeof part === 'number' ? `[${part}]` : `${position === 0 ? '' : '.'}${printableKey(part)}`))
+	.join('');
+
+const withArticle = (noun: string): string => `${/^[aeiou]/.test(noun) ? 'an' : 'a'} ${noun}`;
+
+/** A schema failure as one line ("manifests is missing", "layers[2].digest is not a sha256 digest"), never a dump. */
+export const describeSchemaError = (error: z.ZodError): string => {
+	const [issue, ...more] = error.issues;
+	if (issue === undefined) {
+		return 'it does not match the schema';
+	}
+
+	const where = issue.path.length === 0 ? 'the document' : pathText(issue.path);
+	let text: string;
+	switch (issue.code) {
+		case 'invalid_type': {
+			text = /received undefined$/.test(issue.message) ? `${where} is missing` : `${where} is not ${withArticle(String(issue.expected))}`;
+			break;
+		}
+
+		case 'invalid_format': {
+			text = `${where} is not ${issue.format === 'regex' ? issue.message : withArticle(String(issue.format))}`;
+			break;
+		}
+
+		case 'invalid_value': {
+			text = `${where} is not ${issue.values.map(value => JSON.stringify(value)).join(' or ')}`;
+			break;
+		}
+
+		default: {
+			text = `${where}: ${issue.message.replaceAll(/\s+/g, ' ').slice(0, 100)}`;
+		}
+	}
+
+	return more.length === 0 ? text : `${text} (and ${more.length} more problem${more.length === 1 ? '' : 's'})`;
 };

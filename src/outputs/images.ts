@@ -3,14 +3,12 @@
  * platform, through nested indexes), each layer verified against its digest and opened as an
  * uncompressed tar stream, and buildx's folder name for a platform.
  */
-import {createReadStream} from 'node:fs';
-import fs from 'node:fs/promises';
 import {pipeline, type Readable} from 'node:stream';
 import zlib from 'node:zlib';
 import {UserError} from '../errors.js';
-import {blobPath, imagesUnder, readIndexJson, type PlatformImage} from '../oci/layout.js';
+import {badImageCode, layoutSource, openBlob, printable, readBlobStream, type LayoutRef} from '../oci/blobs.js';
+import {imagesOfLayout, verifyImageLayers, type PlatformImage} from '../oci/layout.js';
 import {platformIdOf, type Descriptor} from '../oci/schema.js';
-import {fileDigest} from '../oci/writer.js';
 
 export const outputErrorCode = 'E_OUTPUT';
 
@@ -28,64 +26,46 @@ const normaliseId = (id: string): string => {
 };
 
 /**
- * The images of a layout, in index order. `platforms` (ids such as linux/arm/v7), when given,
- * selects those images, in that order; a platform the layout lacks is a UserError.
+ * The images of a layout (by default the engine's export: its errors exit 1), in index order.
+ * `platforms` (ids such as linux/arm/v7), when given, selects those images, in that order; a
+ * platform the layout lacks is a UserError.
  */
-export const selectImages = async (layoutDir: string, platforms?: readonly string[]): Promise<SelectedImage[]> => {
-	const index = await readIndexJson(layoutDir);
-	const found = (await Promise.all(index.manifests.map(async descriptor => imagesUnder(layoutDir, descriptor)))).flat();
+export const selectImages = async (layout: LayoutRef, platforms?: readonly string[]): Promise<SelectedImage[]> => {
+	const source = layoutSource(layout);
+	const found = await imagesOfLayout(source);
 	const byPlatform = new Map<string, PlatformImage>();
 	for (const image of found) {
 		const other = byPlatform.get(image.platform);
 		if (other !== undefined && other.descriptor.digest !== image.descriptor.digest) {
-			throw new Error(`${layoutDir} holds two images for ${image.platform} (${other.descriptor.digest}, ${image.descriptor.digest})`);
+			throw new UserError(`${source.label} holds two images for ${printable(image.platform, 60)} (${other.descriptor.digest}, ${image.descriptor.digest})`, {
+				hint: 'build each platform once', code: badImageCode, exitCode: source.exitCode,
+			});
 		}
 
 		byPlatform.set(image.platform, image);
 	}
 
 	if (byPlatform.size === 0) {
-		throw new Error(`${layoutDir}/index.json leads to no image`);
+		throw new UserError(`${source.label}/index.json leads to no image`, {hint: 'run the build again with --progress plain to see the engine\'s output', code: badImageCode, exitCode: source.exitCode});
 	}
 
 	const wanted = platforms === undefined || platforms.length === 0 ? [...byPlatform.keys()] : [...new Set(platforms.map(normaliseId))];
 	const missing = wanted.filter(id => !byPlatform.has(id));
 	if (missing.length > 0) {
-		throw new UserError(`the build has no image for ${missing.join(', ')}`, {hint: `it has: ${[...byPlatform.keys()].join(', ')}`, code: outputErrorCode});
+		throw new UserError(`the build has no image for ${missing.join(', ')}`, {hint: `it has: ${[...byPlatform.keys()].map(id => printable(id, 60)).join(', ')}`, code: outputErrorCode, exitCode: source.exitCode});
 	}
 
 	return wanted.map(id => ({...byPlatform.get(id)!, folder: platformFolder(id)}));
 };
 
-/** Checks each layer blob against its digest before anything is written. */
-export const verifyLayers = async (layoutDir: string, images: readonly PlatformImage[]): Promise<void> => {
-	const checked = new Set<string>();
-	for (const layer of images.flatMap(image => image.manifest.layers)) {
-		if (checked.has(layer.digest)) {
-			continue;
-		}
-
-		// eslint-disable-next-line no-await-in-loop
-		const stat = await fs.stat(blobPath(layoutDir, layer.digest)).catch(() => undefined);
-		if (stat === undefined) {
-			throw new Error(`layer ${layer.digest} is missing from ${layoutDir}`);
-		}
-
-		// eslint-disable-next-line no-await-in-loop
-		const actual = await fileDigest(blobPath(layoutDir, layer.digest));
-		if (actual !== layer.digest || stat.size !== layer.size) {
-			throw new Error(`layer ${layer.digest} in ${layoutDir} is corrupt (${stat.size} bytes hashing to ${actual}; the manifest says ${layer.size} bytes)`);
-		}
-
-		checked.add(layer.digest);
-	}
-};
+/** Checks each layer blob (a regular file in the layout, streamed through a hash) against its size and digest before anything is written. */
+export const verifyLayers = async (layout: LayoutRef, images: readonly PlatformImage[]): Promise<void> => verifyImageLayers(layout, images);
 
 export type Compression = 'none' | 'gzip';
 
 /** A layer's compression, from its first bytes (BuildKit's media types agree; zstd is refused: Node 20's zlib has no zstd). */
-export const layerCompression = async (layoutDir: string, layer: Descriptor): Promise<Compression> => {
-	const handle = await fs.open(blobPath(layoutDir, layer.digest), 'r');
+export const layerCompression = async (layout: LayoutRef, layer: Descriptor): Promise<Compression> => {
+	const {handle} = await openBlob(layout, layer);
 	let magic: Buffer;
 	try {
 		const buffer = Buffer.alloc(4);
@@ -96,19 +76,20 @@ export const layerCompression = async (layoutDir: string, layer: Descriptor): Pr
 	}
 
 	if (layer.mediaType.endsWith('zstd') || magic.equals(Buffer.from([0x28, 0xB5, 0x2F, 0xFD]))) {
-		throw new UserError(`layer ${layer.digest} is zstd-compressed (${layer.mediaType}), which exobuild cannot decompress for this output`, {
+		throw new UserError(`layer ${layer.digest} is zstd-compressed (${printable(layer.mediaType)}), which exobuild cannot decompress for this output`, {
 			hint: 'build with gzip or uncompressed layers (the default), or use --output type=oci',
 			code: outputErrorCode,
+			exitCode: 2,
 		});
 	}
 
 	return magic[0] === 0x1F && magic[1] === 0x8B ? 'gzip' : 'none';
 };
 
-/** The layer as an uncompressed tar stream. */
-export const openLayer = async (layoutDir: string, layer: Descriptor): Promise<Readable> => {
-	const compression = await layerCompression(layoutDir, layer);
-	const source = createReadStream(blobPath(layoutDir, layer.digest));
+/** The layer as an uncompressed tar stream, its compressed bytes checked against its digest as they are read. */
+export const openLayer = async (layout: LayoutRef, layer: Descriptor): Promise<Readable> => {
+	const compression = await layerCompression(layout, layer);
+	const source = await readBlobStream(layout, layer);
 	if (compression === 'none') {
 		return source;
 	}

@@ -12,8 +12,10 @@ import path from 'node:path';
 import got, {type Method} from 'got';
 import {z} from 'zod';
 import {UserError} from '../errors.js';
-import {blobPath, readIndexJson} from '../oci/layout.js';
-import {indexSchema, isIndexMediaType, manifestSchema, type Descriptor} from '../oci/schema.js';
+import {verifyLayout} from '../oci/archive.js';
+import {readJsonBlob} from '../oci/blobs.js';
+import {blobPath, indexKind, readBlob, readIndexJson, readManifest} from '../oci/layout.js';
+import {isIndexMediaType, type Descriptor} from '../oci/schema.js';
 import {outputErrorCode} from './images.js';
 
 export interface ImageReference {
@@ -176,6 +178,9 @@ export const pushLayout = async (layoutDir: string, target: string, env: NodeJS.
 	const reference = parseImageReference(target);
 	const client = new RegistryClient(reference, await registryCredentials(reference, env), env);
 	const pushed = new Set<string>();
+	// Every blob is a regular file inside the layout with its descriptor's size and digest, and the
+	// nesting is within bounds, before anything is sent (the reads below rely on it).
+	await verifyLayout(layoutDir);
 
 	const pushBlob = async (descriptor: Descriptor): Promise<void> => {
 		if (pushed.has(descriptor.digest)) {
@@ -200,14 +205,14 @@ export const pushLayout = async (layoutDir: string, target: string, env: NodeJS.
 	};
 
 	const pushManifest = async (descriptor: Descriptor, tag: string): Promise<void> => {
-		const body = await fs.readFile(blobPath(layoutDir, descriptor.digest));
+		const body = await readBlob(layoutDir, descriptor);
 		if (isIndexMediaType(descriptor.mediaType)) {
-			for (const child of indexSchema.parse(JSON.parse(body.toString('utf8'))).manifests) {
+			for (const child of (await readJsonBlob(layoutDir, descriptor, undefined, indexKind)).manifests) {
 				// eslint-disable-next-line no-await-in-loop
 				await pushManifest(child, child.digest);
 			}
 		} else {
-			const manifest = manifestSchema.parse(JSON.parse(body.toString('utf8')));
+			const manifest = await readManifest(layoutDir, descriptor);
 			for (const blob of [manifest.config, ...manifest.layers]) {
 				// eslint-disable-next-line no-await-in-loop
 				await pushBlob(blob);
