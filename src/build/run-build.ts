@@ -12,9 +12,10 @@ import {ensureBuilderImage} from '../builder-image/index.js';
 import {UserError} from '../errors.js';
 import {manifestSchema, packLayoutToArchive, readBlob, readIndexJson, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
 import {isIndexMediaType} from '../oci/schema.js';
-import {writeOutput} from '../outputs/index.js';
+import {resolveFileDestination, writeOutput} from '../outputs/index.js';
 import {pushLayout} from '../outputs/registry-push.js';
 import type {BuildReporter, HostPhase} from '../progress/events.js';
+import {reapPartials} from '../runs/partials.js';
 import {StepTracker} from '../progress/steps.js';
 import {createRuntime} from '../sandboxes/index.js';
 import type {Sandbox} from '../sandboxes/runtime.js';
@@ -79,8 +80,8 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 
 	await runtime.features();
 	await hostPhase('reap-orphans', async () => {
-		const [sandboxes, scratch] = await Promise.all([runtime.reapOrphans(), reapHostScratch()]);
-		return sandboxes.removed.length + scratch.length;
+		const [sandboxes, scratch, partials] = await Promise.all([runtime.reapOrphans(), reapHostScratch(), reapPartials()]);
+		return sandboxes.removed.length + scratch.length + partials.length;
 	}, count => (count > 0 ? `removed ${count} left by killed runs` : undefined));
 
 	const builderImage = await hostPhase('builder-image', async () => ensureBuilderImage({
@@ -225,7 +226,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 
 				if (request.load && runtime.loadImage !== undefined) {
 					// The store takes an OCI archive: the output itself if it is one, else one made for it.
-					const archive = output?.type === 'oci' && output.tar !== false && output.dest !== '-' ? output.dest : `${scratch.outDir}/load.tar`;
+					const archive = output?.type === 'oci' && output.tar !== false && resolveFileDestination(output.dest).kind === 'replace' ? output.dest : `${scratch.outDir}/load.tar`;
 					if (archive !== output?.dest) {
 						await packLayoutToArchive(layout, archive, {tags: request.tags});
 					}
