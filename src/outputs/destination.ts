@@ -33,7 +33,7 @@ export const writeErrorCode = 'E_OUTPUT_WRITE';
 
 export type FileDestination =
 	/** Nothing there, or a regular file: replaced atomically. `file` is the final target (symlinks followed). */
-	| {readonly kind: 'replace'; readonly file: string; readonly mode: number | undefined}
+	| {readonly kind: 'replace'; readonly file: string; readonly previous: {readonly mode: number; readonly uid: number; readonly gid: number} | undefined}
 	/** A character device or FIFO, opened for writing. */
 	| {readonly kind: 'stream'; readonly file: string}
 	/** A descriptor this process already has open: 1 for `-` and /dev/stdout. */
@@ -58,7 +58,9 @@ const writeFailure = (file: string, error: unknown): unknown => {
 	}
 
 	if (isNoSpace(error)) {
-		return noSpaceError(path.dirname(file), error);
+		// The folder of the path that failed (a partial, a record), else the destination's.
+		const failed = (error as NodeJS.ErrnoException).path;
+		return noSpaceError(path.dirname(failed === undefined ? file : path.resolve(failed)), error);
 	}
 
 	const code = (error as NodeJS.ErrnoException | undefined)?.code;
@@ -174,7 +176,7 @@ export const resolveFileDestination = (dest: string): FileDestination => {
 	const shown = file === given ? given : `${given} (→ ${file})`;
 	if (stat === undefined || stat.isFile()) {
 		checkFolderWritable(shown, file);
-		return {kind: 'replace', file, mode: stat === undefined ? undefined : stat.mode & 0o777};
+		return {kind: 'replace', file, previous: stat === undefined ? undefined : {mode: stat.mode & 0o777, uid: stat.uid, gid: stat.gid}};
 	}
 
 	if (stat.isCharacterDevice() || stat.isFIFO()) {
@@ -282,17 +284,27 @@ const fsyncFd = promisify(fs.fsync);
 const closeFd = promisify(fs.close);
 const fstatFd = promisify(fs.fstat);
 const fchmodFd = promisify(fs.fchmod);
+const fchownFd = promisify(fs.fchown);
 
-const replaceFile = async (file: string, mode: number | undefined, write: (out: Writable) => Promise<void>): Promise<void> => {
+type ReplacedFile = NonNullable<Extract<FileDestination, {kind: 'replace'}>['previous']>;
+
+const replaceFile = async (file: string, previous: ReplacedFile | undefined, write: (out: Writable) => Promise<void>): Promise<void> => {
 	const partial = partialPathOf(file);
-	const tracked = await trackPartial(partial);
+	const tracked = await trackPartial(partial).catch((error: unknown) => {
+		throw writeFailure(file, error);
+	});
 	let fd: number | undefined;
 	let streamError: unknown;
 	let fromSource = false;
 	try {
-		fd = await openFd(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode ?? 0o666);
-		if (mode !== undefined) {
-			await fchmodFd(fd, mode); // the file it replaces keeps its permissions (the umask narrowed them)
+		fd = await openFd(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, previous?.mode ?? 0o666);
+		if (previous !== undefined) {
+			// The file keeps its owner (when root can give it) and permissions (the umask narrowed them), as buildx's truncate-and-write does.
+			if (process.getuid?.() === 0) {
+				await fchownFd(fd, previous.uid, previous.gid);
+			}
+
+			await fchmodFd(fd, previous.mode);
 		}
 
 		const out = fs.createWriteStream('', {fd, autoClose: false});
@@ -356,7 +368,7 @@ export const writeFileDestination = async (dest: string, write: (out: Writable) 
 	const destination = resolveFileDestination(dest);
 	switch (destination.kind) {
 		case 'replace': {
-			await replaceFile(destination.file, destination.mode, write);
+			await replaceFile(destination.file, destination.previous, write);
 			return;
 		}
 

@@ -228,6 +228,25 @@ test('a symlink dest is followed (relative, chained, dangling): the target is wr
 	victim.remove();
 });
 
+test('a replaced file keeps its permissions and owner (buildx truncates and writes it), never a setuid bit', async () => {
+	const victim = makeVictim();
+	const layout = await smallLayout();
+	const folder = fresh('modes');
+	const dest = path.join(folder, 'image.tar');
+	fs.writeFileSync(dest, 'previous');
+	fs.chmodSync(dest, 0o4640);
+	fs.chownSync(dest, 1234, 5678);
+	await writeOutput(layout, {type: 'oci', dest});
+	const stat = fs.lstatSync(dest);
+	assert.ok(stat.isFile());
+	assert.equal(stat.mode & 0o7777, 0o640);
+	assert.deepEqual([stat.uid, stat.gid], [1234, 5678]);
+	assert.notEqual(fs.readFileSync(dest, 'utf8'), 'previous');
+	assert.deepEqual(fs.readdirSync(folder), ['image.tar']);
+	victim.assertUnchanged();
+	victim.remove();
+});
+
 test('a full filesystem: exit 1 naming the folder, the previous file byte for byte intact, no partial left', async () => {
 	const victim = makeVictim();
 	const oci = await bigOciLayout(2 * 1024 * 1024);
