@@ -63,8 +63,9 @@ const writeFailure = (file: string, error: unknown): unknown => {
 		return noSpaceError(path.dirname(failed === undefined ? file : path.resolve(failed)), error);
 	}
 
-	const code = (error as NodeJS.ErrnoException | undefined)?.code;
-	return new UserError(`cannot write ${file}: ${code ?? (error as Error).message}`, {
+	const {code, path: failed} = (error ?? {}) as NodeJS.ErrnoException;
+	const where = failed === undefined || path.resolve(failed) === file ? '' : ` (${failed})`;
+	return new UserError(`cannot write ${file}: ${code ?? (error as Error).message}${where}`, {
 		hint: 'check the destination (permissions, a reader for a FIFO, the disk); a previous file there was kept',
 		code: writeErrorCode,
 		exitCode: 1,

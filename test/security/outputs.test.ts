@@ -20,7 +20,7 @@ import {isUserError} from '../../src/errors.js';
 import {blobPath, LayoutWriter, mediaTypes, type Descriptor} from '../../src/oci/index.js';
 import {writeOutput, type OutputTarget} from '../../src/outputs/index.js';
 import {reapPartials} from '../../src/runs/partials.js';
-import {exobuild, fixturesDir, repoRoot} from '../e2e/helpers.js';
+import {exobuild, exobuildEnv, fixturesDir, repoRoot} from '../e2e/helpers.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {makeVictim} from './victim.js';
 
@@ -441,6 +441,7 @@ test('a build into /dev/null keeps /dev/null; symlinked --metadata-file and --ii
 	assert.equal(fs.readFileSync(path.join(folder, 'real', 'iid'), 'utf8'), metadata['containerimage.config.digest']);
 	assert.deepEqual(fs.readdirSync(folder).sort(), ['iid', 'metadata.json', 'real']);
 	assert.deepEqual(fs.readdirSync(path.join(folder, 'real')).sort(), ['iid', 'metadata.json']);
+	assert.deepEqual(fs.readdirSync(path.join(exobuildEnv.EXOBUILD_CACHE_DIR, 'runs')).filter(name => name.endsWith('.partials')), [], 'the run left its partials record folder');
 	victim.assertUnchanged();
 	victim.remove();
 });
