@@ -129,9 +129,17 @@ const follow = (file: string): {fd: number} | {file: string; stat: fs.Stats | un
 /** Refuses a `file` whose folder is missing or where a file cannot be made: a file is made there and removed (the one check that sees /proc, read-only mounts and root alike). */
 const checkFolderWritable = (given: string, file: string): void => {
 	const folder = path.dirname(file);
-	const stat = lstatOrUndefined(folder) === undefined ? undefined : fs.statSync(folder);
-	if (stat === undefined || !stat.isDirectory()) {
+	let stat: fs.Stats | undefined;
+	try {
+		stat = fs.statSync(folder);
+	} catch {}
+
+	if (stat === undefined) {
 		throw refuse(`output ${given}: folder ${folder} does not exist`, 'create it first, or choose another dest');
+	}
+
+	if (!stat.isDirectory()) {
+		throw refuse(`output ${given}: ${folder} is not a folder`, 'choose a dest in a folder');
 	}
 
 	const probe = partialPathOf(file);
@@ -226,7 +234,14 @@ export const resolveLayoutFolderDestination = (dest: string): string => {
 		throw refuse(`output ${shown} is not a folder`, 'type=oci,tar=false writes a folder; name a new folder or an OCI layout folder');
 	}
 
-	if (stat !== undefined && fs.readdirSync(file).length > 0 && !fs.existsSync(path.join(file, 'oci-layout'))) {
+	let entries: string[] = [];
+	try {
+		entries = stat === undefined ? [] : fs.readdirSync(file);
+	} catch (error) {
+		throw refuse(`output ${shown}: cannot read the folder (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, 'choose a folder you can read and write');
+	}
+
+	if (entries.length > 0 && !entries.includes('oci-layout')) {
 		throw refuse(`output ${shown} holds files and is not an OCI layout: writing the layout would replace them`, 'name a new or empty folder, e.g. dest=out/layout');
 	}
 

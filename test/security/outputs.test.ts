@@ -296,7 +296,7 @@ const killWhileWriting = async (layout: string, dest: string): Promise<string> =
 			done = true;
 		});
 		while (!done && partial === undefined) {
-			const name = fs.readdirSync(path.dirname(dest)).find(entry => partialName.test(entry) && fs.statSync(path.join(path.dirname(dest), entry)).size > 1024 * 1024);
+			const name = fs.readdirSync(path.dirname(dest)).find(entry => partialName.test(entry) && (fs.statSync(path.join(path.dirname(dest), entry), {throwIfNoEntry: false})?.size ?? 0) > 1024 * 1024);
 			if (name === undefined) {
 				// eslint-disable-next-line no-await-in-loop
 				await new Promise(resolve => setTimeout(resolve, 2));
