@@ -277,18 +277,25 @@ test('a full filesystem: exit 1 naming the folder, the previous file byte for by
 	victim.remove();
 });
 
-/** Starts a child that writes a large type=oci archive to `dest`; kills it (SIGKILL) while the partial exists. Returns the partial's path. */
-const killWhileWriting = async (layout: string, dest: string): Promise<string> => {
+/**
+ * Starts a child that writes a large type=oci archive to `dest` (on SIGTERM it runs the exit
+ * cleanups, as the CLI does, and exits 143); sends it `signal` while the partial exists.
+ * Returns the partial's path.
+ */
+const killWhileWriting = async (layout: string, dest: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<string> => {
 	const script = path.join(work, 'write-output.mjs');
 	fs.writeFileSync(script, [
 		`import {writeOutput} from ${JSON.stringify(path.join(repoRoot, 'dist', 'src', 'outputs', 'index.js'))};`,
+		`import {runExitCleanups} from ${JSON.stringify(path.join(repoRoot, 'dist', 'src', 'runs', 'exit-cleanups.js'))};`,
+		'process.on(\'SIGTERM\', () => void runExitCleanups().then(() => process.exit(143)));',
 		'await writeOutput(process.argv[2], {type: \'oci\', dest: process.argv[3]});',
 		'',
 	].join('\n'));
 	for (let attempt = 0; attempt < 5; attempt++) {
+		fs.writeFileSync(dest, 'previous'); // again, if the last attempt finished writing before the signal
 		const child = spawn(process.execPath, [script, layout, dest], {stdio: 'ignore', env: {...process.env, EXOBUILD_CACHE_DIR: cache}});
-		const exited = new Promise<void>(resolve => {
-			child.once('exit', () => resolve());
+		const exited = new Promise<number | null>(resolve => {
+			child.once('exit', code => resolve(code));
 		});
 		let partial: string | undefined;
 		let done = false;
@@ -302,18 +309,18 @@ const killWhileWriting = async (layout: string, dest: string): Promise<string> =
 				await new Promise(resolve => setTimeout(resolve, 2));
 			} else {
 				partial = path.join(path.dirname(dest), name);
-				child.kill('SIGKILL');
+				child.kill(signal);
 			}
 		}
 
 		// eslint-disable-next-line no-await-in-loop
-		await exited;
-		if (partial !== undefined && fs.existsSync(partial)) {
+		const code = await exited;
+		if (partial !== undefined && (signal === 'SIGKILL' ? fs.existsSync(partial) : code === 143)) {
 			return partial;
 		}
 	}
 
-	throw new Error('the child finished writing before it could be killed, five times');
+	throw new Error(`the child finished writing before ${signal} reached it, five times`);
 };
 
 test('a run SIGKILLed while writing a large output leaves a partial that the next run (and reapPartials) removes', async () => {
@@ -321,7 +328,6 @@ test('a run SIGKILLed while writing a large output leaves a partial that the nex
 	const layout = await bigOciLayout(96 * 1024 * 1024);
 	const folder = fresh('killed');
 	const dest = path.join(folder, 'image.tar');
-	fs.writeFileSync(dest, 'previous');
 
 	const first = await killWhileWriting(layout, dest);
 	assert.match(path.basename(first), /^\.image\.tar\.[\da-f]{8}\.partial$/);
@@ -336,6 +342,19 @@ test('a run SIGKILLed while writing a large output leaves a partial that the nex
 	assert.equal(fs.readFileSync(dest, 'utf8'), 'previous', 'the destination was touched');
 	assert.deepEqual(fs.readdirSync(folder), ['image.tar']);
 	assert.deepEqual(fs.readdirSync(path.join(cache, 'runs')).filter(name => name.endsWith('.partials')), [], 'the dead runs\' records were removed');
+	victim.assertUnchanged();
+	victim.remove();
+});
+
+test('a signal while writing removes the partial (the exit cleanups know it); the destination is untouched', async () => {
+	const victim = makeVictim();
+	const layout = await bigOciLayout(96 * 1024 * 1024);
+	const folder = fresh('signalled');
+	const dest = path.join(folder, 'image.tar');
+	const partial = await killWhileWriting(layout, dest, 'SIGTERM');
+	assert.ok(!fs.existsSync(partial), `${partial} was left`);
+	assert.equal(fs.readFileSync(dest, 'utf8'), 'previous');
+	assert.deepEqual(fs.readdirSync(folder), ['image.tar']);
 	victim.assertUnchanged();
 	victim.remove();
 });
