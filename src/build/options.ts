@@ -4,10 +4,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import {UserError} from '../errors.js';
+import {resolveFileDestination, resolveLayoutFolderDestination} from '../outputs/destination.js';
 import {hostPlatform, parsePlatforms, supportedPlatformIds} from '../platforms/parse.js';
 import {parseCache} from './cache-options.js';
 import {parseEngineOptions, type RawEngineOptions, type SshSource} from './engine-options.js';
-import {UserError} from '../errors.js';
 import {csv, usage} from './option-values.js';
 import {
 	buildContextSchema, driverNames, engineNames, outputSchema, progressModes,
@@ -72,18 +73,32 @@ const splitBuildContexts = (values: readonly string[], cwd: string): {layoutCont
 	return {layoutContexts, localContexts};
 };
 
-/** A file written after the build (--metadata-file, --iidfile): its folder must exist. */
+/**
+ * A file written after the build (--metadata-file, --iidfile): checked now as every file output
+ * is (src/outputs/destination.ts), so a folder, a socket or an unwritable folder is refused
+ * before anything starts.
+ */
 const resultFile = (flag: string, value: string | undefined, cwd: string): string | undefined => {
 	if (value === undefined) {
 		return undefined;
 	}
 
 	const absolute = path.resolve(cwd, value);
-	if (!fs.existsSync(path.dirname(absolute)) || (fs.existsSync(absolute) && fs.statSync(absolute).isDirectory())) {
-		throw usage(`${flag} ${absolute}: ${fs.existsSync(absolute) ? 'is a folder' : `folder ${path.dirname(absolute)} does not exist`}`, `name a file in an existing folder, e.g. ${flag} out/${flag === '--iidfile' ? 'iid.txt' : 'metadata.json'}`);
-	}
-
+	checkFileDestination(flag, absolute);
 	return absolute;
+};
+
+/** resolveFileDestination's refusal, naming the flag. */
+const checkFileDestination = (flag: string, absolute: string): void => {
+	try {
+		resolveFileDestination(absolute);
+	} catch (error) {
+		if (error instanceof UserError) {
+			throw new UserError(`${flag} ${error.message.replace(/^output /, '')}`, {hint: error.hint, code: error.code, exitCode: error.exitCode, cause: error});
+		}
+
+		throw error;
+	}
 };
 
 /** A step silent and idle this long is taken for an emulator hang. */
@@ -288,19 +303,38 @@ export const parseOutput = (values: readonly string[], cwd: string): {target: Ou
 	return {target: target.data, names};
 };
 
-/** The folder a dest goes in must exist; a file dest must not be a folder, a folder dest not a file. */
+/**
+ * The folder a dest goes in must exist. A file dest is checked as every file output is
+ * (src/outputs/destination.ts: no folder, block device or socket, a folder that can be written);
+ * an oci layout folder must be a folder, new, empty or a layout; a local dest not a file.
+ */
 const checkedDest = (absolute: string, kind: 'file' | 'folder' | 'local'): string => {
+	if (kind === 'file') {
+		checkFileDestination('--output dest:', absolute);
+		return absolute;
+	}
+
+	if (kind === 'folder') {
+		try {
+			resolveLayoutFolderDestination(absolute);
+		} catch (error) {
+			if (error instanceof UserError) {
+				throw new UserError(`--output dest: ${error.message.replace(/^output /, '')}`, {hint: error.hint, code: error.code, exitCode: error.exitCode, cause: error});
+			}
+
+			throw error;
+		}
+
+		return absolute;
+	}
+
 	const parent = path.dirname(absolute);
 	if (!fs.existsSync(parent) || !fs.statSync(parent).isDirectory()) {
 		throw usage(`--output dest: folder ${parent} does not exist`, 'create it first, or choose another dest');
 	}
 
 	const stat = fs.existsSync(absolute) ? fs.statSync(absolute) : undefined;
-	if (kind === 'file' && stat?.isDirectory()) {
-		throw usage(`--output dest: ${absolute} is a folder`, 'this output type writes one archive file; name a file');
-	}
-
-	if (kind !== 'file' && stat !== undefined && !stat.isDirectory()) {
+	if (stat !== undefined && !stat.isDirectory()) {
 		throw usage(`--output dest: ${absolute} is a file`, 'this output type writes a folder; name a folder');
 	}
 

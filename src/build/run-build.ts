@@ -13,9 +13,10 @@ import {UserError, userErrorOf, errorTable} from '../errors.js';
 import {addExitCleanup} from '../runs/exit-cleanups.js';
 import {packLayoutToArchive, readIndexJson, readManifest, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
 import {isIndexMediaType} from '../oci/schema.js';
-import {writeOutput} from '../outputs/index.js';
+import {resolveFileDestination, writeOutput} from '../outputs/index.js';
 import {pushLayout} from '../outputs/registry-push.js';
 import type {BuildReporter, HostPhase} from '../progress/events.js';
+import {reapPartials} from '../runs/partials.js';
 import {StepTracker} from '../progress/steps.js';
 import {createRuntime} from '../sandboxes/index.js';
 import type {Sandbox, SandboxRuntime} from '../sandboxes/runtime.js';
@@ -157,8 +158,8 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 	const planned = await abortable(findOrPlanBuilder(runtime), signal);
 	checkEngineAgainstBuilder(request, planned.kind, planned.reference);
 	await hostPhase('reap-orphans', async () => {
-		const [sandboxes, scratch] = await Promise.all([runtime.reapOrphans(), reapHostScratch()]);
-		return sandboxes.removed.length + scratch.length;
+		const [sandboxes, scratch, partials] = await Promise.all([runtime.reapOrphans(), reapHostScratch(), reapPartials()]);
+		return sandboxes.removed.length + scratch.length + partials.length;
 	}, count => (count > 0 ? `removed ${count} left by killed runs` : undefined));
 
 	const builderImage = await hostPhase('builder-image', async () => planned.image ?? ensureBuilderImage({
@@ -317,7 +318,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 
 				if (request.load && runtime.loadImage !== undefined) {
 					// The store takes an OCI archive: the output itself if it is one, else one made for it.
-					const archive = output?.type === 'oci' && output.tar !== false && output.dest !== '-' ? output.dest : `${scratch.outDir}/load.tar`;
+					const archive = output?.type === 'oci' && output.tar !== false && resolveFileDestination(output.dest).kind === 'replace' ? output.dest : `${scratch.outDir}/load.tar`;
 					if (archive !== output?.dest) {
 						await abortable(packLayoutToArchive(layout, archive, {tags: request.tags}), signal);
 					}

@@ -4,13 +4,16 @@
  * apple-container runtime loads it into Apple's image store first). `builder save | load |
  * fetch | ls | rm` work on this store, so a builder reaches an air-gapped machine as one file.
  */
+import {createReadStream} from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import {pipeline} from 'node:stream/promises';
 import * as tar from 'tar';
 import {z} from 'zod';
 import {UserError} from '../errors.js';
 import {readConfig, readIndexJson, readManifest, userLayout, verifyLayout, writeFileAtomically} from '../oci/index.js';
 import {isIndexMediaType} from '../oci/schema.js';
+import {writeFileDestination} from '../outputs/destination.js';
 import {builderImagesDir} from '../paths.js';
 import {hostPlatform} from '../platforms/parse.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
@@ -178,9 +181,13 @@ export const importBuilderArchive = async (file: string): Promise<StoredBuilder>
 	}
 };
 
-/** Writes a stored image's archive to `dest` (atomically: an existing file is replaced only by a complete copy). */
+/**
+ * Writes a stored image's archive to `dest` as every file output is written
+ * (src/outputs/destination.ts): a file is replaced only by a complete copy, a symlink followed, a
+ * device or FIFO written through.
+ */
 export const exportBuilderImage = async (image: BuilderImage, dest: string): Promise<void> => {
-	await writeFileAtomically(dest, async partial => fs.copyFile(image.archivePath, partial));
+	await writeFileDestination(dest, async out => pipeline(createReadStream(image.archivePath), out, {end: false}));
 };
 
 export const removeBuilderImage = async (image: BuilderImage): Promise<void> => {

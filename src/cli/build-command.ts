@@ -1,18 +1,22 @@
-import fs from 'node:fs/promises';
 import process from 'node:process';
 import {Option, type Command} from 'commander';
 import {defaultHangTimeout, toBuildRequest, type RawBuildOptions} from '../build/options.js';
 import type {BuildRequest} from '../build/request.js';
 import {runBuild, type BuildResult} from '../build/run-build.js';
-import {normaliseReference, writeFileAtomically} from '../oci/index.js';
-import {interruptedBy} from '../errors.js';
+import {normaliseReference} from '../oci/index.js';
+import {writeFileContent, writesToStdout} from '../outputs/destination.js';
+import {interruptedBy, UserError} from '../errors.js';
 import {runExitCleanups} from '../runs/exit-cleanups.js';
 import {createReporter} from '../progress/create-reporter.js';
 import {defaultRuntime} from '../sandboxes/index.js';
 import {collect} from './main.js';
 import {watchStopSignals} from './stop-signals.js';
 
-/** --metadata-file (buildx's keys) and --iidfile, each written whole or not at all. */
+/**
+ * --metadata-file (buildx's keys) and --iidfile, as every file output is written
+ * (src/outputs/destination.ts): a file whole or not at all, a symlink followed, a device, FIFO or
+ * /dev/stdout written through.
+ */
 const writeResultFiles = async (request: BuildRequest, result: BuildResult): Promise<void> => {
 	if (request.metadataFile !== undefined) {
 		const metadata = {
@@ -23,11 +27,11 @@ const writeResultFiles = async (request: BuildRequest, result: BuildResult): Pro
 			'exobuild.platforms': result.platforms,
 			'exobuild.engine': result.engine,
 		};
-		await writeFileAtomically(request.metadataFile, async partial => fs.writeFile(partial, `${JSON.stringify(metadata, undefined, 2)}\n`));
+		await writeFileContent(request.metadataFile, `${JSON.stringify(metadata, undefined, 2)}\n`);
 	}
 
 	if (request.iidFile !== undefined) {
-		await writeFileAtomically(request.iidFile, async partial => fs.writeFile(partial, result.configDigest ?? result.descriptor.digest));
+		await writeFileContent(request.iidFile, result.configDigest ?? result.descriptor.digest);
 	}
 };
 
@@ -90,7 +94,8 @@ export const registerBuildCommand = (program: Command): void => {
 				ok = true;
 				await reporter.finish({ok});
 				await writeResultFiles(request, result);
-				if (request.output?.dest !== '-') {
+				// The digest line, unless stdout already carries the archive or a result file.
+				if (![request.output?.dest, request.iidFile, request.metadataFile].some(dest => dest !== undefined && writesToStdout(dest))) {
 					process.stdout.write(`${result.digest}\n`);
 				}
 			} catch (error) {

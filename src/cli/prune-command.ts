@@ -1,6 +1,6 @@
 /**
  * `exobuild prune`: removes what killed runs left behind (sandboxes/VMs whose owner is gone,
- * host scratch folders), shrinks the build caches to a size bound (least recently used first)
+ * host scratch folders, partial outputs beside their destinations), shrinks the build caches to a size bound (least recently used first)
  * and, with --builders, removes builder images not made from this checkout's recipes. Builds
  * do the first part themselves on start; this is for doing it on demand.
  */
@@ -9,6 +9,7 @@ import {listWithCurrency, removeBuilderImage} from '../builder-image/index.js';
 import {parseSize, pruneProjectCaches} from '../build/build-cache.js';
 import {reapHostScratch} from '../build/host-scratch.js';
 import {UserError} from '../errors.js';
+import {reapPartials} from '../runs/partials.js';
 import {createRuntime, defaultRuntime, runtimeNames} from '../sandboxes/index.js';
 import type {RuntimeName} from '../sandboxes/runtime.js';
 
@@ -29,6 +30,10 @@ export const registerPruneCommand = (program: Command): void => {
 			await runtime.features();
 			const sandboxes = await runtime.reapOrphans();
 			const scratch = await reapHostScratch();
+			for (const partial of await reapPartials()) {
+				process.stdout.write(`partial ${partial}\n`);
+			}
+
 			for (const id of sandboxes.removed) {
 				process.stdout.write(`sandbox ${id}\n`);
 			}

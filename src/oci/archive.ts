@@ -2,11 +2,13 @@
  * OCI image archives (a tar of an OCI image layout): writing exobuild's output atomically, and
  * reading one back (tests, the demo).
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import {Readable} from 'node:stream';
+import {Readable, type Writable} from 'node:stream';
+import {pipeline} from 'node:stream/promises';
 import * as tar from 'tar';
+import {UserError} from '../errors.js';
+import {partialPathOf, trackPartial} from '../runs/partials.js';
 import {blobName, shortDigest, verifyBlob, type LayoutRef} from './blobs.js';
 import {countListed, manifestRoles, readIndexJson, readManifest, readNestedIndex, startWalk} from './layout.js';
 import {
@@ -81,9 +83,15 @@ export const verifyLayout = async (layout: LayoutRef): Promise<Set<string>> => {
 	return seen;
 };
 
-/** Writes `file` through a temporary sibling and a rename: readers see the old file or the complete new one. */
+/**
+ * Writes `file` through a partial sibling (tracked: a signal removes it, the next run reaps it
+ * after a SIGKILL), fsync'd and renamed over `file`: readers see the old file or the complete new
+ * one. For exobuild's own files (the cache): whatever is at `file`, a symlink too, is replaced,
+ * never followed. A user's output goes through src/outputs/destination.ts instead.
+ */
 export const writeFileAtomically = async (file: string, write: (partial: string) => Promise<void>): Promise<void> => {
-	const partial = path.join(path.dirname(file), `.${path.basename(file)}.${crypto.randomBytes(4).toString('hex')}.partial`);
+	const tracked = await trackPartial(partialPathOf(file));
+	const partial = tracked.path;
 	try {
 		await write(partial);
 		const handle = await fs.open(partial, 'r');
@@ -94,8 +102,15 @@ export const writeFileAtomically = async (file: string, write: (partial: string)
 		}
 
 		await fs.rename(partial, file);
+		await tracked.release();
 	} catch (error) {
-		await fs.rm(partial, {force: true});
+		await tracked.discard();
+		if (['ENOSPC', 'EDQUOT'].includes(String((error as NodeJS.ErrnoException).code))) {
+			throw new UserError(`no space left in ${path.dirname(path.resolve(file))} (${(error as NodeJS.ErrnoException).code})`, {
+				hint: 'free some space there; the previous file was kept', code: 'E_NO_SPACE', exitCode: 1, cause: error,
+			});
+		}
+
 		throw error;
 	}
 };
@@ -119,26 +134,38 @@ export const taggedIndex = (index: ImageIndex, layoutDir: string, tags: readonly
 };
 
 /**
- * Packs an OCI layout (one image or one index in index.json) into an archive at `dest`,
- * recording each tag (org.opencontainers.image.ref.name = the tag, io.containerd.image.name =
- * the full reference, as BuildKit's OCI exporter does). Every blob is verified first.
+ * Runs `pack` with the archive's file list while the layout's index.json names each tag
+ * (org.opencontainers.image.ref.name = the tag, io.containerd.image.name = the full reference,
+ * as BuildKit's OCI exporter does). Every blob is verified first. The layout's own index.json is
+ * put back afterwards, so the layout can be packed again (e.g. once for --output, once for --load).
  */
-export const packLayoutToArchive = async (layoutDir: string, dest: string, options: {tags: readonly string[]}): Promise<void> => {
-	const newIndex = taggedIndex(await readIndexJson(layoutDir), layoutDir, options.tags);
+const withArchiveFiles = async (layoutDir: string, tags: readonly string[], pack: (files: string[]) => Promise<void>): Promise<void> => {
+	const newIndex = taggedIndex(await readIndexJson(layoutDir), layoutDir, tags);
 	const digests = await verifyLayout(layoutDir);
-	// The archive's index.json names the tags; the layout's own is put back afterwards, so the
-	// layout can be packed again (e.g. once for --output, once for --load).
 	const indexFile = path.join(layoutDir, 'index.json');
 	const original = await fs.readFile(indexFile);
 	await fs.writeFile(indexFile, `${JSON.stringify(newIndex)}\n`);
 	try {
-		const files = ['oci-layout', 'index.json', ...[...digests].sort().map(digest => path.posix.join('blobs', ...digest.split(':')))];
-		await writeFileAtomically(dest, async partial => {
-			await tar.c({cwd: layoutDir, file: partial, portable: true, noDirRecurse: true, mtime: new Date(0)}, files);
-		});
+		await pack(['oci-layout', 'index.json', ...[...digests].sort().map(digest => path.posix.join('blobs', ...digest.split(':')))]);
 	} finally {
 		await fs.writeFile(indexFile, original);
 	}
+};
+
+const archiveOptions = (layoutDir: string) => ({cwd: layoutDir, portable: true, noDirRecurse: true, mtime: new Date(0)});
+
+/** Packs an OCI layout (one image or one index in index.json) into an archive file at `dest` (exobuild's own files; see writeFileAtomically). */
+export const packLayoutToArchive = async (layoutDir: string, dest: string, options: {tags: readonly string[]}): Promise<void> => {
+	await withArchiveFiles(layoutDir, options.tags, async files => writeFileAtomically(dest, async partial => {
+		await tar.c({...archiveOptions(layoutDir), file: partial}, files);
+	}));
+};
+
+/** Packs an OCI layout into `out` (not ended): the same archive packLayoutToArchive writes, for a user's output. */
+export const packLayoutToStream = async (layoutDir: string, out: Writable, options: {tags: readonly string[]}): Promise<void> => {
+	await withArchiveFiles(layoutDir, options.tags, async files => {
+		await pipeline(Readable.from(tar.c(archiveOptions(layoutDir), files) as unknown as AsyncIterable<Buffer>), out, {end: false});
+	});
 };
 
 export interface InspectedImage {

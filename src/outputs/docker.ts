@@ -9,15 +9,15 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import {Transform, type Writable} from 'node:stream';
+import {Readable, Transform, type Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import * as tar from 'tar';
 import {UserError} from '../errors.js';
-import {normaliseReference, writeFileAtomically} from '../oci/archive.js';
+import {normaliseReference} from '../oci/archive.js';
 import {readBlob} from '../oci/layout.js';
 import {configSchema} from '../oci/schema.js';
-import {removeTree} from '../runs/owned-dir.js';
-import {streamTo} from './atomic.js';
+import {partialPathOf, trackPartial} from '../runs/partials.js';
+import {isNoSpace, noSpaceError, resolveFileDestination, writeFileDestination} from './destination.js';
 import {openLayer, outputErrorCode, selectImages, verifyLayers} from './images.js';
 
 export interface DockerArchiveOptions {
@@ -100,23 +100,28 @@ const stage = async (layoutDir: string, staging: string, options: DockerArchiveO
 const packOptions = (staging: string) => ({cwd: staging, portable: true, mtime: new Date(0)});
 
 /**
- * Writes a `docker load` archive of the layout's one image to `dest` (a file, replaced
- * atomically; `-`: stdout). A layout with several platforms is refused unless `platforms` picks one.
+ * Writes a `docker load` archive of the layout's one image to `dest` (./destination.ts: a file
+ * is replaced atomically; a device, FIFO or `-` (stdout) written as a stream). The files are
+ * staged first in a tracked partial folder: beside a file dest (the space is needed there
+ * anyway), else in the temp folder. A layout with several platforms is refused unless
+ * `platforms` picks one.
  */
 export const writeDockerArchive = async (layoutDir: string, dest: string, options: DockerArchiveOptions = {}): Promise<void> => {
-	const toStdout = dest === '-';
-	const staging = toStdout
-		? await fs.mkdtemp(path.join(os.tmpdir(), 'exobuild-docker-'))
-		: path.join(path.dirname(path.resolve(dest)), `.${path.basename(dest)}.${crypto.randomBytes(4).toString('hex')}.staging`);
+	const destination = resolveFileDestination(dest);
+	const staging = await trackPartial(partialPathOf(destination.kind === 'replace' ? `${destination.file}-staging` : path.join(os.tmpdir(), 'exobuild-docker')));
 	try {
-		await fs.mkdir(staging, {recursive: true});
-		const files = await stage(layoutDir, staging, options);
-		if (toStdout) {
-			await streamTo(tar.c(packOptions(staging), files) as unknown as AsyncIterable<Buffer>, options.stdout ?? process.stdout);
-		} else {
-			await writeFileAtomically(dest, async partial => tar.c({...packOptions(staging), file: partial}, files));
+		let files: string[];
+		try {
+			await fs.mkdir(staging.path, {mode: 0o700});
+			files = await stage(layoutDir, staging.path, options);
+		} catch (error) {
+			throw isNoSpace(error) ? noSpaceError(path.dirname(staging.path), error) : error;
 		}
+
+		await writeFileDestination(dest, async out => {
+			await pipeline(Readable.from(tar.c(packOptions(staging.path), files) as unknown as AsyncIterable<Buffer>), out, {end: false});
+		}, options.stdout === undefined ? {} : {stdout: options.stdout});
 	} finally {
-		await removeTree(staging);
+		await staging.discard();
 	}
 };

@@ -58,3 +58,7 @@ export {writeOciArchive, writeOciLayoutDir, type OciOutputOptions} from './oci.j
 export {writeTarOutput, type TarOutputOptions} from './tar.js';
 export {outputErrorCode, platformFolder, selectImages, type SelectedImage} from './images.js';
 export {replaceDirAtomically} from './atomic.js';
+export {
+	destinationErrorCode, noSpaceErrorCode, resolveFileDestination, resolveLayoutFolderDestination, writeErrorCode, writeFileContent, writeFileDestination, writesToStdout,
+	type FileDestination,
+} from './destination.js';

@@ -1,15 +1,11 @@
 /**
  * `--output type=tar,dest=FILE|-`: the root filesystem as one tar (several platforms: a
- * top-level folder per platform, linux_arm64/…). A file is replaced atomically; `-` streams to
- * stdout and writes nothing else there.
+ * top-level folder per platform, linux_arm64/…), written by ./destination.ts: a file is replaced
+ * atomically; a device, FIFO or `-` (stdout) written as a stream, and nothing else written there.
  */
-import {createWriteStream} from 'node:fs';
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import {Readable, type Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
-import {writeFileAtomically} from '../oci/archive.js';
-import {streamTo} from './atomic.js';
+import {writeFileDestination} from './destination.js';
 import {layerCompression, selectImages, verifyLayers} from './images.js';
 import {rootfsTar} from './rootfs-tar.js';
 
@@ -28,13 +24,7 @@ export const writeTarOutput = async (layoutDir: string, dest: string, options: T
 		await layerCompression(layoutDir, layer); // zstd is refused before the first byte is written
 	}
 
-	if (dest === '-') {
-		await streamTo(rootfsTar(layoutDir, images), options.stdout ?? process.stdout);
-		return;
-	}
-
-	await fs.mkdir(path.dirname(path.resolve(dest)), {recursive: true});
-	await writeFileAtomically(dest, async partial => {
-		await pipeline(Readable.from(rootfsTar(layoutDir, images)), createWriteStream(partial));
-	});
+	await writeFileDestination(dest, async out => {
+		await pipeline(Readable.from(rootfsTar(layoutDir, images)), out, {end: false});
+	}, options.stdout === undefined ? {} : {stdout: options.stdout});
 };

@@ -21,9 +21,20 @@ export const partialPathOf = (dest: string): string =>
 	path.join(path.dirname(path.resolve(dest)), `.${path.basename(dest)}.${crypto.randomBytes(4).toString('hex')}.partial`);
 
 let records: Promise<OwnedDir> | undefined;
+/** Partials tracked now, or being tracked: the records folder goes when the last one is released. */
+let live = 0;
 const recordsDir = async (): Promise<OwnedDir> => {
 	records ??= createOwnedDir(path.join(runsDir(), `${process.pid}-${crypto.randomBytes(4).toString('hex')}${recordSuffix}`), 'partials');
 	return records;
+};
+
+const leave = async (): Promise<void> => {
+	live--;
+	if (live === 0 && records !== undefined) {
+		const done = records;
+		records = undefined;
+		await (await done.catch(() => undefined))?.remove();
+	}
 };
 
 /** A path's lstat, or undefined when it does not exist. */
@@ -53,13 +64,26 @@ export const trackPartial = async (partial: string): Promise<TrackedPartial> => 
 		throw new Error(`internal: ${partial} is not named like a partial output`);
 	}
 
-	const owned = await recordsDir();
-	const record = path.join(owned.path, crypto.createHash('sha256').update(partial).digest('hex').slice(0, 16));
-	await fs.writeFile(record, partial, {mode: 0o600});
+	live++;
+	let record: string;
+	try {
+		const owned = await recordsDir();
+		record = path.join(owned.path, crypto.createHash('sha256').update(partial).digest('hex').slice(0, 16));
+		await fs.writeFile(record, partial, {mode: 0o600});
+	} catch (error) {
+		await leave();
+		throw error;
+	}
+
 	const unregister = addExitCleanup(async () => removePartial(partial));
+	let released = false;
 	const release = async (): Promise<void> => {
 		unregister();
-		await fs.rm(record, {force: true});
+		if (!released) {
+			released = true;
+			await fs.rm(record, {force: true});
+			await leave();
+		}
 	};
 
 	return {
