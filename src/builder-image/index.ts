@@ -15,7 +15,7 @@ import {LayoutWriter, normaliseReference} from '../oci/index.js';
 import {containerdNameAnnotation} from '../oci/schema.js';
 import {builderImagesDir, vmImageDir} from '../paths.js';
 import {ensureCacheFolder, readCacheRecord} from '../runs/cache-guard.js';
-import {writeCacheFile, writeCacheJson} from '../runs/cache-write.js';
+import {writeCacheJson} from '../runs/cache-write.js';
 import {withLock} from '../runs/lock.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
 import type {SandboxRuntime} from '../sandboxes/runtime.js';
@@ -169,9 +169,10 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 			await writer.finish(manifest, reference.slice(reference.indexOf(':') + 1), {[containerdNameAnnotation]: normaliseReference(reference)});
 			const archivePath = archivePathFor(inputHash);
 			options.onProgress?.('Write image archive', archivePath);
-			await writeCacheFile(archivePath, async partial => {
-				await tar.c({cwd: layoutDir, file: partial, portable: true, mtime: new Date(0)}, ['oci-layout', 'index.json', 'blobs']);
-			});
+			// Written in the work folder (reaped if this run is killed), then renamed into place.
+			const written = path.join(work.path, 'archive.tar');
+			await tar.c({cwd: layoutDir, file: written, portable: true, mtime: new Date(0)}, ['oci-layout', 'index.json', 'blobs']);
+			await fs.rename(written, archivePath);
 			// Made here from verified parts: recorded as verified.
 			await writeVerifiedMemo(inputHash, manifest.digest);
 			const image: BuilderImage = {archivePath, manifestDigest: manifest.digest, inputHash, architecture: builderArchitecture(), kind: 'distro', reference};

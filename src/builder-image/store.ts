@@ -14,7 +14,7 @@ import {isIndexMediaType} from '../oci/schema.js';
 import {builderImagesDir} from '../paths.js';
 import {hostPlatform} from '../platforms/parse.js';
 import {checkCacheFolder, ensureCacheFolder, readCacheRecord, setAside} from '../runs/cache-guard.js';
-import {writeCacheFile, writeCacheJson} from '../runs/cache-write.js';
+import {writeCacheJson} from '../runs/cache-write.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
 import type {BuilderImage} from './builder-image.js';
 import {builderKinds, builderLabels, builderReference, currentInputHashes, type BuilderKind} from './identity.js';
@@ -240,18 +240,17 @@ export const importBuilderArchive = async (file: string): Promise<StoredBuilder>
 		throw new UserError(`${file} does not exist`, {hint: 'give the path of a builder archive made by `exobuild builder save`', code: 'E_BUILDER_ARCHIVE', exitCode: 2});
 	});
 	const image = await withVerifyScratch(async scratch => {
-		let verified: VerifiedBuilderArchive | undefined;
-		// The copy is verified, then renamed to the name its labels give.
-		await writeCacheFile(path.join(builderImagesDir(), 'import.tar'), async partial => {
-			await fs.copyFile(file, partial);
-			verified = await verifyBuilderArchive(partial, scratch).catch((error: unknown) => {
-				throw error instanceof UserError ? new UserError(error.message.replace(partial, file), {hint: error.hint, code: error.code, exitCode: error.exitCode}) : error;
-			});
-			return archivePathFor(verified.inputHash);
+		// The copy is what is verified, then renamed into place under the name its labels give.
+		const copy = path.join(scratch, 'archive.tar');
+		await fs.copyFile(file, copy);
+		const verified = await verifyBuilderArchive(copy, scratch).catch((error: unknown) => {
+			throw error instanceof UserError ? new UserError(error.message.replace(copy, file), {hint: error.hint, code: error.code, exitCode: error.exitCode}) : error;
 		});
-		const {inputHash, manifestDigest} = verified!;
+		const {inputHash, manifestDigest} = verified;
+		await fs.chmod(copy, 0o600);
+		await fs.rename(copy, archivePathFor(inputHash));
 		await writeVerifiedMemo(inputHash, manifestDigest);
-		const stored: BuilderImage = {archivePath: archivePathFor(inputHash), ...verified!, reference: builderReference(verified!.kind, inputHash)};
+		const stored: BuilderImage = {archivePath: archivePathFor(inputHash), ...verified, reference: builderReference(verified.kind, inputHash)};
 		await writeRecord(stored);
 		return stored;
 	});

@@ -1,43 +1,33 @@
 /**
- * Writing a file of exobuild's cache: into a partial file beside it (recorded, so a killed run's
- * partial is reaped), then renamed into place. A symlink or anything else at the destination is
- * replaced, never written through.
+ * Writing a small file of exobuild's cache (a record): into a partial file beside it, then
+ * renamed into place. A symlink or anything else at the destination is replaced, never written
+ * through. Large files (archives) are written in an owned scratch folder of the same filesystem
+ * and renamed into place, so a killed run's half-written copy is reaped with its folder.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {ensureCacheFolder} from './cache-guard.js';
-import {partialPathOf, trackPartial} from './partials.js';
 
-/**
- * Writes `file` through a partial beside it. `write` may name another destination in the same
- * folder, for a file whose name is known only once it is written (a verified archive).
- */
-export const writeCacheFile = async (file: string, write: (partial: string) => Promise<string | void>): Promise<void> => {
+export const writeCacheFile = async (file: string, content: string): Promise<void> => {
 	await ensureCacheFolder(path.dirname(file));
-	const tracked = await trackPartial(partialPathOf(file));
+	const partial = path.join(path.dirname(file), `.${path.basename(file)}.${crypto.randomBytes(4).toString('hex')}.partial`);
 	try {
-		const named = await write(tracked.path);
-		const destination = typeof named === 'string' ? named : file;
-		if (path.dirname(destination) !== path.dirname(file)) {
-			throw new Error(`internal: ${destination} is not beside ${file}`);
-		}
-
-		const handle = await fs.open(tracked.path, 'r');
+		const handle = await fs.open(partial, 'wx', 0o600);
 		try {
+			await handle.writeFile(content);
 			await handle.sync();
 		} finally {
 			await handle.close();
 		}
 
-		await fs.rename(tracked.path, destination);
+		await fs.rename(partial, file);
 	} catch (error) {
-		await tracked.discard();
+		await fs.rm(partial, {force: true});
 		throw error;
 	}
-
-	await tracked.release();
 };
 
 export const writeCacheJson = async (file: string, value: unknown): Promise<void> => {
-	await writeCacheFile(file, async partial => fs.writeFile(partial, `${JSON.stringify(value, undefined, 2)}\n`, {mode: 0o600, flag: 'wx'}));
+	await writeCacheFile(file, `${JSON.stringify(value, undefined, 2)}\n`);
 };

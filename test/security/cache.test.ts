@@ -142,6 +142,14 @@ test('a builder record naming a file outside the store: `builder rm`, `rm --stal
 	}
 
 	assert.match(fs.readdirSync(path.join(cache, 'builder-images')).join(' '), new RegExp(`${hash}\\.json\\.corrupt-`), 'the bad record is set aside');
+
+	// A record as older exobuilds wrote it, whose absolute path ends in the right name: read by that name, in this store.
+	const legacy = hashOf('legacy');
+	await importBuilderArchive(await builderArchive('legacy', legacy, 'legacy'));
+	plantLegacyRecord(legacy, path.join(victim.dir, `${legacy}.tar`));
+	const listed = await run(['builder', 'ls', '--json']);
+	assert.equal(listed.exitCode, 0, listed.all);
+	assert.deepEqual((JSON.parse(listed.stdout) as Array<{archivePath: string}>).map(image => image.archivePath), [path.join(cache, 'builder-images', `${legacy}.tar`)]);
 });
 
 test('`builder rm` in a copy of the cache leaves the original\'s archive alone', async () => {
