@@ -15,7 +15,7 @@ import {fileURLToPath} from 'node:url';
 import {execa} from 'execa';
 import * as tar from 'tar';
 import {builderArchitecture, importBuilderArchive} from '../../src/builder-image/index.js';
-import {buildCacheDir, projectCacheDir, withProjectCache} from '../../src/build/build-cache.js';
+import {buildCacheDir, projectCacheDir, pruneProjectCaches, withProjectCache} from '../../src/build/build-cache.js';
 import {isUserError} from '../../src/errors.js';
 import {LayoutWriter} from '../../src/oci/index.js';
 import {withLock} from '../../src/runs/lock.js';
@@ -233,6 +233,36 @@ test('an empty lock owner older than the grace period is broken and the build pr
 
 	const used = await withTimeout(withProjectCache(context, dockerfile, () => undefined, async data => data), 20_000, 'a build behind an empty lock owner');
 	assert.ok(fs.statSync(used).isDirectory());
+});
+
+test('prune removes a project cache while holding its lock: a build waiting for that lock then starts with a fresh cache', async () => {
+	const context = path.join(root, 'ctx-prune-race');
+	const dockerfile = path.join(context, 'Dockerfile');
+	let open: () => void = () => undefined;
+	const gate = new Promise<void>(resolve => {
+		open = resolve;
+	});
+	const first = withProjectCache(context, dockerfile, () => undefined, async data => {
+		fs.writeFileSync(path.join(data, 'layer'), 'x'.repeat(4096));
+		await gate;
+	});
+	await new Promise(resolve => setTimeout(resolve, 200));
+	let waited = false;
+	const second = withProjectCache(context, dockerfile, () => {
+		waited = true;
+	}, async data => {
+		fs.writeFileSync(path.join(data, 'layer'), 'written by the waiting build\n');
+		return data;
+	});
+	await new Promise(resolve => setTimeout(resolve, 200));
+	assert.ok(waited, 'the second build waits for the first');
+	open();
+	await first;
+	// Prune comes in between the first build's release and the waiting build's next look.
+	const removed = await pruneProjectCaches(0);
+	assert.deepEqual(removed.map(cache => path.basename(cache.dir)), [path.basename(projectCacheDir(context, dockerfile))], 'prune removed the cache');
+	const data = await withTimeout(second, 20_000, 'the waiting build');
+	assert.equal(fs.readFileSync(path.join(data, 'layer'), 'utf8'), 'written by the waiting build\n');
 });
 
 test('withLock: work that throws EEXIST rethrows at once (it is not mistaken for a held lock)', async () => {
