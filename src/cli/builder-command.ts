@@ -15,7 +15,7 @@ import {
 import {fetchVerified} from '../builder-image/fetch.js';
 import {UserError} from '../errors.js';
 import {builderImagesDir} from '../paths.js';
-import {ensureCacheFolder} from '../runs/cache-guard.js';
+import {ensureCacheFolder, setAside} from '../runs/cache-guard.js';
 import {withLock} from '../runs/lock.js';
 import {createOwnedDir} from '../runs/owned-dir.js';
 import {createRuntime, defaultRuntime, runtimeNames} from '../sandboxes/index.js';
@@ -185,6 +185,11 @@ export const registerBuilderCommand = (program: Command): void => {
 			// Kept across runs (not an owned dir), so an interrupted download resumes.
 			const dest = path.join(builderImagesDir(), 'downloads', `${options.sha256.toLowerCase()}.tar`);
 			await ensureCacheFolder(path.dirname(dest));
+			const partial = await fs.lstat(dest).catch(() => undefined);
+			if (partial !== undefined && !partial.isFile()) {
+				await setAside(dest, 'unsafe', partial.isSymbolicLink() ? 'is a symlink' : 'is not a regular file');
+			}
+
 			let last = 0;
 			// One download per archive at a time: a second `fetch` of the same one waits, then finds it.
 			const fetched = await withLock(`${dest}.lock`, () => progress('Waiting for another exobuild downloading the same archive'), async () => fetchVerified({

@@ -111,6 +111,10 @@ test('the cache and every folder exobuild makes in it are mode 0700; a wider cac
 	assert.equal((await run(['prune'], wide)).exitCode, 0);
 	assert.equal(fs.statSync(wide).mode & 0o777, 0o700, 'a wider cache root is narrowed');
 
+	if (process.getuid?.() !== 0) {
+		return; // Only root can give a folder to another user.
+	}
+
 	const foreign = path.join(root, 'foreign-cache');
 	fs.mkdirSync(foreign, {mode: 0o700});
 	fs.chownSync(foreign, 4321, 4321);
