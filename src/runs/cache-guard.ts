@@ -17,6 +17,9 @@ const maxRecordBytes = 1024 * 1024;
 
 const myUid = (): number | undefined => process.getuid?.();
 
+/** What exobuild keeps in its cache root (src/paths.ts and its users). */
+const cacheEntries = new Set(['builder-images', 'runs', 'build-cache', 'linux-userns', 'apple-container']);
+
 export const warn = (message: string): void => {
 	process.stderr.write(`exobuild: warning: ${message}\n`);
 };
@@ -81,6 +84,16 @@ export const ensureCacheRoot = async (env: NodeJS.ProcessEnv = process.env): Pro
 	}
 
 	if ((stat.mode & 0o077) !== 0) {
+		// Narrowed only when it is exobuild's own folder: never a shared one such as /tmp or a home folder.
+		const foreign = (await fs.readdir(root)).filter(name => !cacheEntries.has(name));
+		if (foreign.length > 0 || (stat.mode & 0o1000) !== 0) {
+			throw new UserError(`exobuild's cache ${root} is open to other users (mode ${(stat.mode & 0o7777).toString(8)}) and holds ${foreign.length > 0 ? `other files (${foreign.slice(0, 3).join(', ')})` : 'a sticky bit'}`, {
+				hint: 'give exobuild a folder of its own: set EXOBUILD_CACHE_DIR to a new folder (made mode 0700)',
+				code: 'E_CACHE_UNSAFE',
+				exitCode: 2,
+			});
+		}
+
 		await fs.chmod(root, 0o700);
 	}
 

@@ -111,6 +111,17 @@ test('the cache and every folder exobuild makes in it are mode 0700; a wider cac
 	assert.equal((await run(['prune'], wide)).exitCode, 0);
 	assert.equal(fs.statSync(wide).mode & 0o777, 0o700, 'a wider cache root is narrowed');
 
+	// A shared folder (one with other files in it, or /tmp's sticky bit) is refused, never narrowed.
+	const shared = path.join(root, 'shared-folder');
+	fs.mkdirSync(shared, {mode: 0o755});
+	fs.chmodSync(shared, 0o755);
+	fs.writeFileSync(path.join(shared, 'notes.txt'), 'someone else\'s\n');
+	const sharedResult = await run(['prune'], shared);
+	assert.equal(sharedResult.exitCode, 2, sharedResult.all);
+	assert.match(sharedResult.stderr, /open to other users .*notes\.txt/);
+	assert.equal(fs.statSync(shared).mode & 0o777, 0o755, 'its mode is left alone');
+	assert.deepEqual(fs.readdirSync(shared), ['notes.txt']);
+
 	if (process.getuid?.() !== 0) {
 		return; // Only root can give a folder to another user.
 	}
