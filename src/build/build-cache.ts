@@ -10,20 +10,33 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import {z} from 'zod';
 import {cacheDir} from '../paths.js';
-import {withLock} from '../runs/lock.js';
-import {removeTree} from '../runs/owned-dir.js';
+import {checkCacheFolder, ensureCacheFolder, readCacheRecord} from '../runs/cache-guard.js';
+import {writeCacheJson} from '../runs/cache-write.js';
+import {tryLock, withLock} from '../runs/lock.js';
+import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
 
 export const buildCacheDir = (env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), 'build-cache');
 
 const projectRecord = z.object({context: z.string(), dockerfile: z.string(), lastUsed: z.string()});
 const recordFile = 'project.json';
 const dataDir = 'data';
+/** A project cache folder's name: 16 hex digits. Anything else in build-cache/ is not a project cache. */
+const projectName = /^[a-f0-9]{16}$/;
+/** A project cache being removed by prune: `.NAME.pruned-<pid>-<random>`. */
+const prunedPrefix = (name: string): string => `.${name}.pruned-`;
 
 /** The folder of a project's cache: named by a hash of its context and Dockerfile paths. */
 export const projectCacheDir = (contextDir: string, dockerfile: string): string =>
 	path.join(buildCacheDir(), crypto.createHash('sha256').update(`${contextDir}\0${dockerfile}`).digest('hex').slice(0, 16));
 
-/** Runs `use` with the project's cache data folder held exclusively; waits (saying so) while another build holds it. */
+/** A project cache's lock: beside its folder, so that prune can move the folder aside while holding it. */
+const lockOf = (dir: string): string => `${dir}.lock`;
+
+/**
+ * Runs `use` with the project's cache data folder held exclusively; waits (saying so) while
+ * another build holds it. A project folder that is not a real folder of this user (a symlink)
+ * is set aside and made anew; one that prune removed while this build waited is made anew.
+ */
 export const withProjectCache = async <T>(
 	contextDir: string,
 	dockerfile: string,
@@ -32,13 +45,15 @@ export const withProjectCache = async <T>(
 	signal?: AbortSignal,
 ): Promise<T> => {
 	const dir = projectCacheDir(contextDir, dockerfile);
-	await fs.mkdir(path.join(dir, dataDir), {recursive: true});
-	return withLock(path.join(dir, '.lock'), onWait, async () => {
-		await fs.writeFile(path.join(dir, recordFile), `${JSON.stringify({context: contextDir, dockerfile, lastUsed: new Date().toISOString()})}\n`);
-		return use(path.join(dir, dataDir));
+	await ensureCacheFolder(buildCacheDir());
+	return withLock(lockOf(dir), onWait, async () => {
+		const data = await ensureCacheFolder(path.join(dir, dataDir));
+		await writeCacheJson(path.join(dir, recordFile), {context: contextDir, dockerfile, lastUsed: new Date().toISOString()});
+		return use(data);
 	}, signal);
 };
 
+/** The bytes of the regular files under `dir` (no symlink followed). */
 const sizeOf = async (dir: string): Promise<number> => {
 	let total = 0;
 	const entries = await fs.readdir(dir, {withFileTypes: true, recursive: true}).catch(() => []);
@@ -59,13 +74,56 @@ export interface ProjectCache {
 	readonly bytes: number;
 }
 
+/** The project caches: real folders of this user only (anything else is set aside, with a warning); corrupt records are set aside. */
 export const listProjectCaches = async (): Promise<ProjectCache[]> => {
-	const names = await fs.readdir(buildCacheDir()).catch(() => [] as string[]);
-	return Promise.all(names.map(async name => {
+	if (!(await checkCacheFolder(buildCacheDir()))) {
+		return [];
+	}
+
+	const names = (await fs.readdir(buildCacheDir()).catch(() => [] as string[])).filter(name => projectName.test(name));
+	const caches: ProjectCache[] = [];
+	for (const name of names) {
 		const dir = path.join(buildCacheDir(), name);
-		const record = projectRecord.safeParse(JSON.parse(await fs.readFile(path.join(dir, recordFile), 'utf8').catch(() => 'null')));
-		return {dir, context: record.data?.context, lastUsed: record.data?.lastUsed, bytes: await sizeOf(dir)};
-	}));
+		// eslint-disable-next-line no-await-in-loop
+		if (!(await checkCacheFolder(dir))) {
+			continue;
+		}
+
+		// eslint-disable-next-line no-await-in-loop
+		const record = await readCacheRecord(path.join(dir, recordFile), projectRecord);
+		// eslint-disable-next-line no-await-in-loop
+		caches.push({dir, context: record?.context, lastUsed: record?.lastUsed, bytes: await sizeOf(dir)});
+	}
+
+	return caches;
+};
+
+/**
+ * Removes one project cache while holding its lock: the folder is moved aside under the lock
+ * (a build waiting for it then starts with a fresh cache), then removed. False if a live build holds it.
+ */
+const removeProjectCache = async (dir: string): Promise<boolean> => {
+	const held = await tryLock(lockOf(dir));
+	if (held === undefined) {
+		return false;
+	}
+
+	const name = path.basename(dir);
+	const aside = path.join(path.dirname(dir), `${prunedPrefix(name)}${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+	try {
+		if (!(await checkCacheFolder(dir))) {
+			return true;
+		}
+
+		// The moved folder gets an owner record, so that a prune killed while removing it is finished by the next.
+		const owned = await createOwnedDir(aside, 'pruned-cache');
+		await fs.rename(dir, path.join(aside, name));
+		await held.release();
+		await owned.remove();
+		return true;
+	} finally {
+		await held.release();
+	}
 };
 
 /**
@@ -73,6 +131,7 @@ export const listProjectCaches = async (): Promise<ProjectCache[]> => {
  * (0: all). A cache in use by a live build is skipped. Returns what was removed.
  */
 export const pruneProjectCaches = async (maxBytes: number): Promise<ProjectCache[]> => {
+	await reapOwnedDirs(buildCacheDir(), name => /^\.[a-f0-9]{16}\.pruned-/.test(name));
 	const caches = (await listProjectCaches()).sort((a, b) => (a.lastUsed ?? '').localeCompare(b.lastUsed ?? ''));
 	let total = caches.reduce((sum, cache) => sum + cache.bytes, 0);
 	const removed: ProjectCache[] = [];
@@ -81,21 +140,10 @@ export const pruneProjectCaches = async (maxBytes: number): Promise<ProjectCache
 			break;
 		}
 
-		try {
-			// eslint-disable-next-line no-await-in-loop
-			await withLock(path.join(cache.dir, '.lock'), () => {
-				throw Object.assign(new Error('in use'), {code: 'EBUSY'});
-			}, async () => {
-				await removeTree(path.join(cache.dir, dataDir));
-			});
-			// eslint-disable-next-line no-await-in-loop
-			await removeTree(cache.dir);
+		// eslint-disable-next-line no-await-in-loop
+		if (await removeProjectCache(cache.dir)) {
 			total -= cache.bytes;
 			removed.push(cache);
-		} catch (error) {
-			if ((error as NodeJS.ErrnoException).code !== 'EBUSY') {
-				throw error;
-			}
 		}
 	}
 

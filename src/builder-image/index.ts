@@ -3,6 +3,7 @@
  * builderImagesDir(), named by the hash of its inputs. Layer 1 (the Debian root filesystem,
  * slow to make) is cached on its own, so a changed agent only rebuilds layer 2 (seconds).
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -10,23 +11,25 @@ import {execa} from 'execa';
 import * as tar from 'tar';
 import {z} from 'zod';
 import {UserError} from '../errors.js';
-import {LayoutWriter, normaliseReference, writeFileAtomically} from '../oci/index.js';
+import {LayoutWriter, normaliseReference} from '../oci/index.js';
 import {containerdNameAnnotation} from '../oci/schema.js';
 import {builderImagesDir, vmImageDir} from '../paths.js';
+import {ensureCacheFolder, readCacheRecord} from '../runs/cache-guard.js';
+import {writeCacheJson} from '../runs/cache-write.js';
 import {withLock} from '../runs/lock.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
 import type {SandboxRuntime} from '../sandboxes/runtime.js';
 import type {BuilderImage} from './builder-image.js';
 import {buildContainerfileBuilder} from './containerfile.js';
 import {builderLabels, builderReference} from './identity.js';
-import {archivePathFor, builderArchitecture, findBuilderImage, writeRecord} from './store.js';
+import {archivePathFor, builderArchitecture, findBuilderImage, verifyStoredArchive, writeRecord, writeVerifiedMemo} from './store.js';
 import {agentLayerFiles, archPairs, builderPackages, defaultMirror, defaultSuites, recipeHashes, rootfsRecipe} from './recipe.js';
 
 export type {BuilderImage} from './builder-image.js';
 export {buildContainerfileBuilder} from './containerfile.js';
 export {builderKinds, builderReference, containerfilePath, currentInputHashes, type BuilderKind} from './identity.js';
 export {
-	builderArchitecture, exportBuilderImage, findBuilderImage, importBuilderArchive, listWithCurrency, removeBuilderImage, resolveStoredBuilder, type StoredBuilder,
+	builderArchitecture, exportBuilderImage, findBuilderImage, importBuilderArchive, listWithCurrency, removeBuilderImage, resolveStoredBuilder, verifyStoredArchive, type StoredBuilder,
 } from './store.js';
 
 export interface BuilderOptions {
@@ -37,15 +40,40 @@ export interface BuilderOptions {
 	readonly signal?: AbortSignal;
 }
 
-const layerRecord = z.object({digest: z.string(), diffId: z.string(), size: z.number()});
+const layerRecord = z.object({digest: z.string().regex(/^sha256:[a-f0-9]{64}$/), diffId: z.string(), size: z.number()});
+
+/** The sha256 digest of a regular file (undefined if it is anything else), read without following a symlink. */
+const fileDigest = async (file: string): Promise<string | undefined> => {
+	const handle = await fs.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW).catch(() => undefined);
+	if (handle === undefined) {
+		return undefined;
+	}
+
+	try {
+		if (!(await handle.stat()).isFile()) {
+			return undefined;
+		}
+
+		const hash = crypto.createHash('sha256');
+		for await (const chunk of handle.createReadStream({autoClose: false})) {
+			hash.update(chunk as Buffer);
+		}
+
+		return `sha256:${hash.digest('hex')}`;
+	} finally {
+		await handle.close();
+	}
+};
 
 const makeRootfsLayer = async (rootfsHash: string, work: string, options: BuilderOptions): Promise<z.infer<typeof layerRecord>> => {
-	const layersDir = path.join(builderImagesDir(), 'layers');
+	const layersDir = await ensureCacheFolder(path.join(builderImagesDir(), 'layers'));
 	const blob = path.join(layersDir, `${rootfsHash}.tar.gz`);
 	const record = path.join(layersDir, `${rootfsHash}.json`);
-	try {
-		return layerRecord.parse(JSON.parse(await fs.readFile(record, 'utf8')));
-	} catch {}
+	// The cached layer is used only if the blob is what its record says (records are not trusted).
+	const cached = await readCacheRecord(record, layerRecord);
+	if (cached !== undefined && await fileDigest(blob) === cached.digest) {
+		return cached;
+	}
 
 	const mirror = options.mirror ?? defaultMirror;
 	const suites = options.suites ?? defaultSuites;
@@ -80,10 +108,9 @@ const makeRootfsLayer = async (rootfsHash: string, work: string, options: Builde
 	options.onProgress?.('Compress root filesystem');
 	const writer = new LayoutWriter(path.join(work, 'layer1'));
 	const {descriptor, diffId} = await writer.addLayer(rootfsTar);
-	await fs.mkdir(layersDir, {recursive: true});
 	await fs.rename(path.join(work, 'layer1', 'blobs', 'sha256', descriptor.digest.slice(7)), blob);
 	const value = {digest: descriptor.digest, diffId, size: descriptor.size};
-	await fs.writeFile(record, `${JSON.stringify(value)}\n`);
+	await writeCacheJson(record, value);
 	await fs.rm(rootfsTar, {force: true});
 	return value;
 };
@@ -108,7 +135,7 @@ const makeAgentLayer = async (work: string): Promise<string> => {
 /** Makes the builder image (unless a current one exists and `force` is not set). */
 export const createBuilderImage = async (options: BuilderOptions = {}): Promise<BuilderImage> => {
 	const {rootfsHash, inputHash} = await recipeHashes(options.suites);
-	await fs.mkdir(builderImagesDir(), {recursive: true});
+	await ensureCacheFolder(builderImagesDir());
 	await reapOwnedDirs(builderImagesDir(), name => name.startsWith('.work-'));
 	return withLock(path.join(builderImagesDir(), `.lock-${inputHash}`), () => options.onProgress?.('Waiting for another exobuild making the same builder image'), async () => {
 		if (!options.force) {
@@ -142,9 +169,12 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 			await writer.finish(manifest, reference.slice(reference.indexOf(':') + 1), {[containerdNameAnnotation]: normaliseReference(reference)});
 			const archivePath = archivePathFor(inputHash);
 			options.onProgress?.('Write image archive', archivePath);
-			await writeFileAtomically(archivePath, async partial => {
-				await tar.c({cwd: layoutDir, file: partial, portable: true, mtime: new Date(0)}, ['oci-layout', 'index.json', 'blobs']);
-			});
+			// Written in the work folder (reaped if this run is killed), then renamed into place.
+			const written = path.join(work.path, 'archive.tar');
+			await tar.c({cwd: layoutDir, file: written, portable: true, mtime: new Date(0)}, ['oci-layout', 'index.json', 'blobs']);
+			await fs.rename(written, archivePath);
+			// Made here from verified parts: recorded as verified.
+			await writeVerifiedMemo(inputHash, manifest.digest);
 			const image: BuilderImage = {archivePath, manifestDigest: manifest.digest, inputHash, architecture: builderArchitecture(), kind: 'distro', reference};
 			await writeRecord(image);
 			return image;
@@ -163,6 +193,8 @@ export const ensureBuilderImage = async (options: BuilderOptions & {runtime?: Sa
 	if (!options.force) {
 		const existing = await findBuilderImage(options);
 		if (existing !== undefined) {
+			// Checked against its record when used, not only when loaded (cheap unless the file changed).
+			await verifyStoredArchive(existing);
 			return existing;
 		}
 	}

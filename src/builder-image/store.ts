@@ -16,42 +16,99 @@ import {isIndexMediaType} from '../oci/schema.js';
 import {writeFileDestination} from '../outputs/destination.js';
 import {builderImagesDir} from '../paths.js';
 import {hostPlatform} from '../platforms/parse.js';
+import {checkCacheFolder, ensureCacheFolder, readCacheRecord, setAside} from '../runs/cache-guard.js';
+import {writeCacheJson} from '../runs/cache-write.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
 import type {BuilderImage} from './builder-image.js';
 import {builderKinds, builderLabels, builderReference, currentInputHashes, type BuilderKind} from './identity.js';
 
+/**
+ * A builder record. It names its archive by its place in the store (`<inputHash>.tar` in
+ * builder-images/), never by a path taken on trust: records written before issue 8 carry an
+ * absolute `archivePath`, of which only the base name is read, and it must be that name.
+ */
 const builderImageRecord = z.object({
-	archivePath: z.string(),
+	archive: z.string().optional(),
+	archivePath: z.string().optional(),
 	manifestDigest: z.string().regex(/^sha256:[a-f0-9]{64}$/),
 	inputHash: z.string().regex(/^[a-f0-9]{64}$/),
 	architecture: z.string(),
 	// Records written before the containerfile recipe existed are distro images.
 	kind: z.enum(builderKinds).default('distro'),
-	reference: z.string().optional(),
+}).refine(record => (record.archive ?? path.basename(record.archivePath ?? '')) === `${record.inputHash}.tar`, {
+	message: 'its archive is not named <inputHash>.tar in the store',
 });
 
 /** The builder always runs natively: it is made for the host's architecture. */
 export const builderArchitecture = (): string => hostPlatform()?.architecture ?? process.arch;
 
-export const recordPath = (inputHash: string): string => path.join(builderImagesDir(), `${inputHash}.json`);
-export const archivePathFor = (inputHash: string): string => path.join(builderImagesDir(), `${inputHash}.tar`);
+const hashPattern = /^[a-f0-9]{64}$/;
+const checkedHash = (inputHash: string): string => {
+	if (!hashPattern.test(inputHash)) {
+		throw new Error(`internal: ${inputHash} is not a builder input hash`);
+	}
 
-export const writeRecord = async (image: BuilderImage): Promise<void> => {
-	await writeFileAtomically(recordPath(image.inputHash), async partial => fs.writeFile(partial, `${JSON.stringify(image, undefined, 2)}\n`));
+	return inputHash;
 };
 
-/** Every builder image in the store whose archive is still there, newest hash order not implied. */
+export const recordPath = (inputHash: string): string => path.join(builderImagesDir(), `${checkedHash(inputHash)}.json`);
+export const archivePathFor = (inputHash: string): string => path.join(builderImagesDir(), `${checkedHash(inputHash)}.tar`);
+/** The memo of the archive's last full verification: its digest and the file's identity then. */
+const verifiedPath = (inputHash: string): string => path.join(builderImagesDir(), `${checkedHash(inputHash)}.verified`);
+
+export const writeRecord = async (image: BuilderImage): Promise<void> => {
+	await writeCacheJson(recordPath(image.inputHash), {
+		archive: path.basename(archivePathFor(image.inputHash)), manifestDigest: image.manifestDigest, inputHash: image.inputHash, architecture: image.architecture, kind: image.kind,
+	});
+};
+
+/** A stored file's identity: a change of content, or a replacement, changes it. */
+export const fileIdentity = z.object({dev: z.number(), ino: z.number(), size: z.number(), mtimeMs: z.number(), ctimeMs: z.number()});
+export type FileIdentity = z.infer<typeof fileIdentity>;
+
+/** The identity of a regular file (undefined if it is missing or anything else, a symlink included). */
+export const regularFileIdentity = async (file: string): Promise<FileIdentity | undefined> => {
+	const stat = await fs.lstat(file).catch(() => undefined);
+	return stat?.isFile() ? {dev: stat.dev, ino: stat.ino, size: stat.size, mtimeMs: stat.mtimeMs, ctimeMs: stat.ctimeMs} : undefined;
+};
+
+export const sameIdentity = (a: FileIdentity, b: FileIdentity): boolean =>
+	a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
+
+/** Every builder image in the store whose archive is still there (a regular file), newest hash order not implied. Corrupt records are set aside. */
 export const listBuilderImages = async (): Promise<BuilderImage[]> => {
+	if (!(await checkCacheFolder(builderImagesDir()))) {
+		return [];
+	}
+
 	const names = await fs.readdir(builderImagesDir()).catch(() => [] as string[]);
 	const images: BuilderImage[] = [];
 	for (const name of names.filter(name => /^[a-f0-9]{64}\.json$/.test(name)).sort()) {
-		try {
+		const file = path.join(builderImagesDir(), name);
+		// eslint-disable-next-line no-await-in-loop
+		const record = await readCacheRecord(file, builderImageRecord);
+		if (record === undefined) {
+			continue;
+		}
+
+		if (`${record.inputHash}.json` !== name) {
 			// eslint-disable-next-line no-await-in-loop
-			const record = builderImageRecord.parse(JSON.parse(await fs.readFile(path.join(builderImagesDir(), name), 'utf8')));
+			await setAside(file, 'corrupt', `names input hash ${record.inputHash}, not its own file name`);
+			continue;
+		}
+
+		const archivePath = archivePathFor(record.inputHash);
+		// eslint-disable-next-line no-await-in-loop
+		const archive = await fs.lstat(archivePath).catch(() => undefined);
+		if (archive !== undefined && !archive.isFile()) {
 			// eslint-disable-next-line no-await-in-loop
-			await fs.access(record.archivePath);
-			images.push({...record, reference: record.reference ?? builderReference(record.kind, record.inputHash)});
-		} catch {}
+			await setAside(archivePath, 'unsafe', archive.isSymbolicLink() ? 'is a symlink' : 'is not a regular file');
+		}
+
+		if (archive?.isFile()) {
+			const {manifestDigest, inputHash, architecture, kind} = record;
+			images.push({archivePath, manifestDigest, inputHash, architecture, kind, reference: builderReference(kind, inputHash)});
+		}
 	}
 
 	return images;
@@ -98,6 +155,7 @@ export const resolveStoredBuilder = async (selector: string): Promise<StoredBuil
 	throw new UserError(matches.length === 0 ? `no builder image matches "${selector}"` : `"${selector}" matches ${matches.length} builder images`, {
 		hint: `stored builder images: ${known} (see \`exobuild builder ls\`)`,
 		code: 'E_BUILDER_IMAGE',
+		exitCode: 2,
 	});
 };
 
@@ -111,6 +169,7 @@ export interface VerifiedBuilderArchive {
 const notABuilder = (file: string, why: string): UserError => new UserError(`${file} is not a usable exobuild builder image: ${why}`, {
 	hint: 'make one with `exobuild builder save -o FILE` (or `builder build`) on a machine that has a builder',
 	code: 'E_BUILDER_ARCHIVE',
+	exitCode: 2,
 });
 
 /**
@@ -160,37 +219,118 @@ export const verifyBuilderArchive = async (file: string, scratch: string): Promi
 	return {manifestDigest: top.digest, kind: kind.data, inputHash, architecture: config.architecture};
 };
 
-/** Verifies `file` and stores a copy; an image already stored under the same hash is replaced. */
-export const importBuilderArchive = async (file: string): Promise<StoredBuilder> => {
-	await fs.access(file).catch(() => {
-		throw new UserError(`${file} does not exist`, {hint: 'give the path of a builder archive made by `exobuild builder save`', code: 'E_BUILDER_ARCHIVE'});
-	});
-	await fs.mkdir(builderImagesDir(), {recursive: true});
+/** Runs `verify` with a scratch folder of the store (removed after; a killed run's is reaped). */
+const withVerifyScratch = async <T>(verify: (scratch: string) => Promise<T>): Promise<T> => {
+	await ensureCacheFolder(builderImagesDir());
 	await reapOwnedDirs(builderImagesDir(), name => name.startsWith('.verify-'));
 	const scratch = await createOwnedDir(path.join(builderImagesDir(), `.verify-${process.pid}-${Date.now()}`), 'builder-verify');
 	try {
-		const verified = await verifyBuilderArchive(file, scratch.path);
-		const archivePath = archivePathFor(verified.inputHash);
-		await writeFileAtomically(archivePath, async partial => fs.copyFile(file, partial));
-		const image: BuilderImage = {archivePath, ...verified, reference: builderReference(verified.kind, verified.inputHash)};
-		await writeRecord(image);
-		const current = (await currentInputHashes())[image.kind] === image.inputHash;
-		return {...image, current};
+		return await verify(scratch.path);
 	} finally {
 		await scratch.remove();
 	}
 };
 
-/**
- * Writes a stored image's archive to `dest` as every file output is written
- * (src/outputs/destination.ts): a file is replaced only by a complete copy, a symlink followed, a
- * device or FIFO written through.
- */
-export const exportBuilderImage = async (image: BuilderImage, dest: string): Promise<void> => {
-	await writeFileDestination(dest, async out => pipeline(createReadStream(image.archivePath), out, {end: false}));
+/** Records that the stored archive of `inputHash`, as it is now, was verified to hold `manifestDigest`. */
+export const writeVerifiedMemo = async (inputHash: string, manifestDigest: string): Promise<FileIdentity> => {
+	const identity = await regularFileIdentity(archivePathFor(inputHash));
+	if (identity === undefined) {
+		throw new Error(`internal: ${archivePathFor(inputHash)} vanished after it was written`);
+	}
+
+	await writeCacheJson(verifiedPath(inputHash), {manifestDigest, archive: identity});
+	return identity;
 };
 
+/** Verifies `file` and stores a copy (the copy is what is verified); an image already stored under the same hash is replaced. */
+export const importBuilderArchive = async (file: string): Promise<StoredBuilder> => {
+	await fs.access(file).catch(() => {
+		throw new UserError(`${file} does not exist`, {hint: 'give the path of a builder archive made by `exobuild builder save`', code: 'E_BUILDER_ARCHIVE', exitCode: 2});
+	});
+	const image = await withVerifyScratch(async scratch => {
+		// The copy is what is verified, then renamed into place under the name its labels give.
+		const copy = path.join(scratch, 'archive.tar');
+		await fs.copyFile(file, copy);
+		const verified = await verifyBuilderArchive(copy, scratch).catch((error: unknown) => {
+			throw error instanceof UserError ? new UserError(error.message.replace(copy, file), {hint: error.hint, code: error.code, exitCode: error.exitCode}) : error;
+		});
+		const {inputHash, manifestDigest} = verified;
+		await fs.chmod(copy, 0o600);
+		await fs.rename(copy, archivePathFor(inputHash));
+		await writeVerifiedMemo(inputHash, manifestDigest);
+		const stored: BuilderImage = {archivePath: archivePathFor(inputHash), ...verified, reference: builderReference(verified.kind, inputHash)};
+		await writeRecord(stored);
+		return stored;
+	});
+	const current = (await currentInputHashes())[image.kind] === image.inputHash;
+	return {...image, current};
+};
+
+const memoRecord = z.object({manifestDigest: z.string(), archive: fileIdentity});
+
+const mismatch = (image: BuilderImage, why: string): UserError => new UserError(`the stored builder archive ${archivePathFor(image.inputHash)} does not match its record: ${why}`, {
+	hint: `restore the archive, or remove it (\`exobuild builder rm ${image.reference}\`) and make or load it again (\`exobuild builder build\`, \`exobuild builder load -i FILE\`)`,
+	code: 'E_BUILDER_MISMATCH',
+	exitCode: 1,
+});
+
+/**
+ * Checks a stored builder's archive against its record before it is used: cheap when the file
+ * is as it was at its last full verification (same device, inode, size, mtime and ctime: the
+ * memo `<inputHash>.verified`), else verified in full again (every blob, the manifest digest and
+ * labels). A mismatch is refused with the reason. Returns the archive's identity as verified.
+ */
+export const verifyStoredArchive = async (image: BuilderImage): Promise<FileIdentity> => {
+	const archive = archivePathFor(image.inputHash);
+	const identity = await regularFileIdentity(archive);
+	if (identity === undefined) {
+		throw mismatch(image, 'it is missing or not a regular file');
+	}
+
+	const memo = await readCacheRecord(verifiedPath(image.inputHash), memoRecord);
+	if (memo !== undefined && memo.manifestDigest === image.manifestDigest && sameIdentity(memo.archive, identity)) {
+		return identity;
+	}
+
+	const verified = await withVerifyScratch(async scratch => verifyBuilderArchive(archive, scratch)).catch((error: unknown) => {
+		throw isUserErrorLike(error) ? mismatch(image, error.message.replace(/^.* is not a usable exobuild builder image: /, '')) : error;
+	});
+	if (verified.manifestDigest !== image.manifestDigest || verified.inputHash !== image.inputHash) {
+		throw mismatch(image, `it holds ${verified.manifestDigest} (inputs ${verified.inputHash.slice(0, 12)}), its record says ${image.manifestDigest} (inputs ${image.inputHash.slice(0, 12)})`);
+	}
+
+	const after = await regularFileIdentity(archive);
+	if (after === undefined || !sameIdentity(after, identity)) {
+		throw mismatch(image, 'it changed while it was being verified');
+	}
+
+	await writeCacheJson(verifiedPath(image.inputHash), {manifestDigest: image.manifestDigest, archive: identity});
+	return identity;
+};
+
+/** Refuses the archive if it changed since it was verified as `identity` (e.g. while it was unpacked). */
+export const assertArchiveUnchanged = async (image: BuilderImage, identity: FileIdentity): Promise<void> => {
+	const now = await regularFileIdentity(archivePathFor(image.inputHash));
+	if (now === undefined || !sameIdentity(now, identity)) {
+		throw mismatch(image, 'it changed while it was being used');
+	}
+};
+
+const isUserErrorLike = (error: unknown): error is UserError => error instanceof UserError;
+
+/**
+ * Writes a stored image's archive, checked against its record, to `dest` as every file output is
+ * written (src/outputs/destination.ts): a file is replaced only by a complete copy, a symlink
+ * followed, a device or FIFO written through.
+ */
+export const exportBuilderImage = async (image: BuilderImage, dest: string): Promise<void> => {
+	await verifyStoredArchive(image);
+	await writeFileDestination(dest, async out => pipeline(createReadStream(archivePathFor(image.inputHash)), out, {end: false}));
+};
+
+/** Removes a stored image: its record, archive and memo, by their places in the store (a symlink is removed as itself). */
 export const removeBuilderImage = async (image: BuilderImage): Promise<void> => {
 	await fs.rm(recordPath(image.inputHash), {force: true});
-	await fs.rm(image.archivePath, {force: true});
+	await fs.rm(archivePathFor(image.inputHash), {force: true});
+	await fs.rm(verifiedPath(image.inputHash), {force: true});
 };

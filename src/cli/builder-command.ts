@@ -15,6 +15,7 @@ import {
 import {fetchVerified} from '../builder-image/fetch.js';
 import {UserError} from '../errors.js';
 import {builderImagesDir} from '../paths.js';
+import {ensureCacheFolder, setAside} from '../runs/cache-guard.js';
 import {withLock} from '../runs/lock.js';
 import {createOwnedDir} from '../runs/owned-dir.js';
 import {createRuntime, defaultRuntime, runtimeNames} from '../sandboxes/index.js';
@@ -133,7 +134,6 @@ export const registerBuilderCommand = (program: Command): void => {
 				});
 			}
 
-			await fs.mkdir(builderImagesDir(), {recursive: true});
 			const work = await createOwnedDir(path.join(builderImagesDir(), `.work-${process.pid}-${Date.now()}`), 'builder-work');
 			try {
 				const dest = path.join(work.path, 'pulled.tar');
@@ -176,10 +176,20 @@ export const registerBuilderCommand = (program: Command): void => {
 		.argument('<URL>', 'http(s) URL of an archive made by `builder save`')
 		.requiredOption('--sha256 <HEX>', 'expected SHA-256 of the archive (64 hex digits)')
 		.action(async (url: string, options: {sha256: string}) => {
-			await fs.mkdir(builderImagesDir(), {recursive: true});
+			if (!/^[a-f\d]{64}$/i.test(options.sha256)) {
+				throw new UserError(`--sha256 ${options.sha256} is not a SHA-256 digest`, {
+					hint: 'give the 64 hex digits of the archive\'s SHA-256 (no "sha256:" prefix)', code: 'E_USAGE', exitCode: 2,
+				});
+			}
+
 			// Kept across runs (not an owned dir), so an interrupted download resumes.
 			const dest = path.join(builderImagesDir(), 'downloads', `${options.sha256.toLowerCase()}.tar`);
-			await fs.mkdir(path.dirname(dest), {recursive: true});
+			await ensureCacheFolder(path.dirname(dest));
+			const partial = await fs.lstat(dest).catch(() => undefined);
+			if (partial !== undefined && !partial.isFile()) {
+				await setAside(dest, 'unsafe', partial.isSymbolicLink() ? 'is a symlink' : 'is not a regular file');
+			}
+
 			let last = 0;
 			// One download per archive at a time: a second `fetch` of the same one waits, then finds it.
 			const fetched = await withLock(`${dest}.lock`, () => progress('Waiting for another exobuild downloading the same archive'), async () => fetchVerified({
@@ -225,7 +235,7 @@ export const registerBuilderCommand = (program: Command): void => {
 				return;
 			}
 
-			const sizes = await Promise.all(images.map(async image => (await fs.stat(image.archivePath)).size));
+			const sizes = await Promise.all(images.map(async image => (await fs.lstat(image.archivePath).catch(() => ({size: 0}))).size));
 			process.stdout.write(`${['REFERENCE', 'KIND', 'ARCH', 'SIZE', 'CURRENT'].join('\t')}\n`);
 			for (const [index, image] of images.entries()) {
 				process.stdout.write(`${[image.reference, image.kind, image.architecture, `${(sizes[index]! / 1024 / 1024).toFixed(0)}MiB`, image.current ? 'yes' : 'stale'].join('\t')}\n`);

@@ -3,10 +3,12 @@
  * (pid + its start time from /proc, so a reused pid is not mistaken for the owner). A folder
  * whose owner is gone belongs to a run that was killed hard; `reapOwnedDirs` removes it.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {execa} from 'execa';
 import {z} from 'zod';
+import {checkCacheFolder, ensureCacheFolder, inCache} from './cache-guard.js';
 
 const ownerRecord = z.object({
 	pid: z.number().int().positive(),
@@ -63,8 +65,18 @@ export interface OwnedDir {
 	remove(): Promise<void>;
 }
 
-/** Removes a tree, making read-only folders writable first when a plain removal is refused (an image's 0555 folders, when not root). */
+/** Removes a tree, making read-only folders writable first when a plain removal is refused (an image's 0555 folders, when not root). A symlink is removed as itself, never followed. */
 export const removeTree = async (dir: string): Promise<void> => {
+	const top = await fs.lstat(dir).catch(() => undefined);
+	if (top === undefined) {
+		return;
+	}
+
+	if (!top.isDirectory()) {
+		await fs.rm(dir, {force: true});
+		return;
+	}
+
 	try {
 		await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
 	} catch {
@@ -79,23 +91,41 @@ export const removeTree = async (dir: string): Promise<void> => {
 	}
 };
 
-/** Creates `dir` (which must not exist) with an owner record for this process. */
-export const createOwnedDir = async (dir: string, kind: string): Promise<OwnedDir> => {
-	await fs.mkdir(path.dirname(dir), {recursive: true});
-	await fs.mkdir(dir);
+/** Makes `dir` mode 0700: inside exobuild's cache every folder on the way is checked (./cache-guard.ts). */
+export const ensurePrivateFolder = async (dir: string): Promise<void> => {
+	await (inCache(dir) ? ensureCacheFolder(dir) : fs.mkdir(dir, {recursive: true, mode: 0o700}));
+};
+
+/** The text of an owner record for this process; the random id tells two records of one process apart. */
+export const ownerRecordText = async (kind: string): Promise<string> => {
 	const startTime = await processStartTime(process.pid);
-	const record: OwnerRecord = {pid: process.pid, ...(startTime === undefined ? {} : {startTime}), kind, created: new Date().toISOString()};
-	await fs.writeFile(path.join(dir, ownerFile), `${JSON.stringify(record)}\n`);
+	const record: OwnerRecord & {id: string} = {
+		pid: process.pid, ...(startTime === undefined ? {} : {startTime}), kind, created: new Date().toISOString(), id: crypto.randomBytes(8).toString('hex'),
+	};
+	return `${JSON.stringify(record)}\n`;
+};
+
+/** Creates `dir` (which must not exist), mode 0700, with an owner record for this process. */
+export const createOwnedDir = async (dir: string, kind: string): Promise<OwnedDir> => {
+	await ensurePrivateFolder(path.dirname(dir));
+	await fs.mkdir(dir, {mode: 0o700});
+	await fs.writeFile(path.join(dir, ownerFile), await ownerRecordText(kind), {mode: 0o600});
 	return {path: dir, remove: async () => removeTree(dir)};
 };
 
-export const readOwner = async (dir: string): Promise<OwnerRecord | undefined> => {
+/** An owner record's text (undefined if unreadable), read without following a symlink. */
+export const readOwnerText = async (dir: string): Promise<string | undefined> =>
+	fs.readFile(path.join(dir, ownerFile), {encoding: 'utf8', flag: fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW}).catch(() => undefined);
+
+export const parseOwner = (text: string | undefined): OwnerRecord | undefined => {
 	try {
-		return ownerRecord.parse(JSON.parse(await fs.readFile(path.join(dir, ownerFile), 'utf8')));
+		return text === undefined ? undefined : ownerRecord.parse(JSON.parse(text));
 	} catch {
 		return undefined;
 	}
 };
+
+export const readOwner = async (dir: string): Promise<OwnerRecord | undefined> => parseOwner(await readOwnerText(dir));
 
 /**
  * Removes the folders under `parent` (accepted by `filter`) whose owner is gone. A folder with
@@ -103,6 +133,10 @@ export const readOwner = async (dir: string): Promise<OwnerRecord | undefined> =
  * between mkdir and writing the record). Returns the names removed.
  */
 export const reapOwnedDirs = async (parent: string, filter: (name: string) => boolean = () => true, graceMs = 60_000): Promise<string[]> => {
+	if (inCache(parent) && !(await checkCacheFolder(parent))) {
+		return [];
+	}
+
 	let names: string[];
 	try {
 		names = await fs.readdir(parent);
@@ -118,7 +152,7 @@ export const reapOwnedDirs = async (parent: string, filter: (name: string) => bo
 		let dead: boolean;
 		if (owner === undefined) {
 			// eslint-disable-next-line no-await-in-loop
-			const stat = await fs.stat(dir).catch(() => undefined);
+			const stat = await fs.lstat(dir).catch(() => undefined);
 			dead = stat !== undefined && stat.isDirectory() && Date.now() - stat.mtimeMs > graceMs;
 		} else {
 			// eslint-disable-next-line no-await-in-loop
