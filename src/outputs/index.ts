@@ -41,7 +41,7 @@ export const writeOutput = async (layoutDir: string, target: OutputTarget, optio
 		}
 
 		case 'local': {
-			await writeLocalOutput(layoutDir, valid.dest, options);
+			await writeLocalOutput(layoutDir, valid.dest, {...options, keepOwners: valid.keepOwners === true});
 			return;
 		}
 
