@@ -19,6 +19,8 @@ export interface WriteOutputOptions {
 	readonly platforms?: readonly string[];
 	/** Where dest `-` streams to; process.stdout unless given. */
 	readonly stdout?: Writable;
+	/** Stops type=local between entries (its staging folder removed, dest left as it was). */
+	readonly signal?: AbortSignal;
 }
 
 /** Writes the layout at `layoutDir` as `target` says. The target is validated (a UserError when invalid). */

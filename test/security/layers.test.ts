@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {after, test} from 'node:test';
+import {parseOutput} from '../../src/build/options.js';
 import {isUserError} from '../../src/errors.js';
 import {applyLayer, LayoutWriter, unpackImageArchive} from '../../src/oci/index.js';
 import {outputTargetSchema, writeLocalOutput, writeOutput} from '../../src/outputs/index.js';
@@ -354,7 +355,7 @@ test('type=local: the issue\'s attack layers and a setuid file, through the outp
 	}
 }));
 
-test('keep-owners=true is refused for a normal user (exit 2)', async () => {
+test('keep-owners=true is parsed from -o, and refused for a normal user (exit 2)', async () => {
 	const original = process.getuid;
 	process.getuid = () => 1000;
 	try {
@@ -363,8 +364,14 @@ test('keep-owners=true is refused for a normal user (exit 2)', async () => {
 		assert.match(parsed.error!.issues[0]!.message, /keep-owners=true needs root/);
 		await assert.rejects(writeLocalOutput(fresh('nowhere'), fresh('not-written'), {keepOwners: true}), (error: unknown) => isUserError(error) && error.exitCode === 2);
 		assert.equal(outputTargetSchema.safeParse({type: 'local', dest: '/tmp/x', keepOwners: false}).success, true);
+		assert.throws(() => parseOutput([`type=local,dest=${fresh('cli')},keep-owners=true`], work), (error: unknown) => isUserError(error) && error.exitCode === 2 && /needs root/.test(error.message));
+		assert.throws(() => parseOutput([`type=local,dest=${fresh('cli')},keep-owners=yes`], work), (error: unknown) => isUserError(error) && error.exitCode === 2);
 	} finally {
 		process.getuid = original;
+	}
+
+	if (asRoot) {
+		assert.deepEqual(parseOutput([`type=local,dest=${path.join(work, 'cli-root')},keep-owners=true`], work).target, {type: 'local', dest: path.join(work, 'cli-root'), keepOwners: true});
 	}
 });
 
