@@ -92,6 +92,10 @@ export const writeLocalOutput = async (layoutDir: string, destDirArg: string, op
 	// DIR itself is the user's choice: a symlink to a folder is written through (its target is DIR).
 	let destDir = path.resolve(destDirArg);
 	const existing = await fs.stat(destDir).catch(() => undefined);
+	if (existing === undefined && (await lstatOrUndefined(destDir))?.isSymbolicLink()) {
+		throw new UserError(`${destDir} is a symlink to nothing`, {hint: 'make the folder it names first, or choose another dest', code: outputErrorCode, exitCode: 2});
+	}
+
 	if (existing !== undefined && !existing.isDirectory()) {
 		throw new UserError(`${destDir} exists and is not a folder`, {hint: 'choose another dest, or remove it', code: outputErrorCode, exitCode: 2});
 	}

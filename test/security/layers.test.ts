@@ -224,6 +224,16 @@ test('an opaque whiteout removes only lower layers\' content, whatever the entry
 	assert.deepEqual(fs.readdirSync(path.join(whiteout, 'e')), ['new'], '.wh.NAME hides only the lower layers\' NAME');
 });
 
+test('read-only folders of one layer do not stop the next layer from writing into them', async () => {
+	const root = await applyAll([
+		[{path: 'ro/', mode: 0o555}, {path: 'ro/f', content: 'lower', mode: 0o444}],
+		[{path: 'ro/g', content: 'upper'}, {path: 'ro/f', content: 'replaced'}, {path: 'ro/.wh.g2'}],
+	]);
+	assert.deepEqual(fs.readdirSync(path.join(root, 'ro')).sort(), ['f', 'g']);
+	assert.equal(fs.readFileSync(path.join(root, 'ro/f'), 'utf8'), 'replaced');
+	assert.equal(fs.statSync(path.join(root, 'ro')).mode & 0o777, asRoot ? 0o555 : 0o755, 'exact as root; writable by its owner otherwise');
+});
+
 test('symlink loops and a file in a parent\'s place are refused', async () => {
 	await assert.rejects(applyAll([[{path: 'a', type: 'SymbolicLink', linkpath: 'b'}, {path: 'b', type: 'SymbolicLink', linkpath: 'a'}, {path: 'a/f', content: 'x'}]]), refused);
 	await assert.rejects(applyAll([[{path: 'a', content: 'file'}, {path: 'a/f', content: 'x'}]]), refused);
@@ -354,6 +364,15 @@ test('type=local: the issue\'s attack layers and a setuid file, through the outp
 		assert.deepEqual([keptSu.mode & 0o7777, keptSu.uid], [0o4755, 4321]);
 	}
 }));
+
+test('type=local to a dangling symlink is refused (exit 2) and the symlink left alone', async () => {
+	const layout = await layoutOf([[{path: 'f', content: 'x'}]]);
+	const dest = fresh('dangling');
+	fs.symlinkSync(fresh('nothing'), dest);
+	await assert.rejects(writeLocalOutput(layout, dest), (error: unknown) => isUserError(error) && error.exitCode === 2);
+	assert.ok(fs.lstatSync(dest).isSymbolicLink());
+	assert.deepEqual(partialsIn(work), []);
+});
 
 test('keep-owners=true is parsed from -o, and refused for a normal user (exit 2)', async () => {
 	const original = process.getuid;
