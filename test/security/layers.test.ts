@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import {after, test} from 'node:test';
+import {after, afterEach, test} from 'node:test';
 import {parseOutput} from '../../src/build/options.js';
 import {isUserError} from '../../src/errors.js';
 import {applyLayer, LayoutWriter, unpackImageArchive} from '../../src/oci/index.js';
@@ -19,7 +19,15 @@ import {makeVictim, treeSnapshot, type Victim} from './victim.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-layers-'));
 process.env['EXOBUILD_CACHE_DIR'] = path.join(work, 'cache');
-after(() => fs.rmSync(work, {recursive: true, force: true}));
+/** A victim no test names: every test, whatever it attacks, must leave it as it was. */
+const bystander = makeVictim();
+afterEach(() => {
+	bystander.assertUnchanged();
+});
+after(() => {
+	bystander.remove();
+	fs.rmSync(work, {recursive: true, force: true});
+});
 const asRoot = process.getuid?.() === 0;
 const myUid = process.getuid?.() ?? 0;
 
