@@ -46,8 +46,8 @@ test('issue 8: whiteouts under a folder that replaced a symlink to a host folder
 	assert.ok(fs.lstatSync(path.join(out, 'x')).isDirectory(), 'x is a real folder');
 });
 
-test('-o with the build context as dest keeps the project and adds the image\'s files', async () => {
-	const dockerfile = 'FROM busybox\nRUN echo from-the-image > /greeting\n';
+test('-o with the build context as dest keeps the project and adds the image\'s files, setuid bits cleared', async () => {
+	const dockerfile = 'FROM busybox\nRUN echo from-the-image > /greeting && cp /bin/busybox /suid && chmod 4755 /suid\n';
 	const context = makeContext(path.join(work, 'project'), {'Dockerfile': dockerfile, 'src/main.c': 'int main(void) { return 0; }\n'});
 	const result = await build(context, context);
 	assert.equal(result.exitCode, 0, result.all);
@@ -55,6 +55,9 @@ test('-o with the build context as dest keeps the project and adds the image\'s 
 	assert.equal(fs.readFileSync(path.join(context, 'src', 'main.c'), 'utf8'), 'int main(void) { return 0; }\n');
 	assert.equal(fs.readFileSync(path.join(context, 'greeting'), 'utf8'), 'from-the-image\n');
 	assert.ok(fs.lstatSync(path.join(context, 'bin', 'busybox')).isFile());
+	const suid = fs.statSync(path.join(context, 'suid'));
+	assert.equal(suid.mode & 0o7777, 0o755, 'the setuid bit is cleared');
+	assert.equal(suid.uid, process.getuid?.());
 	assert.deepEqual(fs.readdirSync(work).filter(name => name.endsWith('.partial')), [], 'no partial folder left');
 	victim.assertUnchanged();
 });
