@@ -273,7 +273,7 @@ export const parseOutput = (values: readonly string[], cwd: string): {target: Ou
 		throw usage(`unknown --output type=${type}`, 'supported: oci, docker, local, tar');
 	}
 
-	const allowed = new Set(['type', 'dest', ...(type === 'oci' || type === 'docker' ? ['name'] : []), ...(type === 'oci' ? ['tar'] : [])]);
+	const allowed = new Set(['type', 'dest', ...(type === 'oci' || type === 'docker' ? ['name'] : []), ...(type === 'oci' ? ['tar'] : []), ...(type === 'local' ? ['keep-owners'] : [])]);
 	for (const key of fields.keys()) {
 		if (!allowed.has(key)) {
 			throw usage(`--output type=${type} option "${key}" is not supported`, `supported options of type=${type}: ${[...allowed].filter(option => option !== 'type').join(', ')}`);
@@ -283,6 +283,11 @@ export const parseOutput = (values: readonly string[], cwd: string): {target: Ou
 	const tarOption = fields.get('tar');
 	if (tarOption !== undefined && tarOption !== 'true' && tarOption !== 'false') {
 		throw usage(`--output tar=${tarOption} is not true or false`, 'tar=false writes an OCI layout folder instead of an archive');
+	}
+
+	const keepOwners = fields.get('keep-owners');
+	if (keepOwners !== undefined && keepOwners !== 'true' && keepOwners !== 'false') {
+		throw usage(`--output keep-owners=${keepOwners} is not true or false`, 'keep-owners=true keeps the image\'s owners and setuid/setgid bits (root only)');
 	}
 
 	const folder = type === 'local' || tarOption === 'false';
@@ -295,9 +300,11 @@ export const parseOutput = (values: readonly string[], cwd: string): {target: Ou
 	const target = outputSchema.safeParse({
 		type, dest: dest === '-' ? '-' : checkedDest(path.resolve(cwd, dest), folder ? 'folder' : 'file'),
 		...(tarOption === undefined ? {} : {tar: tarOption === 'true'}),
+		...(keepOwners === undefined ? {} : {keepOwners: keepOwners === 'true'}),
 	});
 	if (!target.success) {
-		throw usage(`invalid --output "${value}": ${target.error.issues[0]?.message ?? 'bad value'}`, 'dest=- (stdout) is for archives; folders need a path');
+		const issue = target.error.issues[0];
+		throw usage(`invalid --output "${value}": ${issue?.message ?? 'bad value'}`, issue?.path[0] === 'keepOwners' ? 'drop keep-owners=true (files then belong to you), or run as root' : 'dest=- (stdout) is for archives; folders need a path');
 	}
 
 	return {target: target.data, names};

@@ -1,166 +1,135 @@
 /**
- * Unpacking an image from an OCI image archive into a root filesystem: layers in order, with OCI
- * whiteouts honoured (`.wh.NAME` removes NAME of lower layers, `.wh..wh..opq` empties its
- * folder of lower layers' content), ownership and modes preserved.
+ * Unpacking an image from an OCI image archive into a root filesystem on the host (the builder
+ * image's rootfs). The archive's own entries are extracted as regular files and folders only;
+ * the image's layers are then applied in order by ./layer-apply.ts (resolved beneath the root,
+ * whiteouts after resolution, no device nodes, setuid/setgid bits cleared).
  */
+import {constants as fsConstants} from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import * as tar from 'tar';
+import type * as tar from 'tar';
 import {dir as temporaryDirectory} from 'tmp-promise';
+import {UserError} from '../errors.js';
+import {entryComponents, lstatOrUndefined} from './in-root.js';
+import {applyLayer} from './layer-apply.js';
 import {blobPath, imagesUnder, readIndexJson} from './layout.js';
 import {fileDigest} from './writer.js';
 import {hostPlatform} from '../platforms/parse.js';
 import {platformIdOf} from './schema.js';
+import {openTarFile, tarEntries} from './tar-entries.js';
 
+export {applyLayer, layerRefusedCode, type ApplyLayerOptions} from './layer-apply.js';
 
-/** The whiteouts of a layer: paths to delete and folders to make opaque. */
-const scanWhiteouts = async (layer: string): Promise<{deleted: string[]; opaque: string[]}> => {
-	const deleted: string[] = [];
-	const opaque: string[] = [];
-	await tar.t({
-		file: layer,
-		onReadEntry(entry) {
-			const name = entry.path.replace(/^\.?\//, '');
-			const base = path.posix.basename(name);
-			if (base === '.wh..wh..opq') {
-				opaque.push(path.posix.dirname(name));
-			} else if (base.startsWith('.wh.')) {
-				deleted.push(path.posix.join(path.posix.dirname(name), base.slice(4)));
+export const archiveRefusedCode = 'E_ARCHIVE_REFUSED';
+
+export interface UnpackOptions {
+	/** Stops the unpack between entries. */
+	readonly signal?: AbortSignal;
+}
+
+const refuseArchive = (archivePath: string, name: string, why: string): UserError => new UserError(`${archivePath}: entry "${name}" ${why}`, {
+	hint: 'an OCI archive holds only folders and regular files (index.json, oci-layout, blobs/); make the archive again with `exobuild builder save` or an OCI exporter',
+	code: archiveRefusedCode,
+	exitCode: 1,
+});
+
+/** Writes one file of the outer archive: created exclusively, never through a symlink. */
+const writeArchiveFile = async (entry: tar.ReadEntry, file: string, signal: AbortSignal | undefined): Promise<void> => {
+	const handle = await fs.open(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+	try {
+		let written = 0;
+		for await (const chunk of entry as AsyncIterable<Buffer>) {
+			signal?.throwIfAborted();
+			let offset = 0;
+			while (offset < chunk.length) {
+				// eslint-disable-next-line no-await-in-loop
+				const {bytesWritten} = await handle.write(chunk, offset, chunk.length - offset);
+				if (bytesWritten <= 0) {
+					throw new Error(`${file}: a write wrote nothing`);
+				}
+
+				offset += bytesWritten;
 			}
-		},
-	});
-	return {deleted, opaque};
-};
 
-/** Resolves a path inside `root` without following symlinks out of it (the last component is not followed). */
-const inside = (root: string, relative: string): string => {
-	const joined = path.resolve(root, relative);
-	if (joined !== root && !joined.startsWith(`${root}${path.sep}`)) {
-		throw new Error(`layer path escapes the root: ${relative}`);
+			written += chunk.length;
+		}
+
+		if (written !== entry.size) {
+			throw new Error(`${entry.path}: the archive ended ${entry.size - written} bytes early`);
+		}
+	} catch (error) {
+		await handle.close().catch(() => undefined);
+		throw error;
 	}
 
-	return joined;
+	await handle.close();
 };
 
 /**
- * node-tar, guarding against archives that write outside their folder, strips the leading `/`
- * of absolute symlink targets and drops symlinks whose target leaves the folder or passes
- * through another symlink; in a root filesystem those are ordinary (`/bin/sh → /usr/bin/dash`,
- * `/lib → usr/lib` then `…/libc.so → /lib/…`). So each layer's symlinks are recreated
- * afterwards exactly as recorded, and only where their own parent folders are real folders
- * inside the root (never through a symlink).
+ * Extracts an OCI archive's entries into the empty folder `dest`: folders and regular files
+ * only. A symlink, hardlink, device, FIFO, an absolute name or one with `..` is refused.
  */
-interface Symlink {
-	readonly name: string;
-	readonly target: string;
-	readonly uid: number | undefined;
-	readonly gid: number | undefined;
-	readonly mtime: Date | undefined;
-}
+export const extractArchiveFiles = async (archivePath: string, dest: string, signal?: AbortSignal): Promise<void> => {
+	for await (const entry of tarEntries(await openTarFile(archivePath), signal)) {
+		const name = entry.path;
+		const parts = entryComponents(name);
+		const isFolder = entry.type === 'Directory';
+		if (parts === undefined || name.startsWith('/')) {
+			entry.resume();
+			throw refuseArchive(archivePath, name, 'leaves the archive (an absolute name or a ".." component)');
+		}
 
-const symlinksOf = async (layer: string): Promise<Symlink[]> => {
-	const found = new Map<string, Symlink>();
-	await tar.t({
-		file: layer,
-		maxDecompressionRatio: Number.POSITIVE_INFINITY,
-		onReadEntry(entry) {
-			const name = path.posix.normalize(`/${entry.path}`).replace(/^\/+|\/+$/g, '');
-			if (entry.type === 'SymbolicLink' && entry.linkpath !== undefined && name !== '' && !name.split('/').includes('..')) {
-				found.set(name, {name, target: entry.linkpath, uid: entry.uid, gid: entry.gid, mtime: entry.mtime});
-			} else {
-				found.delete(name);
+		if (!isFolder && entry.type !== 'File' && entry.type !== 'OldFile') {
+			entry.resume();
+			throw refuseArchive(archivePath, name, `is a ${entry.type}, not a folder or a regular file`);
+		}
+
+		if (parts.length === 0) {
+			entry.resume();
+			if (!isFolder) {
+				throw refuseArchive(archivePath, name, 'is the archive\'s root, as a file');
 			}
-		},
-	});
-	return [...found.values()];
-};
 
-/** Whether every folder from `root` down to `name`'s parent is a real folder (no symlink on the way). */
-const parentIsReal = async (root: string, name: string): Promise<boolean> => {
-	let folder = root;
-	for (const part of name.split('/').slice(0, -1)) {
-		folder = path.join(folder, part);
-		// eslint-disable-next-line no-await-in-loop
-		const stat = await fs.lstat(folder).catch(() => undefined);
-		if (stat === undefined || !stat.isDirectory()) {
-			return false;
-		}
-	}
-
-	return true;
-};
-
-const restoreSymlinks = async (layer: string, root: string): Promise<void> => {
-	const asRoot = process.getuid?.() === 0;
-	for (const link of await symlinksOf(layer)) {
-		// eslint-disable-next-line no-await-in-loop
-		if (!await parentIsReal(root, link.name)) {
 			continue;
 		}
 
-		const file = path.join(root, link.name);
+		// Folders only ever come from this loop, so no component on the way can be a symlink; a parent a file took is an error.
+		const file = path.join(dest, ...parts);
 		// eslint-disable-next-line no-await-in-loop
-		const current = await fs.lstat(file).catch(() => undefined);
-		// eslint-disable-next-line no-await-in-loop
-		if (current?.isSymbolicLink() && await fs.readlink(file) === link.target) {
-			continue;
-		}
-
-		// eslint-disable-next-line no-await-in-loop
-		await fs.rm(file, {recursive: true, force: true});
-		// eslint-disable-next-line no-await-in-loop
-		await fs.symlink(link.target, file);
-		if (asRoot && link.uid !== undefined && link.gid !== undefined) {
+		await fs.mkdir(path.dirname(file), {recursive: true, mode: 0o700});
+		if (isFolder) {
+			entry.resume();
 			// eslint-disable-next-line no-await-in-loop
-			await fs.lchown(file, link.uid, link.gid);
-		}
-
-		if (link.mtime !== undefined) {
+			const existing = await lstatOrUndefined(file);
+			if (existing === undefined) {
+				// eslint-disable-next-line no-await-in-loop
+				await fs.mkdir(file, {mode: 0o700});
+			} else if (!existing.isDirectory()) {
+				throw refuseArchive(archivePath, name, 'is a folder where the archive already has a file');
+			}
+		} else {
 			// eslint-disable-next-line no-await-in-loop
-			await fs.lutimes(file, link.mtime, link.mtime).catch(() => undefined);
+			await writeArchiveFile(entry, file, signal).catch((error: unknown) => {
+				if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+					throw refuseArchive(archivePath, name, 'is in the archive twice');
+				}
+
+				throw error;
+			});
 		}
 	}
-};
-
-/** Applies one layer (a tar, gzipped or not) on top of `root`. */
-export const applyLayer = async (layer: string, root: string): Promise<void> => {
-	const {deleted, opaque} = await scanWhiteouts(layer);
-	for (const relative of deleted) {
-		// eslint-disable-next-line no-await-in-loop
-		await fs.rm(inside(root, relative), {recursive: true, force: true});
-	}
-
-	for (const relative of opaque) {
-		const folder = inside(root, relative);
-		// eslint-disable-next-line no-await-in-loop
-		const children = await fs.readdir(folder).catch(() => [] as string[]);
-		for (const child of children) {
-			// eslint-disable-next-line no-await-in-loop
-			await fs.rm(path.join(folder, child), {recursive: true, force: true});
-		}
-	}
-
-	await tar.x({
-		file: layer,
-		cwd: root,
-		preserveOwner: process.getuid?.() === 0,
-		chmod: true,
-		processUmask: 0,
-		unlink: true,
-		maxDecompressionRatio: Number.POSITIVE_INFINITY,
-		filter: name => !path.posix.basename(name).startsWith('.wh.'),
-	});
-	await restoreSymlinks(layer, root);
 };
 
 /**
  * Unpacks the image of an OCI image archive into `destDir` (created). The archive holds one
- * image, or an index from which the host architecture's image is taken.
+ * image, or an index from which the host architecture's image is taken. As root, owners are
+ * kept (the sandbox maps them); setuid/setgid bits are always cleared: the cache must not hold
+ * setuid-root programs, and the sandbox does not need them.
  */
-export const unpackImageArchive = async (archivePath: string, destDir: string): Promise<void> => {
-	const staging = await temporaryDirectory({unsafeCleanup: true, tmpdir: path.dirname(destDir), prefix: '.oci-archive-'});
+export const unpackImageArchive = async (archivePath: string, destDir: string, options: UnpackOptions = {}): Promise<void> => {
+	const staging = await temporaryDirectory({unsafeCleanup: true, tmpdir: path.dirname(destDir), prefix: '.oci-archive-', mode: 0o700});
 	try {
-		await tar.x({file: archivePath, cwd: staging.path});
+		await extractArchiveFiles(archivePath, staging.path, options.signal);
 		const index = await readIndexJson(staging.path);
 		const images = (await Promise.all(index.manifests.map(async descriptor => imagesUnder(staging.path, descriptor)))).flat();
 		const wanted = hostPlatform()?.id ?? `linux/${process.arch}`;
@@ -171,6 +140,7 @@ export const unpackImageArchive = async (archivePath: string, destDir: string): 
 
 		await fs.mkdir(destDir, {recursive: true});
 		for (const layer of image.manifest.layers) {
+			options.signal?.throwIfAborted();
 			// eslint-disable-next-line no-await-in-loop
 			const actual = await fileDigest(blobPath(staging.path, layer.digest));
 			if (actual !== layer.digest) {
@@ -178,10 +148,9 @@ export const unpackImageArchive = async (archivePath: string, destDir: string): 
 			}
 
 			// eslint-disable-next-line no-await-in-loop
-			await applyLayer(blobPath(staging.path, layer.digest), destDir);
+			await applyLayer(blobPath(staging.path, layer.digest), destDir, {keepOwners: process.getuid?.() === 0, keepSetuid: false, ...(options.signal === undefined ? {} : {signal: options.signal})});
 		}
 	} finally {
 		await staging.cleanup();
 	}
 };
-

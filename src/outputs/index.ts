@@ -19,6 +19,8 @@ export interface WriteOutputOptions {
 	readonly platforms?: readonly string[];
 	/** Where dest `-` streams to; process.stdout unless given. */
 	readonly stdout?: Writable;
+	/** Stops type=local between entries (its staging folder removed, dest left as it was). */
+	readonly signal?: AbortSignal;
 }
 
 /** Writes the layout at `layoutDir` as `target` says. The target is validated (a UserError when invalid). */
@@ -41,7 +43,7 @@ export const writeOutput = async (layoutDir: string, target: OutputTarget, optio
 		}
 
 		case 'local': {
-			await writeLocalOutput(layoutDir, valid.dest, options);
+			await writeLocalOutput(layoutDir, valid.dest, {...options, keepOwners: valid.keepOwners === true});
 			return;
 		}
 

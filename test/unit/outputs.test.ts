@@ -16,6 +16,7 @@ import {
 } from '../../src/outputs/index.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-outputs-'));
+process.env['EXOBUILD_CACHE_DIR'] = path.join(root, 'cache');
 after(() => fs.rmSync(root, {recursive: true, force: true}));
 
 const sha256 = (data: Buffer): string => `sha256:${crypto.createHash('sha256').update(data).digest('hex')}`;
@@ -211,13 +212,13 @@ test('zstd layers are refused with a UserError', async () => {
 	assert.deepEqual(leftovers(root), []);
 });
 
-test('type=local writes the root filesystem with whiteouts applied, replacing an existing folder', async () => {
+test('type=local writes the root filesystem with whiteouts applied into an existing folder, keeping what the image does not have', async () => {
 	const layout = await singleLayout('local');
 	const dest = path.join(root, 'local-out');
 	fs.mkdirSync(dest);
 	fs.writeFileSync(path.join(dest, 'stale'), 'from an earlier export');
 	await writeLocalOutput(layout, dest);
-	assert.deepEqual(fs.readdirSync(dest).sort(), ['bin', 'data', 'data-link', 'etc', 'opaque']);
+	assert.deepEqual(fs.readdirSync(dest).sort(), ['bin', 'data', 'data-link', 'etc', 'opaque', 'stale']);
 	assert.deepEqual(fs.readdirSync(path.join(dest, 'etc')), ['keep']);
 	assert.equal(fs.readFileSync(path.join(dest, 'etc/keep'), 'utf8'), 'replaced');
 	assert.deepEqual(fs.readdirSync(path.join(dest, 'opaque')), ['new']);
@@ -225,8 +226,11 @@ test('type=local writes the root filesystem with whiteouts applied, replacing an
 	assert.equal(fs.readlinkSync(path.join(dest, 'bin/sh')), '/bin/tool');
 	assert.equal(fs.statSync(path.join(dest, 'bin/tool-link')).ino, fs.statSync(path.join(dest, 'bin/tool')).ino, 'hardlink kept');
 	assert.equal(fs.readFileSync(path.join(dest, 'data-link'), 'utf8'), 'lower data', 'a hardlink keeps its own layer\'s content');
+	assert.equal(fs.statSync(path.join(dest, 'bin/tool')).uid, process.getuid?.(), 'files belong to the caller');
 	if (process.getuid?.() === 0) {
-		assert.equal(fs.statSync(path.join(dest, 'bin/tool')).uid, 1234);
+		const kept = path.join(root, 'local-out-owners');
+		await writeLocalOutput(layout, kept, {keepOwners: true});
+		assert.equal(fs.statSync(path.join(kept, 'bin/tool')).uid, 1234, 'keep-owners=true');
 	}
 
 	assert.deepEqual(leftovers(root), []);
