@@ -15,6 +15,7 @@ import {containerdNameAnnotation} from '../oci/schema.js';
 import {builderImagesDir, vmImageDir} from '../paths.js';
 import {withLock} from '../runs/lock.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
+import {sandboxIdMap} from '../sandboxes/linux-userns/id-map.js';
 import type {SandboxRuntime} from '../sandboxes/runtime.js';
 import type {BuilderImage} from './builder-image.js';
 import {buildContainerfileBuilder} from './containerfile.js';
@@ -46,6 +47,11 @@ const makeRootfsLayer = async (rootfsHash: string, work: string, options: Builde
 	try {
 		return layerRecord.parse(JSON.parse(await fs.readFile(record, 'utf8')));
 	} catch {}
+
+	if (process.platform === 'linux' && process.getuid?.() !== 0) {
+		// As a normal user mmdebstrap runs in unshare mode, which needs the subordinate ids the sandbox needs too.
+		await sandboxIdMap();
+	}
 
 	const mirror = options.mirror ?? defaultMirror;
 	const suites = options.suites ?? defaultSuites;

@@ -63,7 +63,10 @@ export interface OwnedDir {
 	remove(): Promise<void>;
 }
 
-/** Removes a tree, making read-only folders writable first when a plain removal is refused (an image's 0555 folders, when not root). */
+/**
+ * Removes a tree, making read-only folders writable first when a plain removal is refused (an image's 0555 folders, when not root),
+ * and, when not root on Linux, in a user namespace with the sandbox's id map for what subordinate ids own.
+ */
 export const removeTree = async (dir: string): Promise<void> => {
 	try {
 		await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
@@ -75,7 +78,17 @@ export const removeTree = async (dir: string): Promise<void> => {
 		};
 
 		await open(dir);
-		await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
+		try {
+			await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
+		} catch (error) {
+			// Files a rootless sandbox made belong to subordinate ids: remove them as the sandbox's root.
+			if (process.platform !== 'linux' || process.getuid?.() === 0 || !['EACCES', 'EPERM'].includes((error as NodeJS.ErrnoException).code ?? '')) {
+				throw error;
+			}
+
+			const {removeInUserNamespace} = await import('../sandboxes/linux-userns/namespaces.js');
+			await removeInUserNamespace(dir);
+		}
 	}
 };
 
