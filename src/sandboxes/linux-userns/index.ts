@@ -99,8 +99,12 @@ export const hostRequirements: readonly Requirement[] = [
 	{
 		check: 'newuidmap/newgidmap',
 		async run() {
-			const tools = [await idMapTool('newuidmap'), await idMapTool('newgidmap')].join(', ');
-			return process.getuid?.() === 0 ? `${tools} (not used as root)` : tools;
+			if (process.getuid?.() === 0) {
+				const tools = await Promise.all([idMapTool('newuidmap'), idMapTool('newgidmap')]).then(found => found.join(', '), () => 'not installed');
+				return `${tools} (not needed as root)`;
+			}
+
+			return [await idMapTool('newuidmap'), await idMapTool('newgidmap')].join(', ');
 		},
 	},
 	{
