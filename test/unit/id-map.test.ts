@@ -6,7 +6,7 @@ import path from 'node:path';
 import {test} from 'node:test';
 import {isUserError} from '../../src/errors.js';
 import {removeTree} from '../../src/runs/owned-dir.js';
-import {mapArguments, parseSubordinateRanges, sandboxIdMap, subordinateRanges, totalIds} from '../../src/sandboxes/linux-userns/id-map.js';
+import {identityMapLines, mapArguments, parseSubordinateRanges, sandboxIdMap, subordinateRanges, totalIds} from '../../src/sandboxes/linux-userns/id-map.js';
 import {runInPrivateUserns} from '../../src/sandboxes/linux-userns/namespaces.js';
 
 test('ranges are the user\'s by name or by id, in file order; malformed lines are skipped', () => {
@@ -57,4 +57,10 @@ test('as a normal user, removeTree removes what subordinate ids own (rm -rf in a
 	assert.throws(() => fs.rmSync(dir, {recursive: true, force: true}), /EACCES|EPERM/);
 	await removeTree(dir);
 	assert.equal(fs.existsSync(dir), false);
+});
+
+test('root\'s identity map follows the extents of its own map (one line each), up to the size', () => {
+	assert.equal(identityMapLines('         0          0 4294967295\n', 65536), '0 0 65536\n');
+	assert.equal(identityMapLines('         0       1001          1\n         1     100000      65535\n', 65536), '0 0 1\n1 1 65535\n');
+	assert.equal(identityMapLines('1 100000 70000\n0 1001 1\n', 65536), '0 0 1\n1 1 65535\n');
 });

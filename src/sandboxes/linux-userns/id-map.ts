@@ -119,12 +119,27 @@ export const mapArguments = (pid: number, own: number, ranges: readonly IdRange[
 	return args;
 };
 
+/**
+ * The identity map of ids 0..size-1 as lines of /proc/PID/uid_map, split where this process's
+ * own map (`ownMap`, the text of /proc/self/uid_map) changes extent: the kernel wants each line
+ * inside one extent of the parent. Root of the initial namespace has one extent; root of a user
+ * namespace made with `unshare --map-root-user --map-auto` (e.g. to own a network namespace) has two.
+ */
+export const identityMapLines = (ownMap: string, size: number): string => ownMap.trim().split('\n')
+	.map(line => line.trim().split(/\s+/).map(Number))
+	.filter(fields => fields.length === 3 && fields.every(Number.isFinite))
+	.map(([inside = 0, , count = 0]) => [inside, Math.min(inside + count, size)] as const)
+	.filter(([start, end]) => start < end)
+	.sort(([a], [b]) => a - b)
+	.map(([start, end]) => `${start} ${start} ${end - start}\n`)
+	.join('');
+
 /** Writes the maps of the user namespace of `pid` (which must not have them yet). */
 export const writeIdMaps = async (pid: number, map: IdMap): Promise<void> => {
 	if (map.kind === 'identity') {
-		await fs.writeFile(`/proc/${pid}/uid_map`, `0 0 ${map.size}\n`);
+		await fs.writeFile(`/proc/${pid}/uid_map`, identityMapLines(await fs.readFile('/proc/self/uid_map', 'utf8'), map.size));
 		await fs.writeFile(`/proc/${pid}/setgroups`, 'allow\n');
-		await fs.writeFile(`/proc/${pid}/gid_map`, `0 0 ${map.size}\n`);
+		await fs.writeFile(`/proc/${pid}/gid_map`, identityMapLines(await fs.readFile('/proc/self/gid_map', 'utf8'), map.size));
 		return;
 	}
 
