@@ -7,7 +7,8 @@
 # SUITE whose index downloads cleanly from MIRROR (any apt mirror: the air-gapped path), keeps
 # only the emulators of the listed architectures, and adds a static busybox of each listed
 # architecture at /usr/lib/exobuild/probes/QEMU_ARCH/busybox (make-probes.sh), which the agent runs to prove a
-# handler. The lists come from src/platforms/table.ts. Writes OUT_TAR (a rootfs tar).
+# handler. The lists come from src/platforms/table.ts. Writes OUT_TAR (a rootfs tar). Needs no
+# root: as a normal user mmdebstrap runs in unshare mode (a subordinate id range is required).
 set -eu
 
 [ $# -eq 5 ] || { echo "usage: $0 OUT_TAR MIRROR SUITES PACKAGES ARCH_PAIRS" >&2; exit 2; }
@@ -23,10 +24,14 @@ for pair in $pairs; do
 done
 
 include=$(printf '%s' "$packages" | tr ' ' ',')
+# As root, mmdebstrap works in a chroot; as a normal user it maps the user's subordinate ids
+# (/etc/subuid, /etc/subgid) through newuidmap/newgidmap itself.
+mode=root
+[ "$(id -u)" -eq 0 ] || mode=unshare
 for suite in $suites; do
 	echo "I: installing $include from $mirror $suite" >&2
 	# shellcheck disable=SC2016 # the hooks expand $1 in mmdebstrap's shell, not here
-	if mmdebstrap --mode=root --variant=apt --include="$include" \
+	if mmdebstrap --mode="$mode" --variant=apt --include="$include" \
 		--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
 		--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
 		--customize-hook="cd \"\$1/usr/bin\" && for f in qemu-*; do case \" $keep \" in *\" \${f%-static} \"*) ;; *) rm -f \"\$f\" ;; esac; done" \

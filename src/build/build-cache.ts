@@ -128,7 +128,8 @@ const removeProjectCache = async (dir: string): Promise<boolean> => {
 
 /**
  * Removes the least recently used project caches until the total is at most `maxBytes`
- * (0: all). A cache in use by a live build is skipped. Returns what was removed.
+ * (0: all, even when the sizes cannot be read: a rootless sandbox leaves folders only its ids can list).
+ * A cache in use by a live build is skipped. Returns what was removed.
  */
 export const pruneProjectCaches = async (maxBytes: number): Promise<ProjectCache[]> => {
 	await reapOwnedDirs(buildCacheDir(), name => /^\.[a-f0-9]{16}\.pruned-/.test(name));
@@ -136,7 +137,7 @@ export const pruneProjectCaches = async (maxBytes: number): Promise<ProjectCache
 	let total = caches.reduce((sum, cache) => sum + cache.bytes, 0);
 	const removed: ProjectCache[] = [];
 	for (const cache of caches) {
-		if (total <= maxBytes) {
+		if (maxBytes > 0 && total <= maxBytes) {
 			break;
 		}
 

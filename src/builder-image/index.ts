@@ -18,6 +18,7 @@ import {ensureCacheFolder, readCacheRecord} from '../runs/cache-guard.js';
 import {writeCacheJson} from '../runs/cache-write.js';
 import {withLock} from '../runs/lock.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
+import {sandboxIdMap} from '../sandboxes/linux-userns/id-map.js';
 import type {SandboxRuntime} from '../sandboxes/runtime.js';
 import type {BuilderImage} from './builder-image.js';
 import {buildContainerfileBuilder} from './containerfile.js';
@@ -73,6 +74,11 @@ const makeRootfsLayer = async (rootfsHash: string, work: string, options: Builde
 	const cached = await readCacheRecord(record, layerRecord);
 	if (cached !== undefined && await fileDigest(blob) === cached.digest) {
 		return cached;
+	}
+
+	if (process.platform === 'linux' && process.getuid?.() !== 0) {
+		// As a normal user mmdebstrap runs in unshare mode, which needs the subordinate ids the sandbox needs too.
+		await sandboxIdMap();
 	}
 
 	const mirror = options.mirror ?? defaultMirror;

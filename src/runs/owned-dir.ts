@@ -65,7 +65,11 @@ export interface OwnedDir {
 	remove(): Promise<void>;
 }
 
-/** Removes a tree, making read-only folders writable first when a plain removal is refused (an image's 0555 folders, when not root). A symlink is removed as itself, never followed. */
+/**
+ * Removes a tree, making read-only folders writable first when a plain removal is refused (an
+ * image's 0555 folders, when not root), and, when not root on Linux, in a user namespace with the
+ * sandbox's id map for what subordinate ids own. A symlink is removed as itself, never followed.
+ */
 export const removeTree = async (dir: string): Promise<void> => {
 	const top = await fs.lstat(dir).catch(() => undefined);
 	if (top === undefined) {
@@ -87,7 +91,17 @@ export const removeTree = async (dir: string): Promise<void> => {
 		};
 
 		await open(dir);
-		await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
+		try {
+			await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
+		} catch (error) {
+			// Files a rootless sandbox made belong to subordinate ids: remove them as the sandbox's root.
+			if (process.platform !== 'linux' || process.getuid?.() === 0 || !['EACCES', 'EPERM'].includes((error as NodeJS.ErrnoException).code ?? '')) {
+				throw error;
+			}
+
+			const {removeInUserNamespace} = await import('../sandboxes/linux-userns/namespaces.js');
+			await removeInUserNamespace(dir);
+		}
 	}
 };
 

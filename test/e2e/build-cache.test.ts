@@ -8,11 +8,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
+import {removeTree} from '../../src/runs/owned-dir.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {assertNothingLeft, exobuild, fixturesDir, makeContext} from './helpers.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-cache-'));
-after(() => fs.rmSync(work, {recursive: true, force: true}));
+// --cache-to holds buildah's storage, owned by the sandbox's ids: as a normal user removeTree removes it in a user namespace.
+after(async () => removeTree(work));
 let layout: string;
 before(async () => {
 	layout = await busyboxLayout(['linux/ppc64le', 'linux/s390x'], path.join(fixturesDir, 'busybox'));

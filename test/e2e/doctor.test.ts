@@ -65,7 +65,7 @@ test('with the real builder image: ppc64le and s390x proven in a sandbox that is
 	assert.equal(result.exitCode, 0, result.all);
 	const report = JSON.parse(String(result.stdout)) as Report;
 	assert.equal(report.ok, true);
-	for (const check of ['os', 'kernel', 'root', 'unshare', 'setpriv', 'user namespaces', 'host binfmt_misc', 'driver']) {
+	for (const check of ['os', 'kernel', 'newuidmap/newgidmap', 'subordinate ids', 'unshare', 'setpriv', 'user namespaces', 'host binfmt_misc', 'driver']) {
 		assert.equal(row(report, 'host', check).status, 'ok', check);
 	}
 

@@ -1,6 +1,7 @@
 /** Shared helpers of the end-to-end tests: run the real CLI, and check what a build leaves behind. */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {execa} from 'execa';
@@ -32,10 +33,31 @@ export const hostBinfmtSnapshot = (): string => {
 	return JSON.stringify({mounted: mounted.length, entries});
 };
 
+/**
+ * Whether a host uid can belong to this test run's sandboxes: as root, any (the identity map);
+ * as a normal user, its own uid and its /etc/subuid ranges (other users' builds are not ours).
+ */
+const ownedUid = (): ((uid: number) => boolean) => {
+	const own = process.getuid?.() ?? 0;
+	if (own === 0) {
+		return () => true;
+	}
+
+	const name = os.userInfo().username;
+	const ranges = (fs.existsSync('/etc/subuid') ? fs.readFileSync('/etc/subuid', 'utf8') : '').split('\n')
+		.map(line => line.trim().split(':'))
+		.filter(([owner]) => owner === name || owner === String(own))
+		.map(([, start, count]) => [Number(start), Number(count)] as const);
+	return uid => uid === own || ranges.some(([start, count]) => uid >= start && uid < start + count);
+};
+
 /** Processes, mounts and run folders a build could leave behind. */
 export const leftovers = async (): Promise<{processes: string[]; mounts: string[]; runs: string[]}> => {
-	const ps = await execa('ps', ['-eo', 'pid=,args='], {reject: false});
-	const processes = ps.stdout.split('\n').filter(line => /buildah|buildkitd|qemu-|exobuild-agent|unshare --user|enter-sandbox/.test(line) && !/ps -eo/.test(line));
+	const ps = await execa('ps', ['-eo', 'pid=,uid=,args='], {reject: false});
+	const ours = ownedUid();
+	const processes = ps.stdout.split('\n')
+		.filter(line => ours(Number(line.trim().split(/\s+/)[1])))
+		.filter(line => /buildah|buildkitd|qemu-|exobuild-agent|unshare --user|enter-sandbox/.test(line) && !/ps -eo/.test(line));
 	const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(line => line.includes('exobuild'));
 	const runsPath = path.join(exobuildEnv.EXOBUILD_CACHE_DIR, 'runs');
 	const runs = fs.existsSync(runsPath) ? fs.readdirSync(runsPath) : [];

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs as pid 1 of a fresh user+mount+pid+ipc+uts namespace (see namespaces.ts), with the
-# HOST's /bin/sh, root with full capabilities inside the namespace. Builds the sandbox's root
+# HOST's /bin/sh, root with full capabilities inside the namespace (as a normal user, that root is
+# the user and ids 1..65536 are its subordinate ids: id-map.ts). Builds the sandbox's root
 # and execs the command in it:
 #
 #   enter-sandbox.sh ROOTFS RUN_DIR [--mount ro|rw HOST_PATH SANDBOX_PATH]... [--env K=V]...
@@ -15,7 +16,7 @@
 # Mount table of the sandbox (all in the private mount namespace: the host never sees them,
 # and they vanish with the namespace):
 #   /                 overlay: lower = ROOTFS (the cached builder rootfs, never written),
-#                     upper/work = RUN_DIR/upper, RUN_DIR/work
+#                     upper/work on a tmpfs at RUN_DIR/overlay (memory; gone with the sandbox)
 #   /proc             a new proc (this pid namespace)
 #   /sys              rbind of the host's /sys (a new sysfs needs a network namespace of one's own)
 #   /dev              tmpfs with binds of null zero full random urandom tty, a new devpts
@@ -23,6 +24,7 @@
 #   /run, /tmp        tmpfs
 #   /etc/resolv.conf, /etc/hosts   binds of the host's (the network namespace is the host's)
 #   /exobuild/state   bind of RUN_DIR/state (rw): engine roots and scratch on the host's disk
+#                     (removed with the run: as a normal user, in a user namespace, owned-dir.ts)
 #   each --mount      bind, remounted read-only for ro
 # binfmt_misc is not mounted here: the agent mounts its own instance at
 # /proc/sys/fs/binfmt_misc, private to this user namespace.
@@ -32,8 +34,12 @@ rootfs=$1
 run=$2
 shift 2
 new=$run/root
-mkdir -p "$run/upper" "$run/work" "$new" "$run/state"
-mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$run/upper,workdir=$run/work" "$new"
+mkdir -p "$run/overlay" "$new" "$run/state"
+# The overlay's upper and work dirs live in memory: what the sandbox changes in its root never
+# reaches the host's disk (as a normal user it would be owned by subordinate ids there).
+mount -t tmpfs -o mode=0755 tmpfs "$run/overlay"
+mkdir "$run/overlay/upper" "$run/overlay/work"
+mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$run/overlay/upper,workdir=$run/overlay/work" "$new"
 
 mount -t proc -o nosuid,nodev,noexec proc "$new/proc"
 mount --rbind /sys "$new/sys"

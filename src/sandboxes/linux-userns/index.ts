@@ -1,5 +1,6 @@
 /**
- * The linux-userns sandbox runtime: a user namespace (full identity id map) with its own mount,
+ * The linux-userns sandbox runtime: a user namespace (as a normal user: sandbox root is the user,
+ * ids 1..65536 its subordinate ids; as root: the identity map; see id-map.ts) with its own mount,
  * pid, ipc and uts namespaces, pivoted into an overlay of the builder image's rootfs, with its
  * own binfmt_misc instance (Linux >= 6.7). The host's kernel table is never touched.
  */
@@ -12,6 +13,7 @@ import {createOwnedDir, reapOwnedDirs} from '../../runs/owned-dir.js';
 import {requirementRows, type Requirement} from '../check-rows.js';
 import type {AgentExit, AgentRun, CheckRow, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec} from '../runtime.js';
 import {builderRootfs, reapRootfsUnpacks} from './builder-rootfs.js';
+import {identityMapSize, idMapTool, requiredSubordinateIds, subgidFile, subordinateRanges, subuidFile, type IdRange} from './id-map.js';
 import {runInNamespaces} from './namespaces.js';
 
 export {builderRootfs} from './builder-rootfs.js';
@@ -95,16 +97,28 @@ export const hostRequirements: readonly Requirement[] = [
 		},
 	},
 	{
-		check: 'root',
+		check: 'newuidmap/newgidmap',
 		async run() {
-			if (process.getuid?.() !== 0) {
-				throw new UserError('the linux-userns driver needs root for now (it writes the sandbox\'s full uid map itself)', {
-					hint: 'run exobuild as root (sudo exobuild …); rootless support via newuidmap is planned',
-					code: 'E_PRIVILEGE',
-				});
+			if (process.getuid?.() === 0) {
+				const tools = await Promise.all([idMapTool('newuidmap'), idMapTool('newgidmap')]).then(found => found.join(', '), () => 'not installed');
+				return `${tools} (not needed as root)`;
 			}
 
-			return 'running as root';
+			return [await idMapTool('newuidmap'), await idMapTool('newgidmap')].join(', ');
+		},
+	},
+	{
+		check: 'subordinate ids',
+		async run() {
+			if (process.getuid?.() === 0) {
+				return `running as root: the sandbox maps ids 0-${identityMapSize - 1} to the host's own (root is not needed: a normal user with ${subuidFile} and ${subgidFile} ranges can build)`;
+			}
+
+			const user = os.userInfo();
+			const describe = (ranges: readonly IdRange[]): string => ranges.map(range => `${range.start}-${range.start + range.count - 1}`).join(', ');
+			const uids = await subordinateRanges(subuidFile);
+			const gids = await subordinateRanges(subgidFile);
+			return `sandbox root is ${user.username} (uid ${user.uid}); ids 1-${requiredSubordinateIds} are ${subuidFile} ${describe(uids)} and ${subgidFile} ${describe(gids)}`;
 		},
 	},
 	...['unshare', 'setpriv'].map((tool): Requirement => ({
@@ -129,10 +143,29 @@ export const hostRequirements: readonly Requirement[] = [
 				});
 			}
 
+			const asRoot = process.getuid?.() === 0;
 			const unprivileged = await readNumber('/proc/sys/kernel/unprivileged_userns_clone');
+			if (!asRoot && unprivileged === 0) {
+				throw new UserError('user namespaces are disabled for normal users (/proc/sys/kernel/unprivileged_userns_clone is 0)', {
+					hint: 'enable them: sysctl -w kernel.unprivileged_userns_clone=1 (and in /etc/sysctl.d to keep it), or run exobuild as root',
+					code: 'E_USERNS',
+					exitCode: 2,
+				});
+			}
+
+			const apparmor = await readNumber('/proc/sys/kernel/apparmor_restrict_unprivileged_userns');
+			if (!asRoot && apparmor === 1) {
+				throw new UserError('AppArmor keeps normal users from using user namespaces (/proc/sys/kernel/apparmor_restrict_unprivileged_userns is 1)', {
+					hint: 'allow them: sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (and in /etc/sysctl.d to keep it), or run exobuild as root',
+					code: 'E_USERNS',
+					exitCode: 2,
+				});
+			}
+
 			return [
 				`max_user_namespaces ${max ?? 'not readable'}`,
 				...(unprivileged === undefined ? [] : [`unprivileged_userns_clone ${unprivileged}${unprivileged === 0 ? ' (only matters without root)' : ''}`]),
+				...(apparmor === undefined ? [] : [`apparmor_restrict_unprivileged_userns ${apparmor}${apparmor === 1 ? ' (only matters without root)' : ''}`]),
 			].join('; ');
 		},
 	},

@@ -1,11 +1,12 @@
 /**
- * Processes in a new user + mount + pid + ipc + uts namespace with a full identity id map
- * (0..65535), which buildah needs (a single mapped id fails on supplemental groups).
+ * Processes in a new user + mount + pid + ipc + uts namespace with a full-ish id map, which
+ * buildah needs (a single mapped id fails on supplemental groups): see id-map.ts. As a normal
+ * user, uid/gid 0 inside is the invoking user and 1..65536 its subordinate ids (newuidmap and
+ * newgidmap, run from outside on the paused child, as Podman does); as root, the identity map.
  *
- * `unshare --map-users` goes through newuidmap, which wants /etc/subuid entries. Instead the
- * host (root) writes the maps itself: the namespace's pid 1 waits on fd 3 (a socket to this
- * process) until the maps are written, then starts the command, which thereby gets full
- * capabilities in the namespace (an exec before the map is written would drop them).
+ * unshare starts paused: the namespace's pid 1 waits on fd 3 (a socket to this process) until
+ * the maps are written, then starts the command, which thereby gets full capabilities in the
+ * namespace (an exec before the map is written would drop them).
  *
  * The namespace lives exactly as long as this process: pid 1 keeps reading fd 3, and when it
  * sees end-of-file (exobuild exited or was killed, even with SIGKILL) it exits, and the kernel
@@ -16,8 +17,8 @@ import fs from 'node:fs/promises';
 import {readLines} from '../read-lines.js';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {execa} from 'execa';
-
-export const idMapSize = 65_536;
+import {UserError} from '../../errors.js';
+import {sandboxIdMap, writeIdMaps} from './id-map.js';
 
 export interface NamespacedRun {
 	readonly onStdoutLine?: (line: string) => void;
@@ -76,6 +77,8 @@ const killQuietly = (pid: number): void => {
  */
 export const runInNamespaces = async (argv: readonly string[], run: NamespacedRun = {}): Promise<NamespacedExit> => {
 	const ownUserNs = await fs.readlink('/proc/self/ns/user');
+	// Checked before anything starts: a missing range is a UserError naming the fix.
+	const idMap = await sandboxIdMap();
 	const child = execa('setpriv', [
 		'--pdeathsig', 'SIGKILL', '--',
 		'unshare', '--user', '--mount', '--pid', '--ipc', '--uts', '--fork', '--kill-child', '--propagation', 'private', '--',
@@ -125,11 +128,7 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 
 			if (userNs !== ownUserNs) {
 				// eslint-disable-next-line no-await-in-loop
-				await fs.writeFile(`/proc/${pid}/uid_map`, `0 0 ${idMapSize}\n`);
-				// eslint-disable-next-line no-await-in-loop
-				await fs.writeFile(`/proc/${pid}/setgroups`, 'allow\n');
-				// eslint-disable-next-line no-await-in-loop
-				await fs.writeFile(`/proc/${pid}/gid_map`, `0 0 ${idMapSize}\n`);
+				await writeIdMaps(pid, idMap);
 				const init = (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim().split(/\s+/)[0];
 				if (init) {
 					nsPid = await readlinkOrUndefined(`/proc/${init}/ns/pid`);
@@ -175,8 +174,25 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 };
 
 /**
- * Runs a host command (the host's root filesystem, no pivot) in new namespaces with the full
- * identity map: a fixture can mount its own binfmt_misc there and run foreign binaries without
+ * Removes a tree the sandbox made in exobuild's cache (engine storage, a run's state): files owned
+ * by subordinate ids, which the user cannot remove from the host. `rm -rf` runs as root of a user
+ * namespace with the sandbox's mapping, where every owner is mapped (Podman's `podman unshare rm`).
+ */
+export const removeInUserNamespace = async (dir: string): Promise<void> => {
+	const stderr: string[] = [];
+	const exit = await runInNamespaces(['rm', '-rf', '--', dir], {onStderrLine: line => stderr.push(line)});
+	if (exit.exitCode !== 0) {
+		throw new UserError(`could not remove ${dir} in a user namespace: ${stderr.at(-1) ?? `rm exit ${exit.exitCode ?? exit.signal}`}`, {
+			hint: `remove it as root (sudo rm -rf ${dir})`,
+			code: 'E_REMOVE',
+			exitCode: 1,
+		});
+	}
+};
+
+/**
+ * Runs a host command (the host's root filesystem, no pivot) in new namespaces with the
+ * sandbox's id map (id-map.ts): a fixture can mount its own binfmt_misc there and run foreign binaries without
  * touching the host's table.
  */
 export const runInPrivateUserns = async (argv: readonly string[], options: {cwd?: string} = {}): Promise<{exitCode: number; stdout: string; stderr: string}> => {
