@@ -211,7 +211,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 				}
 			}
 
-			const starting = runtime.start({sessionId, builderImage, mounts: buildMounts(effective, contexts, scratch, cache, secretFiles)});
+			const starting = runtime.start({sessionId, builderImage, mounts: buildMounts(effective, contexts, scratch, cache, secretFiles), ...(signal === undefined ? {} : {signal})});
 			try {
 				sandbox = await hostPhase('sandbox-start', async () => starting, box => box.id);
 			} catch (error) {
@@ -311,7 +311,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 			if (output !== undefined || request.load) {
 				if (output !== undefined) {
 					const platforms = request.platforms.map(platform => platform.id);
-					await hostPhase('archive', async () => writeOutput(layout, output, {tags: request.tags, platforms}).catch((error: unknown) => {
+					await hostPhase('archive', async () => writeOutput(layout, output, {tags: request.tags, platforms, ...(signal === undefined ? {} : {signal})}).catch((error: unknown) => {
 						throw output.dest === '-' ? error : withDest(error, output.dest);
 					}), () => `type=${output.type} ${output.dest === '-' ? 'to stdout' : output.dest}`);
 				}

@@ -12,8 +12,8 @@ import {dir as temporaryDirectory} from 'tmp-promise';
 import {UserError} from '../errors.js';
 import {entryComponents, lstatOrUndefined} from './in-root.js';
 import {applyLayer} from './layer-apply.js';
-import {blobPath, imagesUnder, readIndexJson} from './layout.js';
-import {fileDigest} from './writer.js';
+import {verifyBlob, userLayout} from './blobs.js';
+import {blobPath, imagesOfLayout} from './layout.js';
 import {hostPlatform} from '../platforms/parse.js';
 import {platformIdOf} from './schema.js';
 import {openTarFile, tarEntries} from './tar-entries.js';
@@ -130,22 +130,21 @@ export const unpackImageArchive = async (archivePath: string, destDir: string, o
 	const staging = await temporaryDirectory({unsafeCleanup: true, tmpdir: path.dirname(destDir), prefix: '.oci-archive-', mode: 0o700});
 	try {
 		await extractArchiveFiles(archivePath, staging.path, options.signal);
-		const index = await readIndexJson(staging.path);
-		const images = (await Promise.all(index.manifests.map(async descriptor => imagesUnder(staging.path, descriptor)))).flat();
+		const layout = userLayout(staging.path, archivePath);
+		const images = await imagesOfLayout(layout);
 		const wanted = hostPlatform()?.id ?? `linux/${process.arch}`;
 		const image = images.length === 1 ? images[0] : images.find(candidate => platformIdOf(candidate.config) === wanted || candidate.platform === wanted);
 		if (image === undefined) {
-			throw new Error(`${archivePath} has no image for ${wanted} (it has ${images.map(i => i.platform).join(', ') || 'none'})`);
+			throw new UserError(`${archivePath} has no image for ${wanted} (it has ${images.map(i => i.platform).join(', ') || 'none'})`, {
+				hint: 'a builder image runs on this machine: make or load one for its architecture (`exobuild builder build`)', code: 'E_BUILDER_ARCHIVE', exitCode: 2,
+			});
 		}
 
 		await fs.mkdir(destDir, {recursive: true});
 		for (const layer of image.manifest.layers) {
 			options.signal?.throwIfAborted();
 			// eslint-disable-next-line no-await-in-loop
-			const actual = await fileDigest(blobPath(staging.path, layer.digest));
-			if (actual !== layer.digest) {
-				throw new Error(`${archivePath}: layer ${layer.digest} is corrupt (its content hashes to ${actual})`);
-			}
+			await verifyBlob(layout, layer, `a layer of ${image.platform}`);
 
 			// eslint-disable-next-line no-await-in-loop
 			await applyLayer(blobPath(staging.path, layer.digest), destDir, {keepOwners: process.getuid?.() === 0, keepSetuid: false, ...(options.signal === undefined ? {} : {signal: options.signal})});

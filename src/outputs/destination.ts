@@ -304,7 +304,7 @@ const fchownFd = promisify(fs.fchown);
 
 type ReplacedFile = NonNullable<Extract<FileDestination, {kind: 'replace'}>['previous']>;
 
-const replaceFile = async (file: string, previous: ReplacedFile | undefined, write: (out: Writable) => Promise<void>): Promise<void> => {
+const replaceFile = async (file: string, previous: ReplacedFile | undefined, write: (out: Writable) => Promise<void>, signal?: AbortSignal): Promise<void> => {
 	const partial = partialPathOf(file);
 	const tracked = await trackPartial(partial).catch((error: unknown) => {
 		throw writeFailure(file, error);
@@ -335,6 +335,7 @@ const replaceFile = async (file: string, previous: ReplacedFile | undefined, wri
 		const done = fd;
 		fd = undefined;
 		await closeFd(done);
+		signal?.throwIfAborted();
 		await fsp.rename(partial, file);
 		await tracked.release();
 	} catch (error) {
@@ -374,6 +375,8 @@ const writeStream = async (file: string, write: (out: Writable) => Promise<void>
 export interface DestinationOptions {
 	/** The stream of descriptor 1 (`-`, /dev/stdout); process.stdout unless given. */
 	readonly stdout?: Writable;
+	/** Once aborted, a finished partial is discarded instead of renamed into place. */
+	readonly signal?: AbortSignal;
 }
 
 /**
@@ -384,7 +387,7 @@ export const writeFileDestination = async (dest: string, write: (out: Writable) 
 	const destination = resolveFileDestination(dest);
 	switch (destination.kind) {
 		case 'replace': {
-			await replaceFile(destination.file, destination.previous, write);
+			await replaceFile(destination.file, destination.previous, write, options.signal);
 			return;
 		}
 

@@ -26,7 +26,7 @@ import {layerCompression, outputErrorCode, selectImages, verifyLayers, type Sele
 import {mergeTree} from './merge-tree.js';
 import {keepOwnersNeedsRoot} from './target.js';
 
-export const outputNoSpaceCode = 'E_OUTPUT_NO_SPACE';
+export const outputNoSpaceCode = 'E_NO_SPACE';
 export const outputWriteCode = 'E_OUTPUT_WRITE';
 
 export interface LocalOutputOptions {

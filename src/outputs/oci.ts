@@ -18,6 +18,8 @@ export interface OciOutputOptions {
 	readonly tags?: readonly string[];
 	/** Where dest `-` streams to; process.stdout unless given. */
 	readonly stdout?: Writable;
+	/** Once aborted, the archive is not put in place. */
+	readonly signal?: AbortSignal;
 }
 
 /** Copies the layout (reachable blobs only, each verified) into `destDir`, replacing it atomically. */
@@ -38,5 +40,5 @@ export const writeOciLayoutDir = async (layoutDir: string, destDir: string, opti
 
 /** An OCI archive at `dest`: a file, a device or FIFO, `-` (stdout). */
 export const writeOciArchive = async (layoutDir: string, dest: string, options: OciOutputOptions = {}): Promise<void> => {
-	await writeFileDestination(dest, async out => packLayoutToStream(layoutDir, out, {tags: options.tags ?? []}), options.stdout === undefined ? {} : {stdout: options.stdout});
+	await writeFileDestination(dest, async out => packLayoutToStream(layoutDir, out, {tags: options.tags ?? []}), {...(options.stdout === undefined ? {} : {stdout: options.stdout}), ...(options.signal === undefined ? {} : {signal: options.signal})});
 };

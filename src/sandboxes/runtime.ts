@@ -26,6 +26,8 @@ export interface SandboxSpec {
 	readonly mounts: readonly Mount[];
 	/** Extra environment for the agent (never secrets). */
 	readonly env?: Readonly<Record<string, string>>;
+	/** Aborting stops the start (e.g. the first unpack of the builder image) as soon as it can. */
+	readonly signal?: AbortSignal;
 }
 
 export interface AgentRun {

@@ -415,7 +415,7 @@ test('type=local onto a full filesystem fails with exit 1 and leaves the previou
 		const big = await layoutOf([[
 			{path: 'report.txt', content: 'a new report\n'}, {path: 'bin/'}, {path: 'bin/tool', content: crypto.randomBytes(3 * 1024 * 1024), mode: 0o755},
 		]]);
-		await assert.rejects(writeLocalOutput(big, dest), (error: unknown) => isUserError(error) && error.code === 'E_OUTPUT_NO_SPACE' && error.exitCode === 1 && error.message.includes(dest));
+		await assert.rejects(writeLocalOutput(big, dest), (error: unknown) => isUserError(error) && error.code === 'E_NO_SPACE' && error.exitCode === 1 && error.message.includes(dest));
 		assert.deepEqual(treeSnapshot(dest), before);
 		assert.deepEqual(partialsIn(mountPoint), [], 'no partial folder left');
 
@@ -426,7 +426,7 @@ test('type=local onto a full filesystem fails with exit 1 and leaves the previou
 		try {
 			await writeLocalOutput(small, innerMount);
 			const innerBefore = treeSnapshot(innerMount);
-			await assert.rejects(writeLocalOutput(big, innerMount), (error: unknown) => isUserError(error) && error.code === 'E_OUTPUT_NO_SPACE');
+			await assert.rejects(writeLocalOutput(big, innerMount), (error: unknown) => isUserError(error) && error.code === 'E_NO_SPACE');
 			assert.deepEqual(treeSnapshot(innerMount), innerBefore);
 		} finally {
 			execFileSync('umount', [innerMount]);

@@ -32,7 +32,7 @@ const isComplete = async (tree: string, image: BuilderImage, archive: FileIdenti
 	return marker !== undefined && marker.manifestDigest === image.manifestDigest && sameIdentity(marker.archive, archive) && await checkCacheFolder(tree);
 };
 
-export const builderRootfs = async (image: BuilderImage): Promise<string> => {
+export const builderRootfs = async (image: BuilderImage, signal?: AbortSignal): Promise<string> => {
 	const archive = await verifyStoredArchive(image);
 	const final = path.join(await ensureCacheFolder(rootfsDir()), image.manifestDigest.replace('sha256:', ''));
 	if (await isComplete(final, image, archive)) {
@@ -52,7 +52,7 @@ export const builderRootfs = async (image: BuilderImage): Promise<string> => {
 		const forget = addExitCleanup(owned.remove);
 		try {
 			const tree = path.join(owned.path, 'rootfs');
-			await unpackImageArchive(archivePathFor(image.inputHash), tree);
+			await unpackImageArchive(archivePathFor(image.inputHash), tree, signal === undefined ? {} : {signal});
 			await assertArchiveUnchanged(image, archive);
 			await fs.rename(tree, final);
 		} finally {

@@ -206,7 +206,7 @@ const linuxUsernsRuntime = (options: LinuxUsernsOptions): SandboxRuntime => ({
 	},
 
 	async start(spec: SandboxSpec): Promise<Sandbox> {
-		const rootfs = await builderRootfs(spec.builderImage);
+		const rootfs = await builderRootfs(spec.builderImage, spec.signal);
 		const run = await createOwnedDir(path.join(runsDir(), `${spec.sessionId}${runSuffix}`), 'linux-userns');
 		const abort = new AbortController();
 		let running: Promise<unknown> | undefined;
