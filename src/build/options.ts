@@ -298,7 +298,7 @@ export const parseOutput = (values: readonly string[], cwd: string): {target: Ou
 
 	const names = (fields.get('name') ?? '').split(/[+;]/).map(name => name.trim()).filter(Boolean);
 	const target = outputSchema.safeParse({
-		type, dest: dest === '-' ? '-' : checkedDest(path.resolve(cwd, dest), folder ? 'folder' : 'file'),
+		type, dest: dest === '-' ? '-' : checkedDest(path.resolve(cwd, dest), type === 'local' ? 'local' : (folder ? 'folder' : 'file')),
 		...(tarOption === undefined ? {} : {tar: tarOption === 'true'}),
 		...(keepOwners === undefined ? {} : {keepOwners: keepOwners === 'true'}),
 	});
