@@ -10,72 +10,12 @@
  * does not expose them.
  */
 import path from 'node:path';
-import type {Readable} from 'node:stream';
 import * as tar from 'tar';
 import type {Descriptor} from '../oci/schema.js';
+import {tarEntries} from '../oci/tar-entries.js';
 import {openLayer, type SelectedImage} from './images.js';
 
 const block = 512;
-
-/** The entries of an uncompressed tar stream, one at a time; each must be read or resumed before the next. */
-async function * entriesOf(input: Readable): AsyncGenerator<tar.ReadEntry> {
-	const parser = new tar.Parser({strict: true});
-	const queue: tar.ReadEntry[] = [];
-	let ended = false;
-	let failure: unknown;
-	let wake: (() => void) | undefined;
-	const signal = (): void => {
-		const resume = wake;
-		wake = undefined;
-		resume?.();
-	};
-
-	parser.on('entry', (entry: tar.ReadEntry) => {
-		entry.on('error', () => undefined);
-		queue.push(entry);
-		signal();
-	});
-	parser.on('end', () => {
-		ended = true;
-		signal();
-	});
-	let current: tar.ReadEntry | undefined;
-	const fail = (error: unknown): void => {
-		failure ??= error;
-		signal();
-		// A reader waiting for the current entry's data would wait forever: fail it too.
-		// (Minipass replays an emitted error to listeners added later; each entry has a listener from the start.)
-		if (current !== undefined && !current.emittedEnd) {
-			current.emit('error', error instanceof Error ? error : new Error(String(error)));
-		}
-	};
-
-	parser.on('error', fail);
-	input.on('error', fail);
-	input.pipe(parser as unknown as NodeJS.WritableStream);
-	try {
-		for (;;) {
-			if (failure !== undefined) {
-				throw failure;
-			}
-
-			const next = queue.shift();
-			if (next !== undefined) {
-				current = next;
-				yield next;
-			} else if (ended) {
-				return;
-			} else {
-				// eslint-disable-next-line no-await-in-loop
-				await new Promise<void>(resolve => {
-					wake = resolve;
-				});
-			}
-		}
-	} finally {
-		input.destroy();
-	}
-}
 
 /** A layer path relative to the root ('' is the root itself); undefined for paths that leave it. */
 const clean = (name: string): string | undefined => {
@@ -175,7 +115,7 @@ async function * imageEntries(layoutDir: string, image: SelectedImage, folder: s
 		/** Hardlink target → links to it that need the target's content from this layer. */
 		const orphanLinks = new Map<string, string[]>();
 		// eslint-disable-next-line no-await-in-loop
-		for await (const entry of entriesOf(await openLayer(layoutDir, layer))) {
+		for await (const entry of tarEntries(await openLayer(layoutDir, layer))) {
 			const name = clean(entry.path);
 			const base = name === undefined ? '' : path.posix.basename(name);
 			if (name === undefined || base.startsWith('.wh.') || written.has(name) || hidden(name)) {
@@ -221,7 +161,7 @@ async function * imageEntries(layoutDir: string, image: SelectedImage, folder: s
 
 		if (orphanLinks.size > 0) {
 			// eslint-disable-next-line no-await-in-loop
-			for await (const entry of entriesOf(await openLayer(layoutDir, layer))) {
+			for await (const entry of tarEntries(await openLayer(layoutDir, layer))) {
 				const name = clean(entry.path);
 				const links = name === undefined ? undefined : orphanLinks.get(name);
 				if (links === undefined || !fileTypes.has(entry.type)) {
