@@ -4,34 +4,46 @@
  * abort signal stops the read between entries and between chunks.
  */
 import {createReadStream} from 'node:fs';
-import fs from 'node:fs/promises';
+import fs, {type FileHandle} from 'node:fs/promises';
 import {pipeline, type Readable} from 'node:stream';
 import zlib from 'node:zlib';
 import * as tar from 'tar';
 
+export type Compression = 'none' | 'gzip' | 'zstd';
+
+const zstdMagic = Buffer.from([0x28, 0xB5, 0x2F, 0xFD]);
+
+/** An open file's compression, from its first bytes (gzip's and zstd's magic numbers). */
+export const sniffCompression = async (handle: FileHandle): Promise<Compression> => {
+	const buffer = Buffer.alloc(4);
+	const {bytesRead} = await handle.read(buffer, 0, 4, 0);
+	const magic = buffer.subarray(0, bytesRead);
+	if (magic.equals(zstdMagic)) {
+		return 'zstd';
+	}
+
+	return magic[0] === 0x1F && magic[1] === 0x8B ? 'gzip' : 'none';
+};
+
+/** `source` gunzipped. The callback form destroys both streams when either fails or the reader gives up; the reader sees the error. */
+export const gunzipped = (source: Readable): Readable => pipeline(source, zlib.createGunzip(), () => undefined);
+
 /** The tar stream of `file`, gunzipped when it starts with gzip's magic bytes; zstd is refused. */
 export const openTarFile = async (file: string): Promise<Readable> => {
 	const handle = await fs.open(file, 'r');
-	let magic: Buffer;
+	let compression: Compression;
 	try {
-		const buffer = Buffer.alloc(4);
-		const {bytesRead} = await handle.read(buffer, 0, 4, 0);
-		magic = buffer.subarray(0, bytesRead);
+		compression = await sniffCompression(handle);
 	} finally {
 		await handle.close();
 	}
 
-	if (magic.equals(Buffer.from([0x28, 0xB5, 0x2F, 0xFD]))) {
+	if (compression === 'zstd') {
 		throw new Error(`${file} is zstd-compressed, which exobuild cannot decompress`);
 	}
 
 	const source = createReadStream(file);
-	if (magic[0] !== 0x1F || magic[1] !== 0x8B) {
-		return source;
-	}
-
-	// The callback form destroys both streams when either fails or the reader gives up; the reader sees the error.
-	return pipeline(source, zlib.createGunzip(), () => undefined);
+	return compression === 'gzip' ? gunzipped(source) : source;
 };
 
 /**

@@ -3,12 +3,12 @@
  * platform, through nested indexes), each layer verified against its digest and opened as an
  * uncompressed tar stream, and buildx's folder name for a platform.
  */
-import {pipeline, type Readable} from 'node:stream';
-import zlib from 'node:zlib';
+import type {Readable} from 'node:stream';
 import {UserError} from '../errors.js';
 import {badImageCode, layoutSource, openBlob, printable, readBlobStream, type LayoutRef} from '../oci/blobs.js';
 import {imagesOfLayout, verifyImageLayers, type PlatformImage} from '../oci/layout.js';
 import {platformIdOf, type Descriptor} from '../oci/schema.js';
+import {gunzipped, sniffCompression, type Compression as SniffedCompression} from '../oci/tar-entries.js';
 
 export const outputErrorCode = 'E_OUTPUT';
 
@@ -61,21 +61,20 @@ export const selectImages = async (layout: LayoutRef, platforms?: readonly strin
 /** Checks each layer blob (a regular file in the layout, streamed through a hash) against its size and digest before anything is written. */
 export const verifyLayers = async (layout: LayoutRef, images: readonly PlatformImage[]): Promise<void> => verifyImageLayers(layout, images);
 
-export type Compression = 'none' | 'gzip';
+/** The compressions an output can read (Node 20's zlib has no zstd). */
+export type Compression = Exclude<SniffedCompression, 'zstd'>;
 
 /** A layer's compression, from its first bytes (BuildKit's media types agree; zstd is refused: Node 20's zlib has no zstd). */
 export const layerCompression = async (layout: LayoutRef, layer: Descriptor): Promise<Compression> => {
 	const {handle} = await openBlob(layout, layer);
-	let magic: Buffer;
+	let compression: SniffedCompression;
 	try {
-		const buffer = Buffer.alloc(4);
-		const {bytesRead} = await handle.read(buffer, 0, 4, 0);
-		magic = buffer.subarray(0, bytesRead);
+		compression = await sniffCompression(handle);
 	} finally {
 		await handle.close();
 	}
 
-	if (layer.mediaType.endsWith('zstd') || magic.equals(Buffer.from([0x28, 0xB5, 0x2F, 0xFD]))) {
+	if (layer.mediaType.endsWith('zstd') || compression === 'zstd') {
 		throw new UserError(`layer ${layer.digest} is zstd-compressed (${printable(layer.mediaType)}), which exobuild cannot decompress for this output`, {
 			hint: 'build with gzip or uncompressed layers (the default), or use --output type=oci',
 			code: outputErrorCode,
@@ -83,7 +82,7 @@ export const layerCompression = async (layout: LayoutRef, layer: Descriptor): Pr
 		});
 	}
 
-	return magic[0] === 0x1F && magic[1] === 0x8B ? 'gzip' : 'none';
+	return compression;
 };
 
 /** The layer as an uncompressed tar stream, its compressed bytes checked against its digest as they are read. */
@@ -94,6 +93,5 @@ export const openLayer = async (layout: LayoutRef, layer: Descriptor): Promise<R
 		return source;
 	}
 
-	// The callback form destroys both streams when either fails or the reader gives up; the reader sees the error.
-	return pipeline(source, zlib.createGunzip(), () => undefined);
+	return gunzipped(source);
 };

@@ -100,6 +100,27 @@ export const ensureCacheRoot = async (env: NodeJS.ProcessEnv = process.env): Pro
 	return root;
 };
 
+/** Every folder from just below the cache `root` down to `target` (none for the root itself), in order. */
+const foldersBelow = (root: string, target: string): string[] => {
+	if (target === root) {
+		return [];
+	}
+
+	if (!isInside(target, root)) {
+		throw new Error(`internal: ${target} is not inside exobuild's cache ${root}`);
+	}
+
+	let current = root;
+	return path.relative(root, target).split(path.sep).map(part => {
+		current = path.join(current, part);
+		return current;
+	});
+};
+
+/** Why an lstat result that is not one of this user's folders is set aside. */
+const whyUnsafe = (stat: {isDirectory(): boolean; isSymbolicLink(): boolean; uid: number}): string =>
+	stat.isSymbolicLink() ? 'is a symlink' : (stat.isDirectory() ? `belongs to uid ${stat.uid}` : 'is not a folder');
+
 /** Whether an lstat result is a real folder owned by this user. */
 const isOwnFolder = (stat: {isDirectory(): boolean; isSymbolicLink(): boolean; uid: number}): boolean => {
 	const uid = myUid();
@@ -113,17 +134,7 @@ const isOwnFolder = (stat: {isDirectory(): boolean; isSymbolicLink(): boolean; u
 export const ensureCacheFolder = async (dir: string, env: NodeJS.ProcessEnv = process.env): Promise<string> => {
 	const root = await ensureCacheRoot(env);
 	const target = path.resolve(dir);
-	if (target === root) {
-		return root;
-	}
-
-	if (!isInside(target, root)) {
-		throw new Error(`internal: ${target} is not inside exobuild's cache ${root}`);
-	}
-
-	let current = root;
-	for (const part of path.relative(root, target).split(path.sep)) {
-		current = path.join(current, part);
+	for (const current of foldersBelow(root, target)) {
 		// eslint-disable-next-line no-await-in-loop
 		const stat = await fs.lstat(current).catch(() => undefined);
 		if (stat !== undefined && isOwnFolder(stat)) {
@@ -132,7 +143,7 @@ export const ensureCacheFolder = async (dir: string, env: NodeJS.ProcessEnv = pr
 
 		if (stat !== undefined) {
 			// eslint-disable-next-line no-await-in-loop
-			await setAside(current, 'unsafe', stat.isSymbolicLink() ? 'is a symlink' : (stat.isDirectory() ? `belongs to uid ${stat.uid}` : 'is not a folder'));
+			await setAside(current, 'unsafe', whyUnsafe(stat));
 		}
 
 		// eslint-disable-next-line no-await-in-loop
@@ -163,18 +174,7 @@ export const checkCacheFolder = async (dir: string, env: NodeJS.ProcessEnv = pro
 	}
 
 	await ensureCacheRoot(env);
-	const target = path.resolve(dir);
-	if (target === root) {
-		return true;
-	}
-
-	if (!isInside(target, root)) {
-		throw new Error(`internal: ${target} is not inside exobuild's cache ${root}`);
-	}
-
-	let current = root;
-	for (const part of path.relative(root, target).split(path.sep)) {
-		current = path.join(current, part);
+	for (const current of foldersBelow(root, path.resolve(dir))) {
 		// eslint-disable-next-line no-await-in-loop
 		const stat = await fs.lstat(current).catch(() => undefined);
 		if (stat === undefined) {
@@ -183,7 +183,7 @@ export const checkCacheFolder = async (dir: string, env: NodeJS.ProcessEnv = pro
 
 		if (!isOwnFolder(stat)) {
 			// eslint-disable-next-line no-await-in-loop
-			await setAside(current, 'unsafe', stat.isSymbolicLink() ? 'is a symlink' : (stat.isDirectory() ? `belongs to uid ${stat.uid}` : 'is not a folder'));
+			await setAside(current, 'unsafe', whyUnsafe(stat));
 			return false;
 		}
 	}
