@@ -1,6 +1,6 @@
 /**
  * Errors a user can act on, and THE error table: every stable error code exobuild uses (its own
- * and the agent's, src/agent-events/contract.ts) with the exit code it ends the run with and a
+ * and the agent's, src/agent/contract.ts) with the exit code it ends the run with and a
  * default hint. Exit codes: 2 bad input (the command line, the files it names, the host's
  * setup), 1 the build (or an output, a download) failed, 129/130/131/143 interrupted by
  * SIGHUP/SIGINT/SIGQUIT/SIGTERM, 70 a bug in exobuild (anything that is not a UserError).
@@ -62,7 +62,7 @@ export const errorTable = {
 	E_PROTOCOL: failed('the builder image and this exobuild do not match; run `exobuild builder build --force`'),
 	E_AGENT_CRASHED: failed('run with --progress plain to see its output; the engine may have crashed'),
 	E_INTERRUPTED: {exitCode: signalExitCodes.SIGINT, hint: 'everything the run started was removed'},
-	// The agent's codes (src/agent-events/contract.ts), as the host reports them.
+	// The agent's codes (src/agent/contract.ts), as the host reports them.
 	E_AGENT_USAGE: failed('exobuild and its builder image disagree about the agent\'s arguments; run `exobuild builder build --force`'),
 	E_BINFMT_MOUNT: failed('the sandbox could not mount its own binfmt_misc: on Linux this needs kernel 6.7 or later; in Apple\'s container >= 1.2.0 /proc/sys is read-only (with 1.2.1 or later, EXOBUILD_APPLE_WRITABLE_PROC_SYS=1 lifts it; see docs/macos.md)'),
 	E_EMULATOR_MISSING: failed('the builder image lacks that emulator; run `exobuild builder build --force`'),
@@ -103,7 +103,7 @@ export class UserError extends Error {
 	override readonly name = 'UserError';
 	readonly hint: string | undefined;
 	readonly exitCode: number;
-	/** A stable, greppable code (also used for agent errors, see src/agent-events). */
+	/** A stable, greppable code (also used for agent errors, see src/agent). */
 	readonly code: string;
 
 	constructor(message: string, options: UserErrorOptions = {}) {

@@ -1,8 +1,8 @@
 import process from 'node:process';
 import {Option, type Command} from 'commander';
-import {defaultHangTimeout, toBuildRequest, type RawBuildOptions} from '../build/options.js';
-import type {BuildRequest} from '../build/request.js';
-import {runBuild, type BuildResult} from '../build/run-build.js';
+import {defaultHangTimeout, toBuildRequest, type RawBuildOptions} from './build-flags/options.js';
+import type {BuildRequest} from '../request/build-request.js';
+import {runBuild, type BuildResult} from '../pipeline/run-build.js';
 import {normaliseReference} from '../oci/index.js';
 import {writeFileContent, writesToStdout} from '../outputs/destination.js';
 import {interruptedBy, UserError} from '../errors.js';

@@ -6,8 +6,8 @@
  */
 import {Option, type Command} from 'commander';
 import {listWithCurrency, removeBuilderImage} from '../builder-image/index.js';
-import {parseSize, pruneProjectCaches} from '../build/build-cache.js';
-import {reapHostScratch} from '../build/host-scratch.js';
+import {parseSize, pruneProjectCaches} from '../pipeline/build-cache.js';
+import {reapHostScratch} from '../pipeline/host-scratch.js';
 import {UserError} from '../errors.js';
 import {reapPartials} from '../runs/partials.js';
 import {createRuntime, defaultRuntime, runtimeNames} from '../sandboxes/index.js';

@@ -7,10 +7,10 @@
  */
 import path from 'node:path';
 import fs from 'node:fs/promises';
-import {parseAgentLine, type AgentEvent, type AgentEventOf, type ErrorCode} from '../agent-events/contract.js';
-import {platformHandlerArgs} from '../build/agent-args.js';
-import {hintFor} from '../build/agent-errors.js';
-import {newSessionId} from '../build/run-build.js';
+import {parseAgentLine, type AgentEvent, type AgentEventOf, type ErrorCode} from '../agent/contract.js';
+import {platformHandlerArgs} from '../agent/agent-args.js';
+import {hintFor} from '../agent/agent-errors.js';
+import {newSessionId} from '../pipeline/run-build.js';
 import {listWithCurrency, type BuilderImage} from '../builder-image/index.js';
 import {chooseBuilder, verifyBuilderArchive} from '../builder-image/store.js';
 import {isUserError} from '../errors.js';

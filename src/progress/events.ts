@@ -1,8 +1,8 @@
 /**
  * What a build reports while it runs: host phases (run by exobuild on the host) and agent
- * phases (reported by the agent, see src/agent-events/contract.ts), in one ordered list.
+ * phases (reported by the agent, see src/agent/contract.ts), in one ordered list.
  */
-import type {AgentEvent} from '../agent-events/contract.js';
+import type {AgentEvent} from '../agent/contract.js';
 
 export const buildPhases = [
 	{name: 'reap-orphans', title: 'Reap sandboxes left by killed runs', host: true},

@@ -1,5 +1,5 @@
 /** Line-per-event progress for logs and non-TTY output (stderr). */
-import type {AgentEvent} from '../agent-events/contract.js';
+import type {AgentEvent} from '../agent/contract.js';
 import {buildPhases, type BuildReporter, type ProgressEvent} from './events.js';
 
 const titleOf = (phase: string): string => buildPhases.find(p => p.name === phase)?.title ?? phase;

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
-import {parseAgentLine, type AgentEvent} from '../../src/agent-events/contract.js';
+import {parseAgentLine, type AgentEvent} from '../../src/agent/contract.js';
 import {handlerSpec, parsePlatform} from '../../src/platforms/parse.js';
 import {runInNamespaces} from '../../src/sandboxes/linux-userns/namespaces.js';
 import {busyboxOf} from '../fixtures/base-images.js';

@@ -15,7 +15,7 @@ import {fileURLToPath} from 'node:url';
 import {execa} from 'execa';
 import * as tar from 'tar';
 import {builderArchitecture, importBuilderArchive} from '../../src/builder-image/index.js';
-import {buildCacheDir, projectCacheDir, pruneProjectCaches, withProjectCache} from '../../src/build/build-cache.js';
+import {buildCacheDir, projectCacheDir, pruneProjectCaches, withProjectCache} from '../../src/pipeline/build-cache.js';
 import {isUserError} from '../../src/errors.js';
 import {LayoutWriter} from '../../src/oci/index.js';
 import {withLock} from '../../src/runs/lock.js';

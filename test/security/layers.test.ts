@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {after, afterEach, test} from 'node:test';
-import {parseOutput} from '../../src/build/options.js';
+import {parseOutput} from '../../src/cli/build-flags/options.js';
 import {isUserError} from '../../src/errors.js';
 import {applyLayer, LayoutWriter, unpackImageArchive} from '../../src/oci/index.js';
 import {outputTargetSchema, writeLocalOutput, writeOutput} from '../../src/outputs/index.js';

@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {after, test} from 'node:test';
-import {agentArgs, buildMounts} from '../../src/build/agent-args.js';
-import {parseBuildArgs, parseBuildContexts, parseOutput, parseTags, toBuildRequest, type RawBuildOptions} from '../../src/build/options.js';
+import {agentArgs, buildMounts} from '../../src/agent/agent-args.js';
+import {parseBuildArgs, parseBuildContexts, parseOutput, parseTags, toBuildRequest, type RawBuildOptions} from '../../src/cli/build-flags/options.js';
 import {isUserError} from '../../src/errors.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-options-'));

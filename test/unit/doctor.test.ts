@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {z} from 'zod';
-import type {AgentEvent} from '../../src/agent-events/contract.js';
+import type {AgentEvent} from '../../src/agent/contract.js';
 import {defaultDoctorPlatforms, proveRows, skippedRows} from '../../src/doctor/checks.js';
 import {doctorExitCode, renderJson, renderTable, type CheckRow} from '../../src/doctor/render.js';
 import {parsePlatform, supportedPlatformIds} from '../../src/platforms/parse.js';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import {test} from 'node:test';
 import {fileURLToPath} from 'node:url';
 import {z} from 'zod';
-import {errorCodes} from '../../src/agent-events/contract.js';
+import {errorCodes} from '../../src/agent/contract.js';
 import {errorKind, errorTable, exitCodes, signalExitCodes, UserError, userErrorOf} from '../../src/errors.js';
 
 const srcDir = fileURLToPath(new URL('../../../src/', import.meta.url));

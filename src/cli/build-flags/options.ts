@@ -4,16 +4,16 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import {UserError} from '../errors.js';
-import {resolveFileDestination, resolveLayoutFolderDestination} from '../outputs/destination.js';
-import {hostPlatform, parsePlatforms, supportedPlatformIds} from '../platforms/parse.js';
+import {UserError} from '../../errors.js';
+import {resolveFileDestination, resolveLayoutFolderDestination} from '../../outputs/destination.js';
+import {hostPlatform, parsePlatforms, supportedPlatformIds} from '../../platforms/parse.js';
 import {parseCache} from './cache-options.js';
 import {parseEngineOptions, type RawEngineOptions, type SshSource} from './engine-options.js';
 import {csv, usage} from './option-values.js';
 import {
 	buildContextSchema, driverNames, engineNames, outputSchema, progressModes,
 	type BuildContext, type BuildRequest, type OutputSpec,
-} from './request.js';
+} from '../../request/build-request.js';
 
 export interface RawBuildOptions extends RawEngineOptions {
 	platform: string[];

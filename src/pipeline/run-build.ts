@@ -7,7 +7,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import {parseAgentLine, type AgentEvent, type AgentEventOf} from '../agent-events/contract.js';
+import {parseAgentLine, type AgentEvent, type AgentEventOf} from '../agent/contract.js';
 import {ensureBuilderImage, findBuilderImage, type BuilderImage} from '../builder-image/index.js';
 import {UserError, userErrorOf, errorTable} from '../errors.js';
 import {addExitCleanup} from '../runs/exit-cleanups.js';
@@ -20,11 +20,11 @@ import {reapPartials} from '../runs/partials.js';
 import {StepTracker} from '../progress/steps.js';
 import {createRuntime} from '../sandboxes/index.js';
 import type {Sandbox, SandboxRuntime} from '../sandboxes/runtime.js';
-import {agentArgs, buildMounts, platformSlug, sandboxPaths, secretsBlock, type CacheFolders, type ResolvedBuildContext} from './agent-args.js';
+import {agentArgs, buildMounts, platformSlug, sandboxPaths, secretsBlock, type CacheFolders, type ResolvedBuildContext} from '../agent/agent-args.js';
 import {withProjectCache} from './build-cache.js';
-import {hintFor} from './agent-errors.js';
-import {refuseForEngine} from './options.js';
-import type {BuildRequest} from './request.js';
+import {hintFor} from '../agent/agent-errors.js';
+import {refuseForEngine} from '../cli/build-flags/options.js';
+import type {BuildRequest} from '../request/build-request.js';
 import {createHostScratch, reapHostScratch} from './host-scratch.js';
 
 export interface BuildResult {

@@ -5,8 +5,8 @@
 import path from 'node:path';
 import {handlerSpec, type Platform} from '../platforms/parse.js';
 import type {Mount} from '../sandboxes/runtime.js';
-import type {Secret} from './engine-options.js';
-import type {BuildRequest} from './request.js';
+import type {Secret} from '../cli/build-flags/engine-options.js';
+import type {BuildRequest} from '../request/build-request.js';
 
 export const sandboxPaths = {
 	context: '/exobuild/context',

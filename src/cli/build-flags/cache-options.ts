@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {csv, usage} from './option-values.js';
-import type {CacheSpec} from './request.js';
+import type {CacheSpec} from '../../request/build-request.js';
 
 const localOnly = (flag: string, type: string): Error => usage(`${flag} type=${type} is not supported`, `only type=local (a folder) is: ${flag} type=local,${flag === '--cache-from' ? 'src' : 'dest'}=DIR; without ${flag} every build uses its project's cache`);
 

@@ -6,7 +6,7 @@ import {z} from 'zod';
 import type {OutputTarget} from '../outputs/target.js';
 import type {Platform} from '../platforms/parse.js';
 import type {RuntimeOptions} from '../sandboxes/runtime.js';
-import type {EngineOptions} from './engine-options.js';
+import type {EngineOptions} from '../cli/build-flags/engine-options.js';
 
 export const progressModes = ['auto', 'plain', 'tty', 'quiet', 'rawjson'] as const;
 export const engineNames = ['auto', 'buildkit', 'buildah'] as const;

@@ -1,4 +1,4 @@
-import type {ErrorCode} from '../agent-events/contract.js';
+import type {ErrorCode} from './contract.js';
 import {errorTable} from '../errors.js';
 
 /** The hint of an agent error code: the error table's (src/errors.ts), the one place hints are written. */

@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import {runsDir} from '../paths.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
-import type {HostScratch} from './agent-args.js';
+import type {HostScratch} from '../agent/agent-args.js';
 
 export interface OwnedHostScratch extends HostScratch {
 	/** The scratch folder itself (for files such as a Dockerfile from stdin, or env secrets). */

@@ -1,5 +1,5 @@
 /** Helpers shared by the option parsers: the usage error, and buildx's key=value lists. */
-import {UserError} from '../errors.js';
+import {UserError} from '../../errors.js';
 
 export const usage = (message: string, hint: string): UserError => new UserError(message, {hint, code: 'E_USAGE'});
 
