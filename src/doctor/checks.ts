@@ -7,7 +7,8 @@
  */
 import path from 'node:path';
 import fs from 'node:fs/promises';
-import {parseAgentLine, type AgentEvent, type AgentEventOf, type ErrorCode} from '../agent/contract.js';
+import {type AgentEvent, type AgentEventOf, type ErrorCode} from '../agent/contract.js';
+import {runAgent} from '../agent/run-agent.js';
 import {platformHandlerArgs} from '../agent/agent-args.js';
 import {hintFor} from '../agent/agent-errors.js';
 import {newSessionId} from '../pipeline/run-build.js';
@@ -226,29 +227,16 @@ const proveInSandbox = async (runtime: SandboxRuntime, image: BuilderImage, plat
 		rows.push({area: 'sandbox', check: 'start', status: 'ok', detail: `${runtime.name} sandbox ${sandbox.id} from ${image.reference}`});
 		options.onProgress?.(`proving ${platforms.map(platform => platform.id).join(', ')}`);
 		const events: AgentEvent[] = [];
-		let protocolError: string | undefined;
-		let lastStderr: string | undefined;
-		const exit = await sandbox.runAgent({
+		const outcome = await runAgent(sandbox, {
 			args: ['prove', ...platformHandlerArgs(platforms)],
-			onStdoutLine(line) {
-				if (line.trim() === '') {
-					return;
-				}
-
-				try {
-					events.push(parseAgentLine(line));
-				} catch (error) {
-					protocolError ??= message(error);
-				}
-			},
-			onStderrLine(line) {
-				if (line.trim() !== '') {
-					lastStderr = line.trim();
-				}
-			},
+			mode: 'prove',
+			onEvent: event => events.push(event),
 			...(options.signal === undefined ? {} : {signal: options.signal}),
 		});
-		rows.push(...proveRows(platforms, {events, exitCode: exit.exitCode, lastStderr, protocolError}));
+		const exitCode = outcome.kind === 'succeeded' ? 0 : (outcome.kind === 'failed' || outcome.kind === 'crashed' ? outcome.exitCode : undefined);
+		const lastStderr = outcome.kind === 'crashed' ? outcome.lastStderr : undefined;
+		const protocolError = outcome.kind === 'protocol-error' ? message(outcome.error) : undefined;
+		rows.push(...proveRows(platforms, {events, exitCode, lastStderr, protocolError}));
 	} finally {
 		try {
 			await sandbox.stop();

@@ -82,6 +82,14 @@ export interface EnginePlan {
 	readonly shmSize?: number;
 }
 
+/** What the host read of a base image (a named context from an OCI layout) before the build. */
+export interface BaseFacts {
+	readonly name: string;
+	readonly platform: string;
+	/** Entries of the image config's `history` (0: none, which defeats buildah's layer cache). */
+	readonly historyEntries: number;
+}
+
 /** One engine: what it can do and how it is told. */
 export interface Engine {
 	readonly name: EngineName;
@@ -92,4 +100,6 @@ export interface Engine {
 	refuse(request: BuildRequest): {readonly message: string; readonly hint: string} | undefined;
 	/** The engine's whole work for the request. Pure: no I/O. */
 	plan(request: BuildRequest, layout: SandboxLayout): EnginePlan;
+	/** Warnings to print once before the build (e.g. buildah's layer cache and bases without history). */
+	warnings(request: BuildRequest, bases: readonly BaseFacts[]): readonly string[];
 }

@@ -7,7 +7,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import {parseAgentLine, type AgentEvent, type AgentEventOf} from '../agent/contract.js';
+import {type AgentEvent, type AgentEventOf} from '../agent/contract.js';
+import {runAgent, type AgentOutcome} from '../agent/run-agent.js';
 import {ensureBuilderImage, findBuilderImage, type BuilderImage} from '../builder-image/index.js';
 import {UserError, userErrorOf, errorTable} from '../errors.js';
 import {addExitCleanup} from '../runs/exit-cleanups.js';
@@ -120,6 +121,38 @@ const withDest = (error: unknown, dest: string): unknown => {
 	return error;
 };
 
+/** The agent's `result`, or the UserError its outcome means. */
+const resultOf = (outcome: AgentOutcome, signal: AbortSignal | undefined): AgentEventOf<'result'> => {
+	switch (outcome.kind) {
+		case 'succeeded': {
+			if (outcome.result !== undefined) {
+				return outcome.result;
+			}
+
+			break;
+		}
+
+		case 'interrupted': {
+			throw abortReason(signal!);
+		}
+
+		case 'failed': {
+			const failure = outcome.error;
+			throw new UserError(`${failure.platform ? `${failure.platform}: ` : ''}${failure.message}`, {hint: hintFor(failure.code), exitCode: errorTable[failure.code].exitCode, code: failure.code});
+		}
+
+		case 'protocol-error': {
+			throw new UserError(`the agent broke the event contract: ${outcome.error.message}`, {hint: 'the builder image and this exobuild do not match; run `exobuild builder build --force`', exitCode: 1, code: 'E_PROTOCOL', cause: outcome.error});
+		}
+
+		case 'crashed': {
+			throw new UserError(`the agent ended without a result (exit code ${outcome.exitCode ?? '-'}${outcome.signal ? `, signal ${outcome.signal}` : ''})${outcome.lastStderr === undefined ? '' : `: ${outcome.lastStderr}`}`, {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
+		}
+	}
+
+	throw new UserError('the agent ended without a result (exit code 0)', {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
+};
+
 export const runBuild = async (request: BuildRequest, options: {reporter: BuildReporter; signal?: AbortSignal}): Promise<BuildResult> => {
 	const {reporter, signal} = options;
 	const phaseMs: Record<string, number> = {};
@@ -223,18 +256,10 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 			const started = sandbox;
 			forgetSandbox = addExitCleanup(async () => started.stop());
 
-			let result: AgentEventOf<'result'> | undefined;
-			let failure: AgentEventOf<'error'> | undefined;
-			let protocolError: Error | undefined;
-			let lastStderr: string | undefined;
 			const handlers: Array<AgentEventOf<'handler'>> = [];
 			const steps = new StepTracker();
 			const onEvent = (event: AgentEvent): void => {
-				if (event.event === 'result') {
-					result = event;
-				} else if (event.event === 'error') {
-					failure = event;
-				} else if (event.event === 'handler') {
+				if (event.event === 'handler') {
 					handlers.push(event);
 				} else if (event.event === 'phase-end') {
 					phaseMs[event.phase] = (phaseMs[event.phase] ?? 0) + event.ms;
@@ -253,46 +278,14 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 			};
 
 			const secrets = secretsBlock(request.engineOptions.secrets, process.env);
-			const exit = await sandbox.runAgent({
+			const outcome = await runAgent(sandbox, {
 				args: agentArgs(effective, contexts, cache),
 				...(secrets === undefined ? {} : {stdin: secrets}),
-				onStdoutLine(line) {
-					if (line.trim() === '') {
-						return;
-					}
-
-					try {
-						onEvent(parseAgentLine(line));
-					} catch (error) {
-						protocolError ??= error as Error;
-					}
-				},
-				onStderrLine(line) {
-					if (line.trim() !== '') {
-						lastStderr = line.trim();
-					}
-
-					reporter.report({kind: 'agent-stderr', line});
-				},
+				onEvent,
+				onStderrLine: line => reporter.report({kind: 'agent-stderr', line}),
 				...(signal === undefined ? {} : {signal}),
 			});
-
-			if (signal?.aborted) {
-				throw abortReason(signal);
-			}
-
-			if (failure !== undefined) {
-				throw new UserError(`${failure.platform ? `${failure.platform}: ` : ''}${failure.message}`, {hint: hintFor(failure.code), exitCode: errorTable[failure.code].exitCode, code: failure.code});
-			}
-
-			if (protocolError !== undefined) {
-				throw new UserError(`the agent broke the event contract: ${protocolError.message}`, {hint: 'the builder image and this exobuild do not match; run `exobuild builder build --force`', exitCode: 1, code: 'E_PROTOCOL', cause: protocolError});
-			}
-
-			if (result === undefined || exit.exitCode !== 0) {
-				throw new UserError(`the agent ended without a result (exit code ${exit.exitCode ?? '-'}${exit.signal ? `, signal ${exit.signal}` : ''})${lastStderr === undefined ? '' : `: ${lastStderr}`}`, {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
-			}
-
+			const result = resultOf(outcome, signal);
 			const finalResult = result;
 			await hostPhase('teardown', async () => {
 				await sandbox?.stop();
