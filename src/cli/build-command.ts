@@ -1,39 +1,15 @@
 import process from 'node:process';
 import {Option, type Command} from 'commander';
 import {defaultHangTimeout, toBuildRequest, type RawBuildOptions} from './build-flags/options.js';
-import type {BuildRequest} from '../request/build-request.js';
-import {runBuild, type BuildResult} from '../pipeline/run-build.js';
-import {normaliseReference} from '../oci/index.js';
-import {writeFileContent, writesToStdout} from '../outputs/destination.js';
+import {cacheBuilderStore, runBuild} from '../pipeline/run-build.js';
+import {writeResultFiles} from '../pipeline/deliver-outputs.js';
+import {writesToStdout} from '../outputs/destination.js';
 import {interruptedBy, UserError} from '../errors.js';
 import {runExitCleanups} from '../runs/exit-cleanups.js';
 import {createReporter} from '../progress/create-reporter.js';
-import {defaultRuntime} from '../sandboxes/index.js';
+import {createRuntime, defaultRuntime} from '../sandboxes/index.js';
 import {collect} from './main.js';
 import {watchStopSignals} from './stop-signals.js';
-
-/**
- * --metadata-file (buildx's keys) and --iidfile, as every file output is written
- * (src/outputs/destination.ts): a file whole or not at all, a symlink followed, a device, FIFO or
- * /dev/stdout written through.
- */
-const writeResultFiles = async (request: BuildRequest, result: BuildResult): Promise<void> => {
-	if (request.metadataFile !== undefined) {
-		const metadata = {
-			'containerimage.digest': result.descriptor.digest,
-			'containerimage.descriptor': result.descriptor,
-			...(result.configDigest === undefined ? {} : {'containerimage.config.digest': result.configDigest}),
-			...(request.tags.length === 0 ? {} : {'image.name': request.tags.map(tag => normaliseReference(tag)).join(',')}),
-			'exobuild.platforms': result.platforms,
-			'exobuild.engine': result.engine,
-		};
-		await writeFileContent(request.metadataFile, `${JSON.stringify(metadata, undefined, 2)}\n`);
-	}
-
-	if (request.iidFile !== undefined) {
-		await writeFileContent(request.iidFile, result.configDigest ?? result.descriptor.digest);
-	}
-};
 
 export const registerBuildCommand = (program: Command): void => {
 	program
@@ -86,7 +62,8 @@ export const registerBuildCommand = (program: Command): void => {
 			const stop = watchStopSignals('build');
 			let ok = false;
 			try {
-				const result = await runBuild(request, {reporter, signal: stop.signal});
+				const runtime = createRuntime(request.driver, request.runtimeOptions);
+				const result = await runBuild(request, {runtime, builders: cacheBuilderStore, reporter, signal: stop.signal});
 				if (stop.signal.aborted) {
 					throw stop.signal.reason; // a signal during the last step: no result files, and the signal's exit code
 				}

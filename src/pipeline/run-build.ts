@@ -1,83 +1,46 @@
 /**
- * One build, from a validated request to an OCI archive: resolve base images, make sure the
- * builder image exists, boot a sandbox, run the agent, tear the sandbox down, write the archive.
- * Everything created here is removed in `finally` blocks; what a hard kill leaves behind is
- * removed by the next run's reaping phase.
+ * One build, from a validated request to its outputs, as a pipeline of stages with explicit
+ * inputs and outputs, each in its own module:
+ *
+ *   resolve inputs (./stage-inputs.ts) → decide the engine (`decideEngine`, below) → reap orphans
+ *   → builder image (deps.builders) → stage inputs into the scratch folder (./stage-inputs.ts)
+ *   → boot (./boot.ts) → run the agent (./run-agent-stage.ts) → tear down (./teardown.ts)
+ *   → deliver outputs (./deliver-outputs.ts)
+ *
+ * Its dependencies are passed in (./deps.ts): the sandbox runtime, the builder image store, the
+ * reporter, the stop signal. Everything created here is removed in `finally` blocks; what a hard
+ * kill leaves behind is removed by the next run's reaping phase.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
-import path from 'node:path';
-import {type AgentEvent, type AgentEventOf} from '../agent/contract.js';
-import {runAgent, type AgentOutcome} from '../agent/run-agent.js';
-import {ensureBuilderImage, findBuilderImage, type BuilderImage} from '../builder-image/index.js';
-import {UserError, userErrorOf, errorTable} from '../errors.js';
+import type {CacheFolders} from '../agent/agent-args.js';
+import {buildMounts} from '../agent/agent-args.js';
+import type {BuilderImage} from '../builder-image/index.js';
+import type {BaseFacts} from '../engines/plan.js';
+import {UserError} from '../errors.js';
 import {addExitCleanup} from '../runs/exit-cleanups.js';
-import {packLayoutToArchive, readIndexJson, readManifest, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
-import {isIndexMediaType} from '../oci/schema.js';
-import {resolveFileDestination, writeOutput} from '../outputs/index.js';
-import {pushLayout} from '../outputs/registry-push.js';
-import type {BuildReporter, HostPhase} from '../progress/events.js';
 import {reapPartials} from '../runs/partials.js';
-import {StepTracker} from '../progress/steps.js';
-import {createRuntime} from '../sandboxes/index.js';
-import type {Sandbox, SandboxRuntime} from '../sandboxes/runtime.js';
-import {agentArgs, buildMounts, platformSlug, sandboxPaths, secretsBlock, type CacheFolders, type ResolvedBuildContext} from '../agent/agent-args.js';
-import {withProjectCache} from './build-cache.js';
-import {hintFor} from '../agent/agent-errors.js';
+import type {SandboxRuntime} from '../sandboxes/runtime.js';
 import {refuseForEngine} from '../cli/build-flags/options.js';
 import type {BuildRequest} from '../request/build-request.js';
+import {abortable} from './abort.js';
+import {bootSandbox, type BootedSandbox} from './boot.js';
+import {withProjectCache} from './build-cache.js';
+import type {BuildResult} from './build-result.js';
+import type {BuildDeps, BuilderStore} from './deps.js';
+import {deliverOutputs, readExportedImage} from './deliver-outputs.js';
+import type {EngineDecision} from './engine-decision.js';
 import {createHostScratch, reapHostScratch} from './host-scratch.js';
+import {hostPhases, type HostPhases} from './host-phases.js';
+import {runAgentStage} from './run-agent-stage.js';
+import {resolveInputs, stageInputs, type ResolvedInputs} from './stage-inputs.js';
+import {tearDown, tearDownRemaining} from './teardown.js';
 
-export interface BuildResult {
-	readonly digest: string;
-	readonly platforms: readonly string[];
-	readonly engine: string;
-	readonly output: string | undefined;
-	/** The result's top descriptor (an image index for several platforms, a manifest for one). */
-	readonly descriptor: {readonly mediaType: string; readonly digest: string; readonly size: number};
-	/** The image config's digest (one platform only). */
-	readonly configDigest: string | undefined;
-	readonly handlers: ReadonlyArray<AgentEventOf<'handler'>>;
-	/** The engine's build steps, as read from its output. */
-	readonly steps: ReadonlyArray<{readonly name: string; readonly platform: string | undefined; readonly cached: boolean; readonly ms: number | undefined}>;
-	/** Milliseconds per phase (host and agent phases; per-platform phases summed). */
-	readonly phaseMs: Readonly<Record<string, number>>;
-}
+export {abortable} from './abort.js';
+export type {BuildResult} from './build-result.js';
+export {cacheBuilderStore, type BuildDeps, type BuilderStore} from './deps.js';
 
 export const newSessionId = (): string => `exo-${Date.now().toString(36)}-${crypto.randomBytes(4).toString('hex')}`;
-
-const interrupted = (): UserError => new UserError('build interrupted', {hint: 'everything the build started was removed', exitCode: 130, code: 'E_INTERRUPTED'});
-
-/** The reason `signal` was aborted with (the stop signal's UserError), else a generic one. */
-const abortReason = (signal: AbortSignal): unknown => (signal.reason instanceof UserError ? signal.reason : interrupted());
-
-/**
- * `work`, or the abort's reason as soon as `signal` aborts: a host step that does not listen to
- * the signal itself (a read of a layout, an unpack, an output stream) no longer holds the run.
- * What it leaves is removed by its own cleanup or by the exit cleanups.
- */
-export const abortable = async <T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> => {
-	if (signal === undefined) {
-		return work;
-	}
-
-	if (signal.aborted) {
-		work.catch(() => undefined);
-		throw abortReason(signal);
-	}
-
-	let onAbort: (() => void) | undefined;
-	const aborted = new Promise<never>((_resolve, reject) => {
-		onAbort = () => reject(abortReason(signal));
-		signal.addEventListener('abort', onAbort, {once: true});
-	});
-	try {
-		return await Promise.race([work, aborted]);
-	} finally {
-		signal.removeEventListener('abort', onAbort!);
-		work.catch(() => undefined);
-	}
-};
 
 /** BuildKit is in the containerfile builder (Containerfile.builder); the distro one has buildah only. */
 const builderHasBuildKit = (kind: BuilderImage['kind']): boolean => kind === 'containerfile';
@@ -101,8 +64,23 @@ const checkEngineAgainstBuilder = (request: BuildRequest, kind: BuilderImage['ki
 	}
 };
 
-const findOrPlanBuilder = async (runtime: SandboxRuntime): Promise<{kind: BuilderImage['kind']; reference: string; image: BuilderImage | undefined}> => {
-	const image = await findBuilderImage({});
+/**
+ * SEAM (b), engine choice and refusal: the one place the engine is decided, before any sandbox
+ * (or a long make of the builder) starts. It throws the refusal (exit 2) and returns the warnings
+ * the pipeline prints once. With the engine modules wired in, this becomes: the Engine of
+ * `chooseEngine(request.engine, builderHasBuildKit(builder.kind))`, its `engine.refuse(request)`
+ * thrown as a UserError (E_ENGINE_UNSUPPORTED, exit 2), and `engine.warnings(request, bases)`.
+ */
+export const decideEngine = (request: BuildRequest, builder: {readonly kind: BuilderImage['kind']; readonly reference: string}, bases: readonly BaseFacts[]): EngineDecision => {
+	checkEngineAgainstBuilder(request, builder.kind, builder.reference);
+	// `bases` (BaseFacts of each base and platform) is what engine.warnings reads once wired in.
+	void bases;
+	return {engine: request.engine, warnings: []};
+};
+
+/** The stored builder image, or the kind the runtime would make, to decide the engine by before making it. */
+const findOrPlanBuilder = async (builders: BuilderStore, runtime: SandboxRuntime): Promise<{kind: BuilderImage['kind']; reference: string; image: BuilderImage | undefined}> => {
+	const image = await builders.find();
 	if (image !== undefined) {
 		return {kind: image.kind, reference: image.reference, image};
 	}
@@ -111,74 +89,57 @@ const findOrPlanBuilder = async (runtime: SandboxRuntime): Promise<{kind: Builde
 	return {kind, reference: `(a ${kind} builder, to be made)`, image: undefined};
 };
 
-/** A full disk while writing `dest` says so, naming the folder (an fd write error names no path). */
-const withDest = (error: unknown, dest: string): unknown => {
-	const code = (error as NodeJS.ErrnoException | undefined)?.code;
-	if ((code === 'ENOSPC' || code === 'EDQUOT') && (error as NodeJS.ErrnoException).path === undefined) {
-		return userErrorOf(Object.assign(error as Error, {path: path.dirname(dest)})) ?? error;
+/** Stages in the scratch folder, boots, runs the agent, tears down and delivers, with `cache` as the engine's cache. */
+const buildIn = async (request: BuildRequest, inputs: ResolvedInputs, context: {
+	readonly deps: BuildDeps;
+	readonly phases: HostPhases;
+	readonly builderImage: BuilderImage;
+	readonly engine: EngineDecision;
+	readonly cache: CacheFolders;
+}): Promise<BuildResult> => {
+	const {deps: {runtime, reporter, signal}, phases, cache} = context;
+	const sessionId = newSessionId();
+	const scratch = await createHostScratch(sessionId);
+	const forgetScratch = addExitCleanup(scratch.remove);
+	let booted: BootedSandbox | undefined;
+	try {
+		const staged = await stageInputs(request, inputs, scratch);
+		booted = await bootSandbox(runtime, {
+			sessionId,
+			builderImage: context.builderImage,
+			mounts: buildMounts(staged.request, staged.contexts, scratch, cache, staged.secretFiles),
+			...(signal === undefined ? {} : {signal}),
+		}, phases);
+		const agent = await runAgentStage({
+			sandbox: booted.sandbox, staged, cache, engine: context.engine, reporter, phases, env: context.deps.env ?? process.env, ...(signal === undefined ? {} : {signal}),
+		});
+		await tearDown(booted, phases);
+		const image = await readExportedImage(scratch.outDir, signal);
+		await deliverOutputs({request, image, runtime, outDir: scratch.outDir, phases, reporter, ...(signal === undefined ? {} : {signal})});
+		return {
+			digest: agent.result.digest,
+			platforms: agent.result.platforms,
+			engine: agent.result.engine,
+			output: request.output?.dest,
+			descriptor: {mediaType: image.top.mediaType, digest: image.top.digest, size: image.top.size},
+			configDigest: image.configDigest,
+			handlers: agent.handlers,
+			steps: agent.steps,
+			phaseMs: phases.phaseMs,
+		};
+	} finally {
+		await tearDownRemaining(booted, reporter);
+		await scratch.remove();
+		forgetScratch();
 	}
-
-	return error;
 };
 
-/** The agent's `result`, or the UserError its outcome means. */
-const resultOf = (outcome: AgentOutcome, signal: AbortSignal | undefined): AgentEventOf<'result'> => {
-	switch (outcome.kind) {
-		case 'succeeded': {
-			if (outcome.result !== undefined) {
-				return outcome.result;
-			}
-
-			break;
-		}
-
-		case 'interrupted': {
-			throw abortReason(signal!);
-		}
-
-		case 'failed': {
-			const failure = outcome.error;
-			throw new UserError(`${failure.platform ? `${failure.platform}: ` : ''}${failure.message}`, {hint: hintFor(failure.code), exitCode: errorTable[failure.code].exitCode, code: failure.code});
-		}
-
-		case 'protocol-error': {
-			throw new UserError(`the agent broke the event contract: ${outcome.error.message}`, {hint: 'the builder image and this exobuild do not match; run `exobuild builder build --force`', exitCode: 1, code: 'E_PROTOCOL', cause: outcome.error});
-		}
-
-		case 'crashed': {
-			throw new UserError(`the agent ended without a result (exit code ${outcome.exitCode ?? '-'}${outcome.signal ? `, signal ${outcome.signal}` : ''})${outcome.lastStderr === undefined ? '' : `: ${outcome.lastStderr}`}`, {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
-		}
-	}
-
-	throw new UserError('the agent ended without a result (exit code 0)', {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
-};
-
-export const runBuild = async (request: BuildRequest, options: {reporter: BuildReporter; signal?: AbortSignal}): Promise<BuildResult> => {
-	const {reporter, signal} = options;
-	const phaseMs: Record<string, number> = {};
-	const hostPhase = async <T>(phase: HostPhase, run: () => Promise<T>, detail?: (value: T) => string | undefined): Promise<T> => {
-		if (signal?.aborted) {
-			throw abortReason(signal);
-		}
-
-		const started = performance.now();
-		reporter.report({kind: 'host-phase', phase, state: 'start'});
-		const value = await abortable(run(), signal);
-		const ms = Math.round(performance.now() - started);
-		phaseMs[phase] = (phaseMs[phase] ?? 0) + ms;
-		const text = detail?.(value);
-		reporter.report({kind: 'host-phase', phase, state: 'end', ms, ...(text === undefined ? {} : {detail: text})});
-		return value;
-	};
+export const runBuild = async (request: BuildRequest, deps: BuildDeps): Promise<BuildResult> => {
+	const {runtime, builders, reporter, signal} = deps;
+	const phases = hostPhases(reporter, signal, deps.now);
 
 	// Validate every named context against the requested platforms before anything starts.
-	const platformIds = request.platforms.map(platform => platform.id);
-	const resolved = await abortable(Promise.all(request.buildContexts.map(async context => {
-		const manifests = await resolvePlatformManifests(context.layoutDir, platformIds, {name: context.name, ref: context.ref, digest: context.digest});
-		return {context, manifests};
-	})), signal);
-
-	const runtime = createRuntime(request.driver, request.runtimeOptions);
+	const inputs = await resolveInputs(request, signal);
 	if (request.load && runtime.loadImage === undefined) {
 		throw new UserError(`--load: the ${runtime.name} driver has no image store to load into`, {
 			hint: 'write the image with --output type=oci,dest=FILE instead (--load is for --driver apple-container)',
@@ -188,14 +149,15 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 
 	await abortable(runtime.features(), signal);
 	// The builder image's record decides what its engine can do, before any sandbox (or a long make) starts.
-	const planned = await abortable(findOrPlanBuilder(runtime), signal);
-	checkEngineAgainstBuilder(request, planned.kind, planned.reference);
-	await hostPhase('reap-orphans', async () => {
+	const planned = await abortable(findOrPlanBuilder(builders, runtime), signal);
+	const decide = (builder: {kind: BuilderImage['kind']; reference: string}): EngineDecision => decideEngine(request, builder, inputs.bases);
+	let engine = decide(planned);
+	await phases.run('reap-orphans', async () => {
 		const [sandboxes, scratch, partials] = await Promise.all([runtime.reapOrphans(), reapHostScratch(), reapPartials()]);
 		return sandboxes.removed.length + scratch.length + partials.length;
 	}, count => (count > 0 ? `removed ${count} left by killed runs` : undefined));
 
-	const builderImage = await hostPhase('builder-image', async () => planned.image ?? ensureBuilderImage({
+	const builderImage = await phases.run('builder-image', async () => planned.image ?? builders.ensure({
 		runtime,
 		...(signal === undefined ? {} : {signal}),
 		onProgress(step, detail) {
@@ -203,168 +165,19 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 		},
 	}), image => `${image.inputHash.slice(0, 12)}`);
 	if (planned.image === undefined) {
-		checkEngineAgainstBuilder(request, builderImage.kind, builderImage.reference);
+		// The builder made (or found meanwhile) may not be the kind planned: decided again by what it is.
+		engine = decide(builderImage);
 	}
 
-	const buildIn = async (cache: CacheFolders): Promise<BuildResult> => {
-		const sessionId = newSessionId();
-		const scratch = await createHostScratch(sessionId);
-		const forgetScratch = addExitCleanup(scratch.remove);
-		// A Dockerfile from stdin becomes a file in the scratch folder. Secrets never do: src=
-		// files are mounted read-only, env= values go to the agent on its stdin (secretsBlock).
-		let effective = request;
-		const secretFiles = new Map<string, string>();
-		let sandbox: Sandbox | undefined;
-		let forgetSandbox: (() => void) | undefined;
-		try {
-			if (request.dockerfileText !== undefined) {
-				await fs.mkdir(path.join(scratch.root, 'dockerfile'));
-				const dockerfile = path.join(scratch.root, 'dockerfile', 'Dockerfile');
-				await fs.writeFile(dockerfile, request.dockerfileText);
-				effective = {...request, dockerfile};
-			}
+	for (const message of engine.warnings) {
+		reporter.report({kind: 'warning', message});
+	}
 
-			for (const secret of request.engineOptions.secrets) {
-				if (secret.src !== undefined) {
-					secretFiles.set(secret.id, secret.src);
-				}
-			}
-
-			const contexts: ResolvedBuildContext[] = [];
-			for (const [index, {context, manifests}] of resolved.entries()) {
-				contexts.push({name: context.name, layoutDir: context.layoutDir, topDigest: manifests.topDigest});
-				for (const platformId of platformIds) {
-					const descriptor = manifests.platforms.get(platformId);
-					if (descriptor === undefined) {
-						throw new Error(`internal: no manifest resolved for ${platformId} in ${context.layoutDir}`);
-					}
-
-					// eslint-disable-next-line no-await-in-loop
-					await writePlatformView(descriptor, `${scratch.viewsDir}/${index}/${platformSlug(platformId)}`, `${sandboxPaths.contexts}/${index}/blobs`, context.name);
-				}
-			}
-
-			const starting = runtime.start({sessionId, builderImage, mounts: buildMounts(effective, contexts, scratch, cache, secretFiles), ...(signal === undefined ? {} : {signal})});
-			try {
-				sandbox = await hostPhase('sandbox-start', async () => starting, box => box.id);
-			} catch (error) {
-				// An abort stopped waiting for the start: the sandbox is stopped once it is up.
-				void starting.then(async box => box.stop(), () => undefined);
-				throw error;
-			}
-
-			const started = sandbox;
-			forgetSandbox = addExitCleanup(async () => started.stop());
-
-			const handlers: Array<AgentEventOf<'handler'>> = [];
-			const steps = new StepTracker();
-			const onEvent = (event: AgentEvent): void => {
-				if (event.event === 'handler') {
-					handlers.push(event);
-				} else if (event.event === 'phase-end') {
-					phaseMs[event.phase] = (phaseMs[event.phase] ?? 0) + event.ms;
-				}
-
-				reporter.report({kind: 'agent', event});
-				const changes = event.event === 'log' && event.source === 'engine'
-					? steps.onLine(event.platform, event.line)
-					: (event.event === 'phase-end' && event.phase === 'build' ? steps.end() : []);
-				for (const {step, state} of changes) {
-					reporter.report({
-						kind: 'step', id: steps.steps.indexOf(step) + 1, name: step.name, state, cached: step.cached,
-						...(step.platform === undefined ? {} : {platform: step.platform}), ...(step.ms === undefined ? {} : {ms: step.ms}),
-					});
-				}
-			};
-
-			const secrets = secretsBlock(request.engineOptions.secrets, process.env);
-			const outcome = await runAgent(sandbox, {
-				args: agentArgs(effective, contexts, cache),
-				...(secrets === undefined ? {} : {stdin: secrets}),
-				onEvent,
-				onStderrLine: line => reporter.report({kind: 'agent-stderr', line}),
-				...(signal === undefined ? {} : {signal}),
-			});
-			const result = resultOf(outcome, signal);
-			const finalResult = result;
-			await hostPhase('teardown', async () => {
-				await sandbox?.stop();
-				sandbox = undefined;
-				forgetSandbox?.();
-			});
-
-			const layout = `${scratch.outDir}/oci-layout`;
-			const [top] = (await abortable(readIndexJson(layout), signal)).manifests;
-			if (top === undefined) {
-				throw new UserError('the engine wrote an empty OCI layout', {hint: 'run with --progress plain to see its output', exitCode: 1, code: 'E_EXPORT_FAILED'});
-			}
-
-			const configDigest = isIndexMediaType(top.mediaType) ? undefined : (await abortable(readManifest(layout, top), signal)).config.digest;
-			const {output} = request;
-			if (output !== undefined || request.load) {
-				if (output !== undefined) {
-					const platforms = request.platforms.map(platform => platform.id);
-					await hostPhase('archive', async () => writeOutput(layout, output, {tags: request.tags, platforms, ...(signal === undefined ? {} : {signal})}).catch((error: unknown) => {
-						throw output.dest === '-' ? error : withDest(error, output.dest);
-					}), () => `type=${output.type} ${output.dest === '-' ? 'to stdout' : output.dest}`);
-				}
-
-				if (request.load && runtime.loadImage !== undefined) {
-					// The store takes an OCI archive: the output itself if it is one, else one made for it.
-					const archive = output?.type === 'oci' && output.tar !== false && resolveFileDestination(output.dest).kind === 'replace' ? output.dest : `${scratch.outDir}/load.tar`;
-					if (archive !== output?.dest) {
-						await abortable(packLayoutToArchive(layout, archive, {tags: request.tags}), signal);
-					}
-
-					const load = runtime.loadImage;
-					const report = await hostPhase('load', async () => load(archive, request.tags), loaded => loaded.loaded.join(', '));
-					for (const note of report.notes) {
-						reporter.report({kind: 'warning', message: note});
-					}
-				}
-			} else if (!request.push) {
-				reporter.report({kind: 'warning', message: 'no --output given: the image was discarded with the sandbox. Add --output type=oci,dest=FILE (or docker, local, tar) to keep it.'});
-			}
-
-			if (request.push) {
-				await hostPhase('push', async () => {
-					for (const tag of request.tags) {
-						// eslint-disable-next-line no-await-in-loop
-						await pushLayout(layout, tag);
-					}
-				}, () => request.tags.join(', '));
-			}
-
-			return {
-				digest: finalResult.digest,
-				platforms: finalResult.platforms,
-				engine: finalResult.engine,
-				output: request.output?.dest,
-				descriptor: {mediaType: top.mediaType, digest: top.digest, size: top.size},
-				configDigest,
-				handlers,
-				steps: steps.steps.map(({name, platform, cached, ms}) => ({name, platform, cached, ms})),
-				phaseMs,
-			};
-		} finally {
-			if (sandbox !== undefined) {
-				const box = sandbox;
-				// Not through hostPhase: after an abort it would refuse to start, and the teardown must run.
-				reporter.report({kind: 'host-phase', phase: 'teardown', state: 'start'});
-				await box.stop();
-				reporter.report({kind: 'host-phase', phase: 'teardown', state: 'end'});
-				forgetSandbox?.();
-			}
-
-			await scratch.remove();
-			forgetScratch();
-		}
-	};
-
+	const run = async (cache: CacheFolders): Promise<BuildResult> => buildIn(request, inputs, {deps, phases, builderImage, engine, cache});
 	if (request.cache.kind === 'project') {
 		return withProjectCache(request.contextDir, request.dockerfile, () => {
 			reporter.report({kind: 'warning', message: 'waiting for another build of this project to finish: its cache is in use'});
-		}, async data => buildIn({dir: data}), signal);
+		}, async data => run({dir: data}), signal);
 	}
 
 	const {from, to} = request.cache;
@@ -372,5 +185,5 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 		await fs.mkdir(to, {recursive: true});
 	}
 
-	return buildIn(from !== undefined && from === to ? {dir: from} : {...(from === undefined ? {} : {from}), ...(to === undefined ? {} : {to})});
+	return run(from !== undefined && from === to ? {dir: from} : {...(from === undefined ? {} : {from}), ...(to === undefined ? {} : {to})});
 };

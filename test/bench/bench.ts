@@ -22,11 +22,12 @@ import path from 'node:path';
 import {execa} from 'execa';
 import {ensureBuilderImage} from '../../src/builder-image/index.js';
 import {toBuildRequest} from '../../src/cli/build-flags/options.js';
-import {runBuild} from '../../src/pipeline/run-build.js';
+import {cacheBuilderStore, runBuild} from '../../src/pipeline/run-build.js';
 import {PlainReporter} from '../../src/progress/plain-reporter.js';
 import {platformSlug} from '../../src/agent/agent-args.js';
 import {resolvePlatformManifests, writePlatformView} from '../../src/oci/index.js';
 import {parsePlatform} from '../../src/platforms/parse.js';
+import {createRuntime} from '../../src/sandboxes/index.js';
 import {builderRootfs} from '../../src/sandboxes/linux-userns/index.js';
 import {runInPrivateUserns} from '../../src/sandboxes/linux-userns/namespaces.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
@@ -80,7 +81,7 @@ for (let index = 0; index < runs; index++) {
 		output: [`type=oci,dest=${path.join(work, 'phases.tar')}`], progress: 'plain', engine: 'buildah', driver: 'linux-userns', cacheTo: [`type=local,dest=${coldCache()}`],
 	}, {cwd: work, env: process.env, warn() {}});
 	// eslint-disable-next-line no-await-in-loop
-	const result = await runBuild(request, {reporter: new PlainReporter(() => undefined)});
+	const result = await runBuild(request, {runtime: createRuntime(request.driver), builders: cacheBuilderStore, reporter: new PlainReporter(() => undefined)});
 	phaseRuns.push({...result.phaseMs});
 }
 

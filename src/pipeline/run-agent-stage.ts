@@ -1,0 +1,116 @@
+/**
+ * Run the agent in the booted sandbox (src/agent/run-agent.ts): each event goes to the reporter,
+ * handler events are kept, agent phase times are added to the build's, the engine's log lines
+ * feed the step tracker; the typed outcome becomes the agent's `result` or the UserError it
+ * means (its code's exit code from src/errors.ts).
+ */
+import {agentArgs, secretsBlock, type CacheFolders} from '../agent/agent-args.js';
+import {hintFor} from '../agent/agent-errors.js';
+import type {AgentEvent, AgentEventOf} from '../agent/contract.js';
+import {runAgent, type AgentOutcome} from '../agent/run-agent.js';
+import {errorTable, UserError} from '../errors.js';
+import type {BuildReporter} from '../progress/events.js';
+import {StepTracker} from '../progress/steps.js';
+import type {Sandbox} from '../sandboxes/runtime.js';
+import {abortReason} from './abort.js';
+import type {BuildStep} from './build-result.js';
+import type {EngineDecision} from './engine-decision.js';
+import type {HostPhases} from './host-phases.js';
+import type {StagedInputs} from './stage-inputs.js';
+
+/**
+ * SEAM (a), the agent's argv: the one place it is made. Today the agent translates the flags
+ * itself (`agentArgs`); with the engine modules wired in, this becomes
+ * `agentArgs(staged.request, staged.contexts, cache, engine.engine.plan(staged.request, layout))`
+ * (the EnginePlan of src/engines/plan.ts serialized into the argv).
+ */
+export const agentArgv = (staged: StagedInputs, cache: CacheFolders, engine: EngineDecision): string[] =>
+	agentArgs({...staged.request, engine: engine.engine}, staged.contexts, cache);
+
+/** The agent's `result`, or the UserError its outcome means. */
+export const resultOf = (outcome: AgentOutcome, signal: AbortSignal | undefined): AgentEventOf<'result'> => {
+	switch (outcome.kind) {
+		case 'succeeded': {
+			if (outcome.result !== undefined) {
+				return outcome.result;
+			}
+
+			break;
+		}
+
+		case 'interrupted': {
+			throw abortReason(signal);
+		}
+
+		case 'failed': {
+			const failure = outcome.error;
+			throw new UserError(`${failure.platform ? `${failure.platform}: ` : ''}${failure.message}`, {hint: hintFor(failure.code), exitCode: errorTable[failure.code].exitCode, code: failure.code});
+		}
+
+		case 'protocol-error': {
+			throw new UserError(`the agent broke the event contract: ${outcome.error.message}`, {hint: 'the builder image and this exobuild do not match; run `exobuild builder build --force`', exitCode: 1, code: 'E_PROTOCOL', cause: outcome.error});
+		}
+
+		case 'crashed': {
+			throw new UserError(`the agent ended without a result (exit code ${outcome.exitCode ?? '-'}${outcome.signal ? `, signal ${outcome.signal}` : ''})${outcome.lastStderr === undefined ? '' : `: ${outcome.lastStderr}`}`, {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
+		}
+	}
+
+	throw new UserError('the agent ended without a result (exit code 0)', {hint: 'run with --progress plain to see its output; the engine may have crashed', exitCode: 1, code: 'E_AGENT_CRASHED'});
+};
+
+export interface AgentStageInput {
+	readonly sandbox: Pick<Sandbox, 'runAgent'>;
+	readonly staged: StagedInputs;
+	readonly cache: CacheFolders;
+	readonly engine: EngineDecision;
+	readonly reporter: BuildReporter;
+	readonly phases: Pick<HostPhases, 'add'>;
+	/** Where env= secrets are read from. */
+	readonly env: NodeJS.ProcessEnv;
+	readonly signal?: AbortSignal;
+}
+
+export interface AgentStageResult {
+	readonly result: AgentEventOf<'result'>;
+	readonly handlers: ReadonlyArray<AgentEventOf<'handler'>>;
+	readonly steps: readonly BuildStep[];
+}
+
+export const runAgentStage = async (input: AgentStageInput): Promise<AgentStageResult> => {
+	const {reporter, signal} = input;
+	const handlers: Array<AgentEventOf<'handler'>> = [];
+	const steps = new StepTracker();
+	const onEvent = (event: AgentEvent): void => {
+		if (event.event === 'handler') {
+			handlers.push(event);
+		} else if (event.event === 'phase-end') {
+			input.phases.add(event.phase, event.ms);
+		}
+
+		reporter.report({kind: 'agent', event});
+		const changes = event.event === 'log' && event.source === 'engine'
+			? steps.onLine(event.platform, event.line)
+			: (event.event === 'phase-end' && event.phase === 'build' ? steps.end() : []);
+		for (const {step, state} of changes) {
+			reporter.report({
+				kind: 'step', id: steps.steps.indexOf(step) + 1, name: step.name, state, cached: step.cached,
+				...(step.platform === undefined ? {} : {platform: step.platform}), ...(step.ms === undefined ? {} : {ms: step.ms}),
+			});
+		}
+	};
+
+	const secrets = secretsBlock(input.staged.request.engineOptions.secrets, input.env);
+	const outcome = await runAgent(input.sandbox, {
+		args: agentArgv(input.staged, input.cache, input.engine),
+		...(secrets === undefined ? {} : {stdin: secrets}),
+		onEvent,
+		onStderrLine: line => reporter.report({kind: 'agent-stderr', line}),
+		...(signal === undefined ? {} : {signal}),
+	});
+	return {
+		result: resultOf(outcome, signal),
+		handlers,
+		steps: steps.steps.map(({name, platform, cached, ms}) => ({name, platform, cached, ms})),
+	};
+};
