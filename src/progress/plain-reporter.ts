@@ -43,8 +43,20 @@ export const describeAgentEvent = (event: AgentEvent): string | undefined => {
 	}
 };
 
-/** Whether a reporter shows an agent event: the engine daemon's log only with --debug. */
-export const shownAgentEvent = (event: AgentEvent, debug: boolean): boolean => debug || event.event !== 'log' || event.source !== 'daemon';
+/**
+ * buildctl's own logrus lines below error level (`time="…" level=warning msg="failed check for
+ * fsverity support"`, printed by the containerd content store it opens for an OCI folder export):
+ * diagnostics, not build output. buildctl has no option to quiet them (cmd/buildctl/main.go at
+ * v0.32.2 has --debug and --log-format only).
+ */
+const buildctlDiagnostic = /^time="[^"]*" level=(?:trace|debug|info|warning) msg=/;
+
+/**
+ * Whether plain and TTY progress show an agent event: the engine daemon's log, and BuildKit
+ * client diagnostics, only with --debug.
+ */
+export const shownAgentEvent = (event: AgentEvent, debug: boolean, engine?: string): boolean =>
+	debug || event.event !== 'log' || (event.source !== 'daemon' && !(engine === 'buildkit' && event.source === 'engine' && buildctlDiagnostic.test(event.line)));
 
 export interface ReporterOptions {
 	/** exobuild --debug: also the engine daemon's own log lines. */
@@ -60,6 +72,7 @@ export class PlainReporter implements BuildReporter {
 	 * `#5 DONE 0.3s`): printing the steps read from it as well printed every step line twice.
 	 */
 	#engineWritesSteps = false;
+	#engine: string | undefined;
 
 	constructor(write: (line: string) => void = line => process.stderr.write(`${line}\n`), options: ReporterOptions = {}) {
 		this.#write = write;
@@ -76,10 +89,11 @@ export class PlainReporter implements BuildReporter {
 
 			case 'agent': {
 				if (event.event.event === 'hello') {
+					this.#engine = event.event.engine;
 					this.#engineWritesSteps = event.event.engine === 'buildkit';
 				}
 
-				if (!shownAgentEvent(event.event, this.#debug)) {
+				if (!shownAgentEvent(event.event, this.#debug, this.#engine)) {
 					break;
 				}
 

@@ -90,6 +90,7 @@ export class TtyReporter implements BuildReporter {
 	readonly #steps = new Map<string, {done: number; cached: number}>();
 
 	readonly #debug: boolean;
+	#engine: string | undefined;
 
 	constructor(options: ReporterOptions = {}) {
 		this.#debug = options.debug ?? false;
@@ -140,7 +141,11 @@ export class TtyReporter implements BuildReporter {
 
 			case 'agent': {
 				const agentEvent = event.event;
-				if (!shownAgentEvent(agentEvent, this.#debug)) {
+				if (agentEvent.event === 'hello') {
+					this.#engine = agentEvent.engine;
+				}
+
+				if (!shownAgentEvent(agentEvent, this.#debug, this.#engine)) {
 					break;
 				}
 
