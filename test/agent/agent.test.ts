@@ -290,6 +290,25 @@ test('a failing run step: its code, message and exit code; a mayFail step does n
 	assert.deepEqual(phasesOf(agentRun.events), ['binfmt', 'base-images linux/riscv64', 'build linux/riscv64']);
 });
 
+test('a watched run step that prints nothing and uses no CPU: E_HANG naming the process; an unwatched one is left alone', async () => {
+	// A ppc64le program that hangs under its emulator: the probe busybox sleeping.
+	const busybox = path.join(probes, 'ppc64le', 'busybox');
+	const hung = await runPlan(['linux/ppc64le'], () => plan([run([busybox, 'sleep', '30'], {watch: true, platform: 'linux/ppc64le'})]), {hangTimeoutSeconds: 2});
+	assert.equal(hung.exitCode, 1);
+	const error = terminalError(hung);
+	assert.deepEqual([error.code, error.platform], ['E_HANG', 'linux/ppc64le']);
+	assert.match(error.message, /no output and no CPU for 2s while building linux\/ppc64le: likely an emulator hang in ".*busybox sleep 30" \(pid \d+, under qemu-ppc64le(-static)?\)/);
+
+	const unwatched = await runPlan(['linux/ppc64le'], dirs => plan([run(['sleep', '3']), copyLayout(dirs)]), {hangTimeoutSeconds: 1});
+	assert.equal(unwatched.exitCode, 0, JSON.stringify(unwatched.events));
+});
+
+test('the plan\'s tmpfs mount points are tmpfs before the first step', async () => {
+	const agentRun = await runPlan(['linux/amd64'], dirs => ({...plan([run(sh('grep " $1 " /proc/mounts', path.join(dirs.dir, 'containers'))), copyLayout(dirs)]), tmpfs: [path.join(dirs.dir, 'containers')]}));
+	assert.equal(agentRun.exitCode, 0, JSON.stringify(agentRun.events));
+	assert.match(ofType(agentRun.events, 'log').find(event => event.source === 'engine')?.line ?? '', /^exobuild-tmpfs \S+ tmpfs rw,nosuid,nodev/);
+});
+
 test('a step whose program is not in the image: E_ENGINE_MISSING before anything starts', async () => {
 	const agentRun = await runPlan(['linux/ppc64le'], () => plan([{kind: 'daemon', argv: ['buildkitd'], rootlessArgs: []}, run(['buildctl', 'build'])]));
 	assert.equal(agentRun.exitCode, 1);
