@@ -250,6 +250,16 @@ test('a daemon that crashes at start: E_ENGINE_START naming its log; its output 
 	assert.match(fs.readFileSync(debug.daemonLog, 'utf8'), /level=fatal/, 'with --debug the log file is written too');
 });
 
+test('a run step that fails after the daemon died: the message says so and names the daemon log', async () => {
+	const agentRun = await runPlan(['linux/ppc64le'], () => plan([
+		{kind: 'daemon', argv: ['buildkitd'], rootlessArgs: []},
+		run(sh('sleep 0.5; echo "error: connection refused" >&2; exit 1'), {message: 'the build failed'}),
+	]), {path: [failing('buildkit')], env: {FAILING_BUILDKITD_MODE: 'crash'}});
+	const error = terminalError(agentRun);
+	assert.equal(error.code, 'E_BUILD_FAILED');
+	assert.ok(error.message.startsWith(`the build failed (exit code 1); the engine daemon is gone (its log: ${agentRun.daemonLog}); its last lines: `), error.message);
+});
+
 test('a daemon that never answers: E_ENGINE_START after the timeout; it gets exactly one SIGTERM and is waited for', async () => {
 	const marks = path.join(work, 'never-ready');
 	fs.mkdirSync(marks);
@@ -307,6 +317,34 @@ test('the plan\'s tmpfs mount points are tmpfs before the first step', async () 
 	const agentRun = await runPlan(['linux/amd64'], dirs => ({...plan([run(sh('grep " $1 " /proc/mounts', path.join(dirs.dir, 'containers'))), copyLayout(dirs)]), tmpfs: [path.join(dirs.dir, 'containers')]}));
 	assert.equal(agentRun.exitCode, 0, JSON.stringify(agentRun.events));
 	assert.match(ofType(agentRun.events, 'log').find(event => event.source === 'engine')?.line ?? '', /^exobuild-tmpfs \S+ tmpfs rw,nosuid,nodev/);
+});
+
+test('env= secrets on stdin land on a private tmpfs, once each, and stdin is closed; a malformed block is E_SECRETS', async () => {
+	const dirs = newDirs();
+	const secrets = path.join(dirs.dir, 'secrets');
+	const values = ['s3cr3t', 'two\nlines ünï'];
+	const args = agentArgs([parsePlatform('linux/amd64')], plan([
+		run(sh('grep " $1 " /proc/mounts; stat -c %a "$1"; cat "$1/first"; echo; cat "$1/second"; echo; cat; echo "stdin ended"', secrets)),
+		copyLayout(dirs),
+	]), {hangTimeoutSeconds: 0, secretsFromStdin: 2, debug: false, stateDir: dirs.state, outputLayout: dirs.output, daemonLog: dirs.daemonLog});
+	const block = `first\t${Buffer.from(values[0]!).toString('base64')}\nsecond\t${Buffer.from(values[1]!).toString('base64')}\nnot for the engine\n`;
+	const events: AgentEvent[] = [];
+	const exit = await runInNamespaces(['/bin/sh', '-c', 'mount -t proc proc /proc && exec env -i "$@"', 'sh', 'PATH=/usr/bin:/bin', `EXOBUILD_PROBE_DIR=${probes}`, `EXOBUILD_SECRETS_DIR=${secrets}`, agent, ...args], {
+		stdin: block,
+		onStdoutLine: text => events.push(parseAgentLine(text)),
+	});
+	assert.equal(exit.exitCode, 0, JSON.stringify(events));
+	const lines = ofType(events, 'log').map(event => event.line);
+	assert.match(lines[0]!, /^exobuild-secrets \S+ tmpfs rw,nosuid,nodev,noexec/);
+	assert.deepEqual(lines.slice(1), ['700', 's3cr3t', 'two', 'lines ünï', 'stdin ended'], 'the engine does not see the rest of stdin');
+
+	fs.rmSync(dirs.output, {recursive: true});
+	const bad = await runInNamespaces(['/bin/sh', '-c', 'mount -t proc proc /proc && exec env -i "$@"', 'sh', 'PATH=/usr/bin:/bin', `EXOBUILD_PROBE_DIR=${probes}`, `EXOBUILD_SECRETS_DIR=${secrets}`, agent, ...args], {
+		stdin: 'first without a tab\n',
+		onStdoutLine: text => events.push(parseAgentLine(text)),
+	});
+	assert.equal(bad.exitCode, 1);
+	assert.equal(ofType(events, 'error')[0]?.code, 'E_SECRETS');
 });
 
 test('a step whose program is not in the image: E_ENGINE_MISSING before anything starts', async () => {
