@@ -43,3 +43,6 @@ export const runsDir = (env?: NodeJS.ProcessEnv): string => path.join(cacheDir(e
 
 /** Per-runtime state (e.g. unpacked builder rootfs for linux-userns). */
 export const runtimeStateDir = (runtime: string, env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), runtime);
+
+/** Logs kept after a build (the engine daemon's log of each build, named by its session). */
+export const logsDir = (env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), 'logs');

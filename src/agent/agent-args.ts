@@ -1,9 +1,11 @@
 /**
- * The sandbox's mounts and the agent's argv for a build request (docs/agent-protocol.md).
+ * The sandbox's mounts, where they are inside it (the SandboxLayout engine modules build their
+ * argv from), and the agent's argv for an EnginePlan (docs/agent-protocol.md).
  * Pure: no I/O, so the exact command line is unit-tested.
  */
 import path from 'node:path';
 import {handlerSpec, type Platform} from '../platforms/parse.js';
+import type {EnginePlan, EngineStep, SandboxLayout} from '../engines/plan.js';
 import type {Mount} from '../sandboxes/runtime.js';
 import type {Secret} from '../cli/build-flags/engine-options.js';
 import type {BuildRequest} from '../request/build-request.js';
@@ -21,7 +23,15 @@ export const sandboxPaths = {
 	secrets: '/exobuild/secrets',
 	ssh: '/exobuild/ssh',
 	localContexts: '/exobuild/local-contexts',
+	/** The tmpfs the agent writes env= secrets into (from its stdin). */
+	stdinSecrets: '/run/exobuild-secrets',
 } as const;
+
+/** The OCI image layout the engine writes, and the daemon log the host keeps (both in the shared out folder). */
+export const outputLayoutPath = `${sandboxPaths.out}/oci-layout`;
+export const daemonLogPath = `${sandboxPaths.out}/engine-daemon.log`;
+/** The daemon log's name in the host's out folder (see keepDaemonLog). */
+export const daemonLogName = path.posix.basename(daemonLogPath);
 
 /** Host files of --secret src= values (mounted read-only). env= secrets never become files: see secretsBlock. */
 export type SecretFiles = ReadonlyMap<string, string>;
@@ -80,121 +90,152 @@ export const buildMounts = (request: BuildRequest, contexts: readonly ResolvedBu
 export const platformHandlerArgs = (platforms: readonly Platform[]): string[] =>
 	platforms.flatMap(platform => ['--platform', platform.id, '--handler', `${platform.id}=${handlerSpec(platform.arch)}:${platform.arch.unameMachine}`]);
 
-export const agentArgs = (request: BuildRequest, contexts: readonly ResolvedBuildContext[], cache: CacheFolders = {}): string[] => {
-	const args = ['build', '--engine', request.engine, ...platformHandlerArgs(request.platforms)];
-
-	args.push(
-		'--context', sandboxPaths.context,
-		'--dockerfile', `${sandboxPaths.dockerfileDir}/${path.basename(request.dockerfile)}`,
-		'--output', `${sandboxPaths.out}/oci-layout`,
-		'--state-dir', sandboxPaths.state,
-	);
-	for (const tag of request.tags) {
-		args.push('--tag', tag);
-	}
-
-	for (const [key, value] of request.buildArgs) {
-		args.push('--build-arg', `${key}=${value}`);
-	}
-
-	if (request.target !== undefined) {
-		args.push('--target', request.target);
-	}
-
-	if (request.noCache) {
-		args.push('--no-cache');
-	}
-
-	const options = request.engineOptions;
-	for (const [key, value] of options.labels) {
-		args.push('--label', `${key}=${value}`);
-	}
-
-	for (const [key, value] of options.annotations) {
-		args.push('--annotation', `${key}=${value}`);
-	}
-
-	for (const stage of options.noCacheFilter) {
-		args.push('--no-cache-filter', stage);
-	}
-
-	if (options.pull) {
-		args.push('--pull');
-	}
-
-	if (options.network !== 'default') {
-		args.push('--network', options.network);
-	}
-
-	for (const [host, ip] of options.addHosts) {
-		args.push('--add-host', `${host}:${ip}`);
-	}
-
-	for (const secret of options.secrets) {
+/**
+ * Where the mounts of buildMounts (same arguments) are inside the sandbox: the one place engine
+ * modules get sandbox paths from (src/engines/plan.ts). env= secrets are files the agent writes
+ * on its own tmpfs from its stdin (secretsBlock), src= ones are mounted.
+ */
+export const sandboxLayout = (request: BuildRequest, contexts: readonly ResolvedBuildContext[], cache: CacheFolders = {}): SandboxLayout => ({
+	context: sandboxPaths.context,
+	dockerfile: `${sandboxPaths.dockerfileDir}/${path.basename(request.dockerfile)}`,
+	outputLayout: outputLayoutPath,
+	state: sandboxPaths.state,
+	cache: {
+		...(cache.dir === undefined ? {} : {dir: sandboxPaths.cache}),
+		...(cache.from === undefined ? {} : {from: sandboxPaths.cacheFrom}),
+		...(cache.to === undefined ? {} : {to: sandboxPaths.cacheTo}),
+	},
+	secretFiles: new Map(request.engineOptions.secrets.flatMap((secret): Array<[string, string]> => {
 		if (secret.src !== undefined) {
-			args.push('--secret', `id=${secret.id},src=${sandboxPaths.secrets}/${secret.id}`);
+			return [[secret.id, `${sandboxPaths.secrets}/${secret.id}`]];
 		}
+
+		return secret.env === undefined ? [] : [[secret.id, `${sandboxPaths.stdinSecrets}/${secret.id}`]];
+	})),
+	sshSources: new Map(request.engineOptions.ssh.map(source => [source.id, `${sandboxPaths.ssh}/${source.id}`])),
+	localContexts: new Map(request.engineOptions.localContexts.map(([name], index) => [name, `${sandboxPaths.localContexts}/${index}`])),
+	bases: contexts.map((context, index) => ({
+		name: context.name,
+		layout: `${sandboxPaths.contexts}/${index}`,
+		topDigest: context.topDigest,
+		views: new Map(request.platforms.map(platform => [platform.id, `${sandboxPaths.views}/${index}/${platformSlug(platform.id)}`])),
+	})),
+});
+
+/** The agent's own options (everything but the platforms and the plan). */
+export interface AgentOptions {
+	/** The hang watchdog's timeout; 0: off. */
+	readonly hangTimeoutSeconds: number;
+	/** How many env= secrets the host writes to the agent's stdin (secretsBlock). */
+	readonly secretsFromStdin: number;
+	/** The engine daemon's output also as `log` events of source "daemon" (exobuild --debug). */
+	readonly debug: boolean;
+	/** Defaults: the sandbox layout's (sandboxPaths.state, outputLayoutPath, daemonLogPath). */
+	readonly stateDir?: string;
+	readonly outputLayout?: string;
+	readonly daemonLog?: string;
+}
+
+/** `-` stands for an empty field of a step (docs/agent-protocol.md). */
+const field = (value: string | undefined): string => (value === undefined || value === '' ? '-' : value);
+
+const counted = (words: readonly string[]): string[] => [String(words.length), ...words];
+
+const checkWords = (step: EngineStep, words: readonly string[]): void => {
+	if (step.argv.length === 0) {
+		throw new Error(`internal: a ${step.kind} step of the engine plan has an empty argv`);
 	}
 
-	const fromStdin = options.secrets.filter(secret => secret.src === undefined && secret.env !== undefined).length;
-	if (fromStdin > 0) {
-		args.push('--secrets-stdin', String(fromStdin));
+	const bad = words.find(word => word.includes('\0'));
+	if (bad !== undefined) {
+		throw new Error(`internal: a ${step.kind} step of the engine plan has a NUL byte in ${JSON.stringify(bad)}`);
 	}
-
-	for (const source of options.ssh) {
-		args.push('--ssh', `${source.id}=${sandboxPaths.ssh}/${source.id}`);
-	}
-
-	if (options.shmSize !== undefined) {
-		args.push('--shm-size', String(options.shmSize));
-	}
-
-	for (const ulimit of options.ulimits) {
-		args.push('--ulimit', ulimit);
-	}
-
-	if (options.sbom !== undefined) {
-		args.push('--sbom', options.sbom);
-	}
-
-	if (options.provenance !== undefined) {
-		args.push('--provenance', options.provenance);
-	}
-
-	if (options.sourceDateEpoch !== undefined) {
-		args.push('--source-date-epoch', String(options.sourceDateEpoch));
-	}
-
-	for (const [index, [name]] of options.localContexts.entries()) {
-		args.push('--named-context', `${name}=${sandboxPaths.localContexts}/${index}`);
-	}
-
-	if (request.progress === 'rawjson') {
-		args.push('--progress', 'rawjson');
-	}
-
-	if (request.hangTimeoutSeconds > 0) {
-		args.push('--hang-timeout', String(request.hangTimeoutSeconds));
-	}
-
-	if (cache.dir !== undefined) {
-		args.push('--cache-dir', sandboxPaths.cache);
-	}
-
-	if (cache.from !== undefined) {
-		args.push('--cache-from', sandboxPaths.cacheFrom);
-	}
-
-	if (cache.to !== undefined) {
-		args.push('--cache-to', sandboxPaths.cacheTo);
-	}
-
-	for (const [index, context] of contexts.entries()) {
-		args.push('--base', `${context.name}=${sandboxPaths.contexts}/${index}@${context.topDigest}`);
-		for (const platform of request.platforms) {
-			args.push('--base-platform', `${context.name}=${platform.id}=${sandboxPaths.views}/${index}/${platformSlug(platform.id)}`);
-		}
-	}
-
-	return args;
 };
+
+/** One step as `--step KIND PHASE PLATFORM CODE MESSAGE OPTS N ARGV… M EXTRA…`. */
+export const stepArgs = (step: EngineStep): string[] => {
+	switch (step.kind) {
+		case 'daemon': {
+			checkWords(step, [...step.argv, ...step.rootlessArgs]);
+			return ['--step', 'daemon', 'engine-start', '-', '-', '-', '-', ...counted(step.argv), ...counted(step.rootlessArgs)];
+		}
+
+		case 'ready': {
+			checkWords(step, step.argv);
+			if (!Number.isSafeInteger(step.timeoutMs) || step.timeoutMs <= 0) {
+				throw new Error(`internal: a ready step's timeout must be a positive number of ms, not ${step.timeoutMs}`);
+			}
+
+			return ['--step', 'ready', 'engine-start', '-', '-', '-', `timeout-ms=${step.timeoutMs}`, ...counted(step.argv), '0'];
+		}
+
+		case 'version': {
+			checkWords(step, step.argv);
+			return ['--step', 'version', 'engine-start', '-', '-', '-', '-', ...counted(step.argv), '0'];
+		}
+
+		case 'platforms': {
+			const pairs = step.expect.flatMap(({platform, text}) => {
+				if (text === '' || text.includes('\n')) {
+					throw new Error(`internal: the platforms step's text for ${platform} must be one non-empty line, not ${JSON.stringify(text)}`);
+				}
+
+				return [platform, text];
+			});
+			checkWords(step, [...step.argv, ...pairs]);
+			return ['--step', 'platforms', 'platform-check', '-', '-', '-', '-', ...counted(step.argv), ...counted(pairs)];
+		}
+
+		case 'run': {
+			checkWords(step, [...step.argv, step.message]);
+			const options = [step.watch ? 'watch' : undefined, step.mayFail === true ? 'may-fail' : undefined].filter(Boolean).join(',');
+			return ['--step', 'run', step.phase, field(step.platform), step.errorCode, field(step.message), field(options), ...counted(step.argv), '0'];
+		}
+	}
+};
+
+/** `exobuild-agent build …` for a plan: the agent's options, then every step of the plan in order. */
+export function agentArgs(platforms: readonly Platform[], plan: EnginePlan, options: AgentOptions): string[];
+/**
+ * Transitional, for the pipeline on main until it builds an EnginePlan (src/engines): the agent
+ * no longer translates build options, so this form throws. Remove it with the pipeline change.
+ */
+export function agentArgs(request: BuildRequest, contexts: readonly ResolvedBuildContext[], cache?: CacheFolders): string[];
+export function agentArgs(first: readonly Platform[] | BuildRequest, plan?: EnginePlan | readonly ResolvedBuildContext[], options?: AgentOptions | CacheFolders): string[] {
+	if (!Array.isArray(first) || plan === undefined || Array.isArray(plan) || options === undefined || !('hangTimeoutSeconds' in options)) {
+		throw new Error('internal: the agent runs an EnginePlan: call agentArgs(platforms, engine.plan(request, sandboxLayout(…)), options) (docs/agent-protocol.md)');
+	}
+
+	const enginePlan = plan as EnginePlan;
+	const agentOptions = options;
+	const args = [
+		'build', '--engine', enginePlan.engine, ...platformHandlerArgs(first as readonly Platform[]),
+		'--state-dir', agentOptions.stateDir ?? sandboxPaths.state,
+		'--output', agentOptions.outputLayout ?? outputLayoutPath,
+		'--daemon-log', agentOptions.daemonLog ?? daemonLogPath,
+	];
+	if (agentOptions.hangTimeoutSeconds > 0) {
+		args.push('--hang-timeout', String(agentOptions.hangTimeoutSeconds));
+	}
+
+	if (agentOptions.secretsFromStdin > 0) {
+		args.push('--secrets-stdin', String(agentOptions.secretsFromStdin));
+	}
+
+	for (const dir of enginePlan.tmpfs) {
+		args.push('--tmpfs', dir);
+	}
+
+	if (enginePlan.shmSize !== undefined) {
+		args.push('--shm-size', String(enginePlan.shmSize));
+	}
+
+	if (agentOptions.debug) {
+		args.push('--debug');
+	}
+
+	return [...args, ...enginePlan.steps.flatMap(step => stepArgs(step))];
+}
+
+/** How many env= secrets secretsBlock writes (the agent's --secrets-stdin). */
+export const stdinSecretCount = (secrets: readonly Secret[]): number => secrets.filter(secret => secret.src === undefined && secret.env !== undefined).length;

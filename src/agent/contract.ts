@@ -110,8 +110,12 @@ export const engineEvent = z.object({
 export const logEvent = z.object({
 	...base,
 	event: z.literal('log'),
-	/** engine: a line of the engine's output; agent: the agent's own diagnostics. */
-	source: z.enum(['engine', 'agent']),
+	/**
+	 * engine: a line of an engine command's output (a `run` step of the plan); daemon: a line of
+	 * the engine daemon's own log (buildkitd), sent only when the agent runs with --debug (it is
+	 * always in the daemon log file, see src/agent/daemon-log.ts); agent: the agent's own diagnostics.
+	 */
+	source: z.enum(['engine', 'daemon', 'agent']),
 	platform: platformField.optional(),
 	line: z.string(),
 });

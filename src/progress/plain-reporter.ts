@@ -30,7 +30,7 @@ export const describeAgentEvent = (event: AgentEvent): string | undefined => {
 		}
 
 		case 'log': {
-			return `${event.platform ? `[${event.platform}] ` : ''}${event.line}`;
+			return `${event.source === 'daemon' ? 'daemon: ' : ''}${event.platform ? `[${event.platform}] ` : ''}${event.line}`;
 		}
 
 		case 'result': {
@@ -43,12 +43,40 @@ export const describeAgentEvent = (event: AgentEvent): string | undefined => {
 	}
 };
 
+/**
+ * buildctl's own logrus lines below error level (`time="…" level=warning msg="failed check for
+ * fsverity support"`, printed by the containerd content store it opens for an OCI folder export):
+ * diagnostics, not build output. buildctl has no option to quiet them (cmd/buildctl/main.go at
+ * v0.32.2 has --debug and --log-format only).
+ */
+const buildctlDiagnostic = /^time="[^"]*" level=(?:trace|debug|info|warning) msg=/;
+
+/**
+ * Whether plain and TTY progress show an agent event: the engine daemon's log, and BuildKit
+ * client diagnostics, only with --debug.
+ */
+export const shownAgentEvent = (event: AgentEvent, debug: boolean, engine?: string): boolean =>
+	debug || event.event !== 'log' || (event.source !== 'daemon' && !(engine === 'buildkit' && event.source === 'engine' && buildctlDiagnostic.test(event.line)));
+
+export interface ReporterOptions {
+	/** exobuild --debug: also the engine daemon's own log lines. */
+	readonly debug?: boolean;
+}
+
 export class PlainReporter implements BuildReporter {
 	readonly #write: (line: string) => void;
 	readonly #started = Date.now();
+	readonly #debug: boolean;
+	/**
+	 * BuildKit's plain progress is docker's plain style already (`#5 [linux/ppc64le 2/3] RUN …`,
+	 * `#5 DONE 0.3s`): printing the steps read from it as well printed every step line twice.
+	 */
+	#engineWritesSteps = false;
+	#engine: string | undefined;
 
-	constructor(write: (line: string) => void = line => process.stderr.write(`${line}\n`)) {
+	constructor(write: (line: string) => void = line => process.stderr.write(`${line}\n`), options: ReporterOptions = {}) {
 		this.#write = write;
+		this.#debug = options.debug ?? false;
 	}
 
 	report(event: ProgressEvent): void {
@@ -60,6 +88,15 @@ export class PlainReporter implements BuildReporter {
 			}
 
 			case 'agent': {
+				if (event.event.event === 'hello') {
+					this.#engine = event.event.engine;
+					this.#engineWritesSteps = event.event.engine === 'buildkit';
+				}
+
+				if (!shownAgentEvent(event.event, this.#debug, this.#engine)) {
+					break;
+				}
+
 				const line = describeAgentEvent(event.event);
 				if (line !== undefined) {
 					this.#write(`${at} ${line}`);
@@ -74,6 +111,10 @@ export class PlainReporter implements BuildReporter {
 			}
 
 			case 'step': {
+				if (this.#engineWritesSteps) {
+					break;
+				}
+
 				// docker build's plain style: the step, then CACHED or DONE with its time.
 				if (event.state === 'start') {
 					this.#write(`#${event.id} ${event.name}`);

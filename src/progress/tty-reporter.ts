@@ -1,7 +1,7 @@
 /** listr2 progress for terminals: one line per phase, the latest engine line under the running one. */
 import {Listr, ListrLogger, ProcessOutput, type ListrTask} from 'listr2';
 import {buildPhases, type BuildReporter, type ProgressEvent} from './events.js';
-import {describeAgentEvent} from './plain-reporter.js';
+import {describeAgentEvent, shownAgentEvent, type ReporterOptions} from './plain-reporter.js';
 
 type Outcome = 'done' | 'skipped' | {failed: string};
 
@@ -89,7 +89,11 @@ export class TtyReporter implements BuildReporter {
 	readonly #platforms = new Map<number, Set<string>>();
 	readonly #steps = new Map<string, {done: number; cached: number}>();
 
-	constructor() {
+	readonly #debug: boolean;
+	#engine: string | undefined;
+
+	constructor(options: ReporterOptions = {}) {
+		this.#debug = options.debug ?? false;
 		const tasks: ListrTask[] = buildPhases.map((phase, index) => ({
 			title: phase.title,
 			task: async (_context, task) => {
@@ -137,6 +141,14 @@ export class TtyReporter implements BuildReporter {
 
 			case 'agent': {
 				const agentEvent = event.event;
+				if (agentEvent.event === 'hello') {
+					this.#engine = agentEvent.engine;
+				}
+
+				if (!shownAgentEvent(agentEvent, this.#debug, this.#engine)) {
+					break;
+				}
+
 				if (agentEvent.event === 'phase-start') {
 					const index = indexOf(agentEvent.phase);
 					this.#tracker.start(index);

@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {after, test} from 'node:test';
-import {agentArgs, buildMounts} from '../../src/agent/agent-args.js';
 import {parseBuildArgs, parseBuildContexts, parseOutput, parseTags, toBuildRequest, type RawBuildOptions} from '../../src/cli/build-flags/options.js';
 import {isUserError} from '../../src/errors.js';
 
@@ -96,20 +95,3 @@ test('oci-layout contexts accept a tag and a digest pin', () => {
 	assert.deepEqual(parseBuildContexts([`debian:stable=oci-layout://${layout}:v1@${digest}`], root), [{name: 'debian:stable', layoutDir: layout, ref: 'v1', digest}]);
 });
 
-test('the agent command line carries every option, the handler spec from the table and the mounts', () => {
-	const request = toBuildRequest('ctx', raw({platform: ['linux/ppc64le,linux/arm64'], tag: ['t:1'], buildArg: ['A=1'], target: 'final', cache: false, buildContext: [`base=oci-layout://${layout}`]}), env);
-	const contexts = [{name: 'base', layoutDir: layout, topDigest: `sha256:${'b'.repeat(64)}`}];
-	const args = agentArgs(request, contexts);
-	const joined = args.join(' ');
-	assert.equal(args[0], 'build');
-	assert.match(joined, /--platform linux\/ppc64le --handler linux\/ppc64le=qemu-ppc64le:\\x7fELF\\x02\\x01\\x01[^ ]*:ppc64le/);
-	assert.match(joined, /--handler linux\/arm64=qemu-aarch64:[^ ]*:aarch64/);
-	assert.match(joined, /--dockerfile \/exobuild\/dockerfile\/Dockerfile/);
-	assert.match(joined, /--tag t:1 --build-arg A=1 --target final --no-cache/);
-	assert.match(joined, /--base base=\/exobuild\/contexts\/0@sha256:b{64}/);
-	assert.match(joined, /--base-platform base=linux\/ppc64le=\/exobuild\/views\/0\/linux-ppc64le/);
-	const mounts = buildMounts(request, contexts, {outDir: '/scratch/out', viewsDir: '/scratch/views'});
-	assert.deepEqual(mounts.map(m => [m.sandboxPath, m.readOnly]), [
-		['/exobuild/context', true], ['/exobuild/dockerfile', true], ['/exobuild/contexts/0', true], ['/exobuild/views', true], ['/exobuild/out', false],
-	]);
-});
