@@ -2,7 +2,7 @@
  * buildah's layer cache and bases without `history`. buildah reuses a cached step only when the
  * candidate image's history is the base's history plus one entry, and when the base's layers
  * are as many as its history entries that add a layer: historyAndDiffIDsMatch in
- * imagebuildah/stage_executor.go (containers/buildah v1.39.0 and later, unchanged in main). A
+ * imagebuildah/stage_executor.go (containers/buildah; read in the v1.39-era source). A
  * base whose config has no history has layers but zero such entries, so
  * `len(baseDiffIDs) != expectedDiffIDs` holds for every candidate: no step is ever found in the
  * cache, and each rebuild re-runs every step. BuildKit keys its cache by content, not history.
