@@ -48,4 +48,9 @@ export interface StepParser {
 	onLine(platform: string | undefined, line: string): StepChange[];
 	/** Closes every open step (the engine finished). */
 	end(): StepChange[];
+	/**
+	 * Whether `line` only marks a step (its start, cache hit or end): the step events render it,
+	 * so a reporter that prints them need not print the line too (no line twice).
+	 */
+	marksStep(line: string): boolean;
 }

@@ -52,6 +52,15 @@ export class StepTracker {
 		return [];
 	}
 
+	/**
+	 * Whether an engine log line only marks a step, which the step events already show: a plain
+	 * reporter printing both would print the step twice (BuildKit's `#5 [linux/ppc64le 2/4] RUN …`,
+	 * `#5 CACHED`, `#5 DONE 0.3s`; buildah's `STEP 2/4: RUN …`, `--> Using cache …`).
+	 */
+	marksStep(line: string): boolean {
+		return this.#parsers.some(parser => parser.marksStep(line));
+	}
+
 	/** Closes every open step (the engine finished). */
 	end(): StepChange[] {
 		return this.#parsers.flatMap(parser => parser.end());

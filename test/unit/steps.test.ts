@@ -42,3 +42,20 @@ test('each engine reads only its own grammar; with no engine given, both are rea
 	assert.deepEqual(either.end().map(({step}) => step.name), ['[linux/s390x 1/2] FROM busybox'], 'end closes the open buildah step; BuildKit ends its own');
 	assert.equal(either.steps.length, 2);
 });
+
+test('lines that only mark a step are known, so that a reporter prints each step once', () => {
+	const buildkit = new StepTracker({engine: 'buildkit'});
+	for (const line of ['#5 [linux/ppc64le 2/4] RUN make', '#5 CACHED', '#5 DONE 1.5s']) {
+		assert.equal(buildkit.marksStep(line), true, line);
+	}
+
+	for (const line of ['#5 0.312 compiling', '#5 ERROR: process "/bin/sh -c make" did not complete successfully', 'STEP 1/2: FROM busybox']) {
+		assert.equal(buildkit.marksStep(line), false, line);
+	}
+
+	const buildah = new StepTracker({engine: 'buildah'});
+	assert.equal(buildah.marksStep('[1/2] STEP 2/3: RUN uname -m > /m'), true);
+	assert.equal(buildah.marksStep('--> Using cache 4c1f0e'), true);
+	assert.equal(buildah.marksStep('COMMIT exobuild-out-linux-ppc64le'), false);
+	assert.equal(buildah.marksStep('#5 CACHED'), false);
+});

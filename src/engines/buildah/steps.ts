@@ -41,6 +41,10 @@ export class BuildahSteps implements StepParser {
 		return line.startsWith('COMMIT ') ? this.#close(key) : [];
 	}
 
+	marksStep(line: string): boolean {
+		return stepLine.test(line) || line.startsWith('--> Using cache ');
+	}
+
 	end(): StepChange[] {
 		return [...this.#open.keys()].flatMap(key => this.#close(key));
 	}

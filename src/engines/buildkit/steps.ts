@@ -42,6 +42,10 @@ export class BuildKitSteps implements StepParser {
 		return doneStep === undefined ? [] : this.#book.finish(doneStep, Math.round(Number(done![2]) * 1000));
 	}
 
+	marksStep(line: string): boolean {
+		return vertexLine.test(line) || cachedLine.test(line) || doneLine.test(line);
+	}
+
 	/** BuildKit ends each vertex itself; one left open (a failed build) stays unfinished. */
 	end(): StepChange[] {
 		return [];
