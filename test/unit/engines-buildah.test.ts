@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {sandboxPaths} from '../../src/agent/agent-args.js';
+import {baseFactsOf} from '../../src/engines/base-facts.js';
 import {chooseEngine, engines} from '../../src/engines/index.js';
 import {isUserError} from '../../src/errors.js';
 import {StepTracker} from '../../src/progress/steps.js';
@@ -177,4 +178,12 @@ test('buildah step parser: the tracker of a buildah build', () => {
 	now = 40;
 	assert.deepEqual(tracker.onLine('linux/s390x', 'COMMIT exobuild-out-linux-s390x').map(({state, step}) => `${state} ${step.name}`), ['done [linux/s390x 1/2] FROM base']);
 	assert.equal(tracker.steps[0]!.ms, 40);
+});
+
+test('base facts: the history entries of an image config, none when it has no history', () => {
+	assert.deepEqual(baseFactsOf('base', 'linux/s390x', {architecture: 's390x', os: 'linux', rootfs: {type: 'layers', diff_ids: []}, history: [{created_by: 'a'}, {empty_layer: true}]}), {name: 'base', platform: 'linux/s390x', historyEntries: 2});
+	assert.equal(baseFactsOf('base', 'linux/s390x', {architecture: 's390x', os: 'linux'}).historyEntries, 0);
+	assert.equal(baseFactsOf('base', 'linux/s390x', {history: null}).historyEntries, 0);
+	assert.equal(baseFactsOf('base', 'linux/s390x', 'not a config').historyEntries, 0);
+	assert.deepEqual(buildah.warnings(request(), [baseFactsOf('base', 'linux/s390x', {os: 'linux'})]).length, 1);
 });
