@@ -298,6 +298,60 @@ test('buildkit: --progress rawjson passes BuildKit\'s SolveStatus JSON through',
 	await assertNothingLeft();
 });
 
+/**
+ * A copy of the layout `source` whose image configs have no `history` (legal OCI: images made by
+ * mmdebstrap and a small script look like this); every other byte is the same.
+ */
+const withoutHistory = (source: string, target: string): string => {
+	const blobs = path.join(target, 'blobs', 'sha256');
+	fs.cpSync(source, target, {recursive: true});
+	const read = (digest: string): Record<string, unknown> => JSON.parse(fs.readFileSync(path.join(blobs, digest.slice(7)), 'utf8')) as Record<string, unknown>;
+	const write = (document: Record<string, unknown>): {digest: string; size: number} => {
+		const text = JSON.stringify(document);
+		const digest = `sha256:${crypto.createHash('sha256').update(text).digest('hex')}`;
+		fs.writeFileSync(path.join(blobs, digest.slice(7)), text);
+		return {digest, size: Buffer.byteLength(text)};
+	};
+
+	type Descriptor = {digest: string; size: number};
+	const rewrite = (descriptor: Descriptor): Descriptor => {
+		const document = read(descriptor.digest);
+		if (Array.isArray(document['manifests'])) {
+			return {...descriptor, ...write({...document, manifests: (document['manifests'] as Descriptor[]).map(rewrite)})};
+		}
+
+		const {history: _history, ...config} = read((document['config'] as Descriptor).digest);
+		return {...descriptor, ...write({...document, config: {...(document['config'] as Descriptor), ...write(config)}})};
+	};
+
+	const index = JSON.parse(fs.readFileSync(path.join(target, 'index.json'), 'utf8')) as {manifests: Descriptor[]};
+	fs.writeFileSync(path.join(target, 'index.json'), JSON.stringify({...index, manifests: index.manifests.map(rewrite)}));
+	return target;
+};
+
+test('buildah: a base whose config has no history never hits the layer cache (why buildah warns about such bases)', async t => {
+	if (await skipped(t, 'buildah')) {
+		return;
+	}
+
+	const cachedRun = async (base: string, name: string): Promise<boolean> => {
+		const project = makeContext(path.join(work, `history-${name}`), {Dockerfile: 'FROM busybox\nRUN echo hi > /x\n'});
+		let cached = false;
+		for (const round of [1, 2]) {
+			const result = await exobuild(['build', '--engine', 'buildah', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${base}`,
+				'--output', `type=oci,dest=${path.join(work, `history-${name}-${round}.tar`)}`, project]);
+			assert.equal(result.exitCode, 0, result.all);
+			cached = /^#\d+ CACHED$/m.test(String(result.all));
+		}
+
+		return cached;
+	};
+
+	assert.equal(await cachedRun(layout, 'kept'), true, 'with history, the second build takes RUN from the cache');
+	assert.equal(await cachedRun(withoutHistory(layout, path.join(work, 'busybox-no-history')), 'none'), false, 'without history, it runs RUN again');
+	await assertNothingLeft();
+});
+
 test('what each engine cannot do, and what is not supported, is refused before boot with the flag named and why', async () => {
 	const refused = async (args: string[], pattern: RegExp, code: number): Promise<void> => {
 		const result = await exobuild(['build', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`, ...args, context], {env: {EXO_TEST_SECRET: 'x'}});
