@@ -57,7 +57,18 @@ export interface SandboxLayout {
 	/** Scratch space of this run, gone with the sandbox. */
 	readonly state: string;
 	/** Engine cache: one read-write folder, or a folder to read and one to write. */
-	readonly cache: {readonly dir?: string; readonly from?: string; readonly to?: string};
+	readonly cache: {
+		readonly dir?: string;
+		readonly from?: string;
+		readonly to?: string;
+		/**
+		 * False when the host found no exported cache (no index.json) in the folder BuildKit would
+		 * read (`from`, or `dir`/buildkit): the plan then asks for no import, for BuildKit would only
+		 * log a `level=warning` "local cache import … not found" and go on (client/solve.go,
+		 * moby/buildkit v0.32.2). Absent: assumed importable.
+		 */
+		readonly importable?: boolean;
+	};
 	/** --secret values: the file of each id (src= files are mounted; env= values are on a tmpfs). */
 	readonly secretFiles: ReadonlyMap<string, string>;
 	/** --ssh sources: id → socket or key file. */
@@ -90,6 +101,12 @@ export interface BaseFacts {
 	readonly historyEntries: number;
 }
 
+/** Why an engine cannot carry out a request: a one-line cause naming the option, and what to do. */
+export interface Refusal {
+	readonly message: string;
+	readonly hint: string;
+}
+
 /** One engine: what it can do and how it is told. */
 export interface Engine {
 	readonly name: EngineName;
@@ -97,7 +114,7 @@ export interface Engine {
 	 * Why this engine cannot carry out the request (an option it does not have), or undefined.
 	 * Checked before any sandbox starts: the CLI exits 2 with the message and a hint.
 	 */
-	refuse(request: BuildRequest): {readonly message: string; readonly hint: string} | undefined;
+	refuse(request: BuildRequest): Refusal | undefined;
 	/** The engine's whole work for the request. Pure: no I/O. */
 	plan(request: BuildRequest, layout: SandboxLayout): EnginePlan;
 	/** Warnings to print once before the build (e.g. buildah's layer cache and bases without history). */

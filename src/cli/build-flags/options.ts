@@ -4,6 +4,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import {engines} from '../../engines/index.js';
+import type {EngineName} from '../../engines/plan.js';
 import {UserError} from '../../errors.js';
 import {resolveFileDestination, resolveLayoutFolderDestination} from '../../outputs/destination.js';
 import {hostPlatform, parsePlatforms, supportedPlatformIds} from '../../platforms/parse.js';
@@ -349,43 +351,16 @@ const checkedDest = (absolute: string, kind: 'file' | 'folder' | 'local'): strin
 };
 
 /** The engine a build runs in, once `auto` is resolved against the builder image. */
-export type ResolvedEngine = 'buildkit' | 'buildah';
+export type ResolvedEngine = EngineName;
 
 /**
- * What buildah cannot carry out, refused before any sandbox starts (exit 2): the agent would
- * refuse it too, but only after the sandbox was up. `why` says how the engine was chosen.
+ * What the engine cannot carry out (its capabilities: src/engines/<engine>/capabilities.ts),
+ * refused before any sandbox starts (exit 2). `why` says how the engine was chosen.
  */
 export const refuseForEngine = (request: BuildRequest, engine: ResolvedEngine, why: string): void => {
-	if (engine !== 'buildah') {
-		return;
-	}
-
-	const refuse = (option: string, detail: string): never => {
-		throw new UserError(`${option}: ${detail} (${why})`, {
-			hint: 'drop the option, or build with BuildKit: --engine buildkit with a builder image that has it (one made from Containerfile.builder)',
-			code: 'E_ENGINE_UNSUPPORTED', exitCode: 2,
-		});
-	};
-
-	if (request.progress === 'rawjson') {
-		refuse('--progress rawjson', 'buildah has no machine-readable progress (BuildKit\'s rawjson needs --engine buildkit)');
-	}
-
-	if (request.engineOptions.noCacheFilter.length > 0) {
-		refuse('--no-cache-filter', 'buildah cannot skip the cache for some stages only (use --no-cache, or --engine buildkit)');
-	}
-
-	if (request.engineOptions.sbom !== undefined) {
-		refuse('--sbom', 'buildah makes no SBOM attestations (use --engine buildkit)');
-	}
-
-	if (request.engineOptions.provenance !== undefined) {
-		refuse('--provenance', 'buildah makes no provenance attestations (use --engine buildkit)');
-	}
-
-	const {cache} = request;
-	if (cache.kind === 'local' && cache.from !== undefined && cache.from !== cache.to) {
-		refuse('--cache-from', 'buildah keeps its cache as image storage, which it must write: --cache-from and --cache-to must name the same folder (or use --engine buildkit)');
+	const refusal = engines[engine].refuse(request);
+	if (refusal !== undefined) {
+		throw new UserError(`${refusal.message} (${why})`, {hint: refusal.hint, code: 'E_ENGINE_UNSUPPORTED', exitCode: 2});
 	}
 };
 
@@ -558,8 +533,9 @@ export const toBuildRequest = (
 			...(raw.rosetta === true ? {rosetta: true} : {}),
 		},
 	};
-	if (request.engine === 'buildah') {
-		refuseForEngine(request, 'buildah', '--engine buildah');
+	// auto is resolved against the builder image later (src/engines/index.ts chooseEngine), and refused then.
+	if (request.engine !== 'auto') {
+		refuseForEngine(request, request.engine, `--engine ${request.engine}`);
 	}
 
 	return request;
