@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {parseAgentLine, type AgentEvent, type AgentEventOf} from '../agent/contract.js';
-import {ensureBuilderImage, findBuilderImage, type BuilderImage} from '../builder-image/index.js';
+import {builderEngines, ensureBuilderImage, findBuilderImage, type BuilderImage} from '../builder-image/index.js';
 import {UserError, userErrorOf, errorTable} from '../errors.js';
 import {addExitCleanup} from '../runs/exit-cleanups.js';
 import {packLayoutToArchive, readIndexJson, readManifest, resolvePlatformManifests, writePlatformView} from '../oci/index.js';
@@ -78,19 +78,24 @@ export const abortable = async <T>(work: Promise<T>, signal: AbortSignal | undef
 	}
 };
 
-/** BuildKit is in the containerfile builder (Containerfile.builder); the distro one has buildah only. */
-const builderHasBuildKit = (kind: BuilderImage['kind']): boolean => kind === 'containerfile';
+/**
+ * Whether the builder has BuildKit, from its record (builderEngines: a containerfile builder
+ * has it, a distro builder when it was made with a BuildKit tarball). A builder still to be made
+ * (a kind only) may get BuildKit, so it passes here and is checked again once it is made.
+ */
+const builderHasBuildKit = (builder: BuilderImage | BuilderImage['kind']): boolean => typeof builder === 'string' || builderEngines(builder).includes('buildkit');
 
 /**
  * The engine checks that need the builder image, made from its record before any sandbox
  * starts: --engine buildkit on a builder without it, and what buildah cannot do when `auto`
  * chooses buildah. A builder still to be made is judged by the kind the runtime would make.
  */
-const checkEngineAgainstBuilder = (request: BuildRequest, kind: BuilderImage['kind'], reference: string): void => {
-	const hasBuildKit = builderHasBuildKit(kind);
+const checkEngineAgainstBuilder = (request: BuildRequest, builder: BuilderImage | BuilderImage['kind'], reference: string): void => {
+	const kind = typeof builder === 'string' ? builder : builder.kind;
+	const hasBuildKit = builderHasBuildKit(builder);
 	if (request.engine === 'buildkit' && !hasBuildKit) {
 		throw new UserError(`--engine buildkit: the builder image ${reference} has no BuildKit (a ${kind} builder has buildah only)`, {
-			hint: 'drop --engine buildkit (buildah builds it), or load a builder made from Containerfile.builder (`exobuild builder load -i FILE`)',
+			hint: 'drop --engine buildkit (buildah builds it), or make a builder with BuildKit (`exobuild builder build --buildkit FILE|URL`; see docs/buildkit.md)',
 			code: 'E_ENGINE_MISSING', exitCode: 2,
 		});
 	}
@@ -156,7 +161,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 	await abortable(runtime.features(), signal);
 	// The builder image's record decides what its engine can do, before any sandbox (or a long make) starts.
 	const planned = await abortable(findOrPlanBuilder(runtime), signal);
-	checkEngineAgainstBuilder(request, planned.kind, planned.reference);
+	checkEngineAgainstBuilder(request, planned.image ?? planned.kind, planned.reference);
 	await hostPhase('reap-orphans', async () => {
 		const [sandboxes, scratch, partials] = await Promise.all([runtime.reapOrphans(), reapHostScratch(), reapPartials()]);
 		return sandboxes.removed.length + scratch.length + partials.length;
@@ -170,7 +175,7 @@ export const runBuild = async (request: BuildRequest, options: {reporter: BuildR
 		},
 	}), image => `${image.inputHash.slice(0, 12)}`);
 	if (planned.image === undefined) {
-		checkEngineAgainstBuilder(request, builderImage.kind, builderImage.reference);
+		checkEngineAgainstBuilder(request, builderImage, builderImage.reference);
 	}
 
 	const buildIn = async (cache: CacheFolders): Promise<BuildResult> => {
