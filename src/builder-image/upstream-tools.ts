@@ -298,6 +298,8 @@ export interface ExtractOptions {
 	readonly signal?: AbortSignal;
 	/** How the source is named in errors (the flag's value). */
 	readonly sourceName?: string;
+	/** For tests: a smaller size cap for every member. */
+	readonly maxMemberBytes?: number;
 }
 
 /**
@@ -351,7 +353,8 @@ const takeMembers = async (spec: ToolSpec, tarball: string, tree: string, source
 					throw refused(spec, sourceName, `the entry "${entry.path}" names a path outside the archive`);
 				}
 
-				const member = wanted.get(normalised(entry.path));
+				const named = wanted.get(normalised(entry.path));
+				const member = named === undefined || options.maxMemberBytes === undefined ? named : {...named, maxBytes: Math.min(named.maxBytes, options.maxMemberBytes)};
 				if (member === undefined) {
 					entry.resume();
 					continue;
@@ -362,7 +365,7 @@ const takeMembers = async (spec: ToolSpec, tarball: string, tree: string, source
 				}
 
 				if ((entry.size ?? 0) > member.maxBytes) {
-					throw refused(spec, sourceName, `${member.member} is ${Math.round((entry.size ?? 0) / mib)} MiB, more than the ${member.maxBytes / mib} MiB allowed`);
+					throw refused(spec, sourceName, `${member.member} is ${entry.size ?? 0} bytes, more than the ${member.maxBytes} allowed`);
 				}
 
 				const destination = path.join(tree, member.target);
@@ -380,7 +383,7 @@ const takeMembers = async (spec: ToolSpec, tarball: string, tree: string, source
 						write(chunk: Buffer, _encoding, callback) {
 							size += chunk.length;
 							if (size > member.maxBytes) {
-								callback(refused(spec, sourceName, `${member.member} is larger than the ${member.maxBytes / mib} MiB allowed`));
+								callback(refused(spec, sourceName, `${member.member} is larger than the ${member.maxBytes} bytes allowed`));
 								return;
 							}
 
