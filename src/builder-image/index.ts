@@ -36,7 +36,7 @@ export {builderEngines, type BuilderEngine, type BuilderImage} from './builder-i
 export {buildkitPin, buildkitPins, buildkitVersion} from './upstream-pins.js';
 export {toolNames, toolSpecs, type BuilderTools, type ToolName, type ToolRef, type ToolRequest} from './upstream-tools.js';
 export {buildContainerfileBuilder} from './containerfile.js';
-export {builderKinds, builderReference, containerfilePath, currentInputHashes, type BuilderKind} from './identity.js';
+export {builderKinds, builderReference, containerfilePath, currentInputHashes, currentRecipeHashes, type BuilderKind} from './identity.js';
 export {
 	builderArchitecture, distroInputHashFromEnv, exportBuilderImage, findBuilderImage, importBuilderArchive, listWithCurrency, removeBuilderImage, resolveStoredBuilder, verifyStoredArchive, type StoredBuilder,
 } from './store.js';
