@@ -257,8 +257,12 @@ export const obtainTool = async (planned: PlannedTool, downloadsDir: string, opt
 	if (existing !== undefined && !existing.isFile()) {
 		await setAside(dest, 'unsafe', existing.isSymbolicLink() ? 'is a symlink' : 'is not a regular file');
 	} else if (existing !== undefined) {
-		// Checked again when it is copied for use, so a changed file is caught there.
-		return dest;
+		if (await sha256OfFile(dest) === planned.ref.sha256) {
+			return dest;
+		}
+
+		// Not what was downloaded (changed or cut short by hand): fetched again.
+		await fs.rm(dest, {force: true});
 	}
 
 	options.onProgress?.(`Download ${toolSpecs[planned.name].what}`, url);

@@ -55,7 +55,8 @@ test('builder build --buildkit --binfmt: the record names both tools and engines
 	assert.deepEqual(image.engines, ['buildkit', 'buildah']);
 	assert.deepEqual(image.buildkit, {version: 'v0.32.2', sha256: sha256Of(tarballs.buildkit)});
 	assert.equal(image.binfmt?.sha256, sha256Of(tarballs.binfmt));
-	const inspected = JSON.parse(String((await exobuild(['builder', 'inspect', image.reference])).stdout)) as Described;
+	const {current, ...inspected} = JSON.parse(String((await exobuild(['builder', 'inspect', image.reference])).stdout)) as Described & {current: boolean};
+	assert.equal(current, true);
 	assert.deepEqual(inspected, image, 'inspect prints the same record');
 	const listed = await exobuild(['builder', 'ls']);
 	assert.match(String(listed.stdout), new RegExp(`${image.reference}\\s.*\\sbuildkit,buildah\\s+buildkit v0\\.32\\.2, binfmt v10\\.2\\.3-68`));

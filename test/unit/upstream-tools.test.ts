@@ -260,6 +260,9 @@ test('a URL is downloaded into the cache once, checked against its SHA-256; a wr
 		assert.deepEqual(fs.readFileSync(first), body);
 		assert.equal(await obtainTool(planned, downloads), first);
 		assert.equal(requests, 1, 'the second time it is taken from the cache');
+		fs.appendFileSync(first, 'changed in the cache');
+		assert.deepEqual(fs.readFileSync(await obtainTool(planned, downloads)), body, 'a changed cached copy is fetched again');
+		assert.equal(requests, 2);
 		const {tree, scratch} = fresh();
 		await extractTool(planned, first, tree, scratch, {architecture: builderArchitecture()});
 		assert.deepEqual(filesUnder(tree).sort(), ['buildctl', 'buildkitd']);
