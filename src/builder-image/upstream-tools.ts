@@ -125,6 +125,8 @@ export const sha256OfFile = async (file: string): Promise<string> => {
 	return hash.digest('hex');
 };
 
+const hashedFiles = new Map<string, string>();
+
 const versionOf = (spec: ToolSpec, location: string, sha256: string): string => {
 	const name = path.basename(location.split(/[?#]/)[0] ?? location);
 	const match = spec.versionInName.exec(name);
@@ -201,7 +203,10 @@ export const planTool = async (name: ToolName, request: ToolRequest): Promise<Pl
 		throw refused(spec, source, `the file is ${Math.round(stat.size / mib)} MiB, more than any release tarball (limit ${maxTarballBytes / mib} MiB)`);
 	}
 
-	const sha256 = await sha256OfFile(file);
+	// Hashed once per process while the file stays the same (a build looks its builder up more than once).
+	const identity = `${file}\0${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
+	const sha256 = hashedFiles.get(identity) ?? await sha256OfFile(file);
+	hashedFiles.set(identity, sha256);
 	if (expected !== undefined && expected !== sha256) {
 		throw new UserError(`${spec.flag} ${source}: its SHA-256 is ${sha256}, not ${expected}`, {
 			hint: `check that the file and ${spec.flag}-sha256 belong together (a partial or altered download has another checksum)`,

@@ -96,7 +96,7 @@ const described = <T extends BuilderImage>(image: T): T & {engines: readonly str
 export const registerBuilderCommand = (program: Command): void => {
 	const builder = program.command('builder').description('Manage builder images (the sandbox\'s root filesystem: emulators, engine, agent)');
 
-	const build = async (options: BuildOptions): Promise<void> => {
+	const build = async (options: BuildOptions, command: Command): Promise<void> => {
 		const runtime = createRuntime(options.driver);
 		const recipe = options.recipe ?? (runtime.buildImage === undefined ? 'distro' : 'containerfile');
 		if (!(builderKinds as readonly string[]).includes(recipe)) {
@@ -115,10 +115,16 @@ export const registerBuilderCommand = (program: Command): void => {
 			return;
 		}
 
-		if (Object.keys(tools).length > 0) {
-			throw new UserError(`--${Object.keys(tools)[0]!} applies to the distro recipe (Containerfile.builder pins its own BuildKit and binfmt images)`, {
+		const flagged = (['buildkit', 'buildkitSha256', 'binfmt', 'binfmtSha256'] as const).filter(key => options[key] !== undefined);
+		const given = flagged.find(key => command.getOptionValueSource(key) === 'cli');
+		if (given !== undefined) {
+			throw new UserError(`--${given.replace(/[A-Z]/, letter => `-${letter.toLowerCase()}`).replace('Sha', 'sha')} applies to the distro recipe (Containerfile.builder pins its own BuildKit and binfmt images)`, {
 				hint: 'drop it, or add --recipe distro', code: 'E_USAGE', exitCode: 2,
 			});
+		}
+
+		if (flagged.length > 0) {
+			process.stderr.write(`exobuild: ${Object.keys(tools).map(name => toolSpecs[name as ToolName].env).join(' and ')} apply to the distro recipe; Containerfile.builder pins its own BuildKit and binfmt\n`);
 		}
 
 		if (options.suite.length > 0) {
@@ -149,9 +155,9 @@ export const registerBuilderCommand = (program: Command): void => {
 		.addOption(new Option('--binfmt-sha256 <HEX>', 'the binfmt tarball\'s SHA-256 (needed for a URL; checked for a file)').env('EXOBUILD_BINFMT_SHA256'));
 
 	addBuildOptions(builder.command('build').description('Make the builder image and store it in the cache'))
-		.action(async (options: BuildOptions) => build(options));
+		.action(async (options: BuildOptions, command: Command) => build(options, command));
 	addBuildOptions(builder.command('create').description('Same as `builder build` (kept for scripts)'))
-		.action(async (options: BuildOptions) => build(options));
+		.action(async (options: BuildOptions, command: Command) => build(options, command));
 
 	builder
 		.command('pull')
