@@ -6,9 +6,16 @@
 # apt packages needs root, once), or as root.
 #   DEMO_PLATFORMS  platforms to build (default linux/ppc64le,linux/s390x,linux/riscv64)
 #   DEMO_DIR        where the base image and the result go (default .cache/demo in the checkout)
+#   EXOBUILD_BUILDKIT, EXOBUILD_BINFMT  tarballs for the builder image (docs/buildkit.md;
+#                   default: ../shared/upstream's where this setup has them)
 set -eu
 cd "$(dirname "$0")/.."
 sh .ci/install-deps.sh
+# BuildKit and tonistiigi/binfmt for the builder image: this setup's ../shared/upstream tarballs
+# when they are there (else the pinned official BuildKit release, or buildah only offline).
+# shellcheck source=.ci/upstream-env.sh
+. .ci/upstream-env.sh
+use_upstream_tools ../shared/upstream
 
 # No root needed: as a normal user the sandbox maps ids 1..65536 to the user's subordinate ids.
 if [ "$(id -u)" -ne 0 ]; then

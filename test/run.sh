@@ -7,10 +7,15 @@
 # As root (CI): the fast tests and the security suite run as root; the e2e suite runs as the
 # normal user exobuild-ci (made with useradd -m if missing) from a copy of the checkout in its
 # home, next to a copy of ../shared/upstream (the same relative layout); then a smaller e2e set
-# runs as root, which stays supported.
+# runs as root, which stays supported. Where ../shared/upstream exists, EXOBUILD_BUILDKIT and
+# EXOBUILD_BINFMT name its tarballs (the user's copy for the user), so the builder has BuildKit.
 set -eu
 cd "$(dirname "$0")/.."
 sh .ci/install-deps.sh
+# The builder image gets BuildKit and tonistiigi/binfmt from ../shared/upstream when it is there.
+# shellcheck source=.ci/upstream-env.sh
+. .ci/upstream-env.sh
+use_upstream_tools ../shared/upstream
 
 if [ "$(id -u)" -ne 0 ]; then
 	npm test
@@ -51,8 +56,11 @@ if [ -d "$project/../shared/upstream" ]; then
 fi
 chown -R "$user:" "$copy"
 
+user_buildkit=$(upstream_file "$home/shared/upstream" buildkit)
+user_binfmt=$(upstream_file "$home/shared/upstream" binfmt)
 as_user() {
-	runuser -u "$user" -- env HOME="$home" USER="$user" LOGNAME="$user" sh -c "cd '$copy' && $1"
+	runuser -u "$user" -- env HOME="$home" USER="$user" LOGNAME="$user" \
+		EXOBUILD_BUILDKIT="$user_buildkit" EXOBUILD_BINFMT="$user_binfmt" sh -c "cd '$copy' && $1"
 }
 
 # The builder image root's tests made or used, handed over (`builder load` verifies it) so the

@@ -7,7 +7,9 @@
 # SUITE whose index downloads cleanly from MIRROR (any apt mirror: the air-gapped path), keeps
 # only the emulators of the listed architectures, and adds a static busybox of each listed
 # architecture at /usr/lib/exobuild/probes/QEMU_ARCH/busybox (make-probes.sh), which the agent runs to prove a
-# handler. The lists come from src/platforms/table.ts. Writes OUT_TAR (a rootfs tar). Needs no
+# handler, and links each kept /usr/bin/qemu-ARCH-static to /usr/bin/qemu-ARCH where that name is
+# free (a hardlink: the name tonistiigi/binfmt registers, as in its image). The lists come from
+# src/platforms/table.ts. Writes OUT_TAR (a rootfs tar). Needs no
 # root: as a normal user mmdebstrap runs in unshare mode (a subordinate id range is required).
 set -eu
 
@@ -35,6 +37,7 @@ for suite in $suites; do
 		--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
 		--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
 		--customize-hook="cd \"\$1/usr/bin\" && for f in qemu-*; do case \" $keep \" in *\" \${f%-static} \"*) ;; *) rm -f \"\$f\" ;; esac; done" \
+		--customize-hook="cd \"\$1/usr/bin\" && for f in qemu-*-static; do [ -e \"\${f%-static}\" ] || ln \"\$f\" \"\${f%-static}\"; done" \
 		--customize-hook="cp -a '$work/tree/.' \"\$1/\"" \
 		--customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*.log' \
 		"$suite" "$out" "$mirror"; then

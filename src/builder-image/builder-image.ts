@@ -1,4 +1,5 @@
 import type {BuilderKind} from './identity.js';
+import type {ToolRef} from './upstream-tools.js';
 
 /** A builder image as the runtimes consume it: a verified OCI image archive in exobuild's cache. */
 export interface BuilderImage {
@@ -6,7 +7,7 @@ export interface BuilderImage {
 	readonly archivePath: string;
 	/** sha256:… of the image manifest in the archive. */
 	readonly manifestDigest: string;
-	/** Hash of the recipe inputs that produced it (names the archive). */
+	/** Hash of the recipe inputs that produced it (names the archive); for a distro builder, the upstream tarballs' SHA-256 are among them. */
 	readonly inputHash: string;
 	/** Architecture of the image (the host's; the builder always runs natively). */
 	readonly architecture: string;
@@ -14,4 +15,24 @@ export interface BuilderImage {
 	readonly kind: BuilderKind;
 	/** exobuild-builder:KIND-HASH12, its name in a runtime's image store. */
 	readonly reference: string;
+	/** Distro builders: the hash of the recipe alone (a builder of another recipe is stale, whatever tools it carries). */
+	readonly recipeHash?: string;
+	/** Distro builders: the BuildKit release tarball whose buildkitd and buildctl it carries. */
+	readonly buildkit?: ToolRef;
+	/** Distro builders: the tonistiigi/binfmt tarball whose installer it carries. */
+	readonly binfmt?: ToolRef;
 }
+
+export type BuilderEngine = 'buildkit' | 'buildah';
+
+/**
+ * The engines a builder image has: a containerfile builder has BuildKit (Containerfile.builder),
+ * a distro builder has buildah, and BuildKit too when it was made with a BuildKit tarball.
+ */
+export const builderEngines = (image: Pick<BuilderImage, 'kind' | 'buildkit'>): readonly BuilderEngine[] => {
+	if (image.kind === 'containerfile') {
+		return ['buildkit'];
+	}
+
+	return image.buildkit === undefined ? ['buildah'] : ['buildkit', 'buildah'];
+};

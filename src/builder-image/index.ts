@@ -24,13 +24,21 @@ import type {BuilderImage} from './builder-image.js';
 import {buildContainerfileBuilder} from './containerfile.js';
 import {builderLabels, builderReference} from './identity.js';
 import {archivePathFor, builderArchitecture, findBuilderImage, verifyStoredArchive, writeRecord, writeVerifiedMemo} from './store.js';
-import {agentLayerFiles, archPairs, builderPackages, defaultMirror, defaultSuites, recipeHashes, rootfsRecipe} from './recipe.js';
+import {agentLayerFiles, archPairs, builderPackages, defaultMirror, defaultSuites, distroInputHash, recipeHashes, rootfsRecipe} from './recipe.js';
+import {toolLabels} from './identity.js';
+import {
+	defaultBuildkit, extractTool, noDefaultBuildkitReason, noTool, obtainTool, planTool, toolNames, toolRequestsFromEnv, toolSpecs,
+	type BuilderTools, type PlannedTool, type ToolName, type ToolRequest,
+} from './upstream-tools.js';
+import {buildkitVersion} from './upstream-pins.js';
 
-export type {BuilderImage} from './builder-image.js';
+export {builderEngines, type BuilderEngine, type BuilderImage} from './builder-image.js';
+export {buildkitPin, buildkitPins, buildkitVersion} from './upstream-pins.js';
+export {toolNames, toolSpecs, type BuilderTools, type ToolName, type ToolRef, type ToolRequest} from './upstream-tools.js';
 export {buildContainerfileBuilder} from './containerfile.js';
-export {builderKinds, builderReference, containerfilePath, currentInputHashes, type BuilderKind} from './identity.js';
+export {builderKinds, builderReference, containerfilePath, currentInputHashes, currentRecipeHashes, type BuilderKind} from './identity.js';
 export {
-	builderArchitecture, exportBuilderImage, findBuilderImage, importBuilderArchive, listWithCurrency, removeBuilderImage, resolveStoredBuilder, verifyStoredArchive, type StoredBuilder,
+	builderArchitecture, distroInputHashFromEnv, exportBuilderImage, findBuilderImage, importBuilderArchive, listWithCurrency, removeBuilderImage, resolveStoredBuilder, verifyStoredArchive, type StoredBuilder,
 } from './store.js';
 
 export interface BuilderOptions {
@@ -39,6 +47,14 @@ export interface BuilderOptions {
 	readonly force?: boolean;
 	readonly onProgress?: (step: string, detail?: string) => void;
 	readonly signal?: AbortSignal;
+	/**
+	 * Upstream tools for a distro builder (--buildkit, --binfmt). Default: what the environment
+	 * names (EXOBUILD_BUILDKIT, EXOBUILD_BINFMT), else the pinned official BuildKit release for
+	 * this machine (downloaded; if that is not possible the builder has buildah only) and no binfmt.
+	 */
+	readonly tools?: Partial<Record<ToolName, ToolRequest>>;
+	/** One-line notices (what the builder lacks and why); default: a line on stderr. */
+	readonly onNotice?: (line: string) => void;
 }
 
 const layerRecord = z.object({digest: z.string().regex(/^sha256:[a-f0-9]{64}$/), diffId: z.string(), size: z.number()});
@@ -121,8 +137,8 @@ const makeRootfsLayer = async (rootfsHash: string, work: string, options: Builde
 	return value;
 };
 
-const makeAgentLayer = async (work: string): Promise<string> => {
-	const tree = path.join(work, 'agent-layer');
+/** Layer 2: the agent, and the upstream tools' files (already in `tree`, at their targets). */
+const makeAgentLayer = async (work: string, tree: string, toolFiles: readonly string[]): Promise<string> => {
 	for (const [source, target, mode] of agentLayerFiles) {
 		const destination = path.join(tree, target);
 		// eslint-disable-next-line no-await-in-loop
@@ -134,21 +150,104 @@ const makeAgentLayer = async (work: string): Promise<string> => {
 	}
 
 	const layer = path.join(work, 'agent-layer.tar');
-	await tar.c({cwd: tree, file: layer, portable: true, mtime: new Date(0)}, agentLayerFiles.map(([, target]) => target));
+	await tar.c({cwd: tree, file: layer, portable: true, mtime: new Date(0)}, [...agentLayerFiles.map(([, target]) => target), ...toolFiles]);
 	return layer;
 };
 
-/** Makes the builder image (unless a current one exists and `force` is not set). */
+const notice = (options: BuilderOptions, line: string): void => {
+	if (options.onNotice === undefined) {
+		process.stderr.write(`exobuild: ${line}\n`);
+	} else {
+		options.onNotice(line);
+	}
+};
+
+/** The tools asked for (options, else the environment), planned: nothing downloaded yet. */
+const planTools = async (options: BuilderOptions): Promise<{planned: PlannedTool[]; notes: string[]}> => {
+	const requests = options.tools ?? toolRequestsFromEnv();
+	const planned: PlannedTool[] = [];
+	const notes: string[] = [];
+	for (const name of toolNames) {
+		const request = requests[name];
+		if (request?.source.trim() === noTool) {
+			continue;
+		}
+
+		if (request !== undefined) {
+			planned.push(await planTool(name, request));
+		} else if (name === 'buildkit') {
+			const pinned = defaultBuildkit(builderArchitecture());
+			if (pinned === undefined) {
+				notes.push(`${noDefaultBuildkitReason(builderArchitecture())}: the builder gets buildah only (add BuildKit with --buildkit FILE|URL --buildkit-sha256 HEX)`);
+			} else {
+				planned.push(pinned);
+			}
+		} else {
+			notes.push('no tonistiigi/binfmt tarball given (--binfmt FILE|URL): the agent registers the QEMU handlers itself');
+		}
+	}
+
+	return {planned, notes};
+};
+
+const refsOf = (planned: readonly PlannedTool[]): BuilderTools => Object.fromEntries(planned.map(tool => [tool.name, tool.ref]));
+
+/**
+ * The local tarball of each planned tool (downloading URLs into the cache). The pinned official
+ * BuildKit, chosen because none was given, is left out when it cannot be downloaded, with a note.
+ */
+const obtainTools = async (planned: readonly PlannedTool[], options: BuilderOptions): Promise<{obtained: Array<[PlannedTool, string]>; notes: string[]}> => {
+	const downloads = path.join(builderImagesDir(), 'downloads');
+	const obtained: Array<[PlannedTool, string]> = [];
+	const notes: string[] = [];
+	for (const tool of planned) {
+		try {
+			obtained.push([tool, await obtainTool(tool, downloads, {
+				...(options.signal === undefined ? {} : {signal: options.signal}),
+				// The default download is tried briefly: offline, the builder is made without it.
+				...(tool.byDefault ? {retries: 1} : {}),
+				...(options.onProgress === undefined ? {} : {onProgress: options.onProgress}),
+			})]);
+		} catch (error) {
+			if (!(tool.byDefault && error instanceof UserError && error.code === 'E_DOWNLOAD') || options.signal?.aborted) {
+				throw error;
+			}
+
+			notes.push(`BuildKit ${buildkitVersion} could not be downloaded (${error.message}): the builder gets buildah only (add BuildKit with --buildkit FILE|URL, e.g. a copy of the release tarball)`);
+		}
+	}
+
+	return {obtained, notes};
+};
+
+/**
+ * Makes the distro builder image (unless the one asked for is stored and `force` is not set):
+ * layer 1 from Debian packages (cached by its recipe hash), layer 2 the agent plus the
+ * upstream tools (BuildKit, binfmt) asked for; their tarballs' SHA-256 are part of its input hash.
+ */
 export const createBuilderImage = async (options: BuilderOptions = {}): Promise<BuilderImage> => {
-	const {rootfsHash, inputHash} = await recipeHashes(options.suites);
+	const {rootfsHash, recipeHash} = await recipeHashes(options.suites);
 	await ensureCacheFolder(builderImagesDir());
 	await reapOwnedDirs(builderImagesDir(), name => name.startsWith('.work-'));
+	const {planned, notes} = await planTools(options);
+	const stored = async (hash: string): Promise<BuilderImage | undefined> => (options.force ? undefined : findBuilderImage({...options, kind: 'distro', distroInputHash: hash}));
+	// What was asked for may be stored already: then nothing is downloaded.
+	const asked = await stored(distroInputHash(recipeHash, refsOf(planned)));
+	if (asked !== undefined) {
+		return asked;
+	}
+
+	const {obtained, notes: downloadNotes} = await obtainTools(planned, options);
+	for (const line of [...notes, ...downloadNotes]) {
+		notice(options, line);
+	}
+
+	const tools = refsOf(obtained.map(([tool]) => tool));
+	const inputHash = distroInputHash(recipeHash, tools);
 	return withLock(path.join(builderImagesDir(), `.lock-${inputHash}`), () => options.onProgress?.('Waiting for another exobuild making the same builder image'), async () => {
-		if (!options.force) {
-			const existing = await findBuilderImage({...options, kind: 'distro'});
-			if (existing !== undefined) {
-				return existing;
-			}
+		const existing = await stored(inputHash);
+		if (existing !== undefined) {
+			return existing;
 		}
 
 		if (options.force) {
@@ -157,9 +256,17 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 
 		const work = await createOwnedDir(path.join(builderImagesDir(), `.work-${process.pid}-${Date.now()}`), 'builder-work');
 		try {
+			const tree = path.join(work.path, 'agent-layer');
+			const toolFiles: string[] = [];
+			for (const [tool, tarball] of obtained) {
+				options.onProgress?.(`Take ${toolSpecs[tool.name].what} ${tool.ref.version}`, tool.location.kind === 'file' ? tool.location.path : tool.location.url);
+				const written = await extractTool(tool, tarball, tree, work.path, {architecture: builderArchitecture(), ...(options.signal === undefined ? {} : {signal: options.signal})});
+				toolFiles.push(...written.map(file => path.relative(tree, file)));
+			}
+
 			const rootfsLayer = await makeRootfsLayer(rootfsHash, work.path, options);
 			options.onProgress?.('Agent layer');
-			const agentLayer = await makeAgentLayer(work.path);
+			const agentLayer = await makeAgentLayer(work.path, tree, toolFiles);
 			const layoutDir = path.join(work.path, 'layout');
 			const writer = new LayoutWriter(layoutDir);
 			await fs.mkdir(path.join(layoutDir, 'blobs', 'sha256'), {recursive: true});
@@ -169,7 +276,10 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 				precompressed: [{descriptor: {mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: rootfsLayer.digest, size: rootfsLayer.size}, diffId: rootfsLayer.diffId}],
 				architecture: builderArchitecture(),
 				cmd: ['/usr/local/bin/exobuild-agent', 'version'],
-				labels: {'org.opencontainers.image.title': 'exobuild builder (Debian)', [builderLabels.kind]: 'distro', [builderLabels.inputHash]: inputHash},
+				labels: {
+					'org.opencontainers.image.title': 'exobuild builder (Debian)', [builderLabels.kind]: 'distro', [builderLabels.inputHash]: inputHash,
+					[builderLabels.recipeHash]: recipeHash, ...toolLabels(tools),
+				},
 			});
 			const reference = builderReference('distro', inputHash);
 			await writer.finish(manifest, reference.slice(reference.indexOf(':') + 1), {[containerdNameAnnotation]: normaliseReference(reference)});
@@ -181,7 +291,9 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 			await fs.rename(written, archivePath);
 			// Made here from verified parts: recorded as verified.
 			await writeVerifiedMemo(inputHash, manifest.digest);
-			const image: BuilderImage = {archivePath, manifestDigest: manifest.digest, inputHash, architecture: builderArchitecture(), kind: 'distro', reference};
+			const image: BuilderImage = {
+				archivePath, manifestDigest: manifest.digest, inputHash, architecture: builderArchitecture(), kind: 'distro', reference, recipeHash, ...tools,
+			};
 			await writeRecord(image);
 			return image;
 		} finally {

@@ -8,8 +8,15 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import {architectures} from '../platforms/table.js';
 import {vmImageDir} from '../paths.js';
+import {toolNames, type BuilderTools} from './upstream-tools.js';
 
-/** Debian packages of the base layer. netavark: buildah >= 1.30 wants a network backend even with --network host; mawk: the agent's hang watchdog reads /proc with awk. */
+/**
+ * Debian packages of the base layer. netavark: buildah >= 1.30 wants a network backend even with
+ * --network host; mawk: the agent's hang watchdog reads /proc with awk; runc: the OCI runtime of
+ * both buildah and BuildKit's OCI worker (buildkitd looks for `buildkit-runc`, then `runc`, on
+ * PATH: moby/buildkit v0.32.2 worker/runc). The recipe also links each `qemu-ARCH-static` to
+ * `/usr/bin/qemu-ARCH`, where tonistiigi/binfmt registers QEMU (its image's layout).
+ */
 export const builderPackages = ['qemu-user-static', 'buildah', 'runc', 'netavark', 'ca-certificates', 'mount', 'procps', 'mawk'] as const;
 
 /** Suites tried in order (a mirror mid-sync can serve a stale index under one name and a good one under another). */
@@ -42,9 +49,20 @@ const hashOf = (parts: ReadonlyArray<string | Buffer>): string => {
 export interface RecipeHashes {
 	/** Names layer 1: the recipe scripts, packages, architectures, suites. */
 	readonly rootfsHash: string;
-	/** Names the whole image: layer 1's hash plus the files of layer 2. */
-	readonly inputHash: string;
+	/**
+	 * Names the recipe: layer 1's hash plus exobuild's files of layer 2. A stored distro builder
+	 * made from another recipe is stale; builders of the same recipe differ only in the upstream
+	 * tools they carry (distroInputHash).
+	 */
+	readonly recipeHash: string;
 }
+
+/**
+ * Names a distro builder image: its recipe plus the SHA-256 of each upstream tarball whose tools
+ * it carries in layer 2, so another BuildKit or binfmt tarball gives another builder.
+ */
+export const distroInputHash = (recipeHash: string, tools: BuilderTools): string =>
+	hashOf([recipeHash, ...toolNames.flatMap(name => [name, tools[name]?.sha256 ?? '-'])]);
 
 export const recipeHashes = async (suites: readonly string[] = defaultSuites): Promise<RecipeHashes> => {
 	const recipe = await fs.readFile(rootfsRecipe);
@@ -52,5 +70,5 @@ export const recipeHashes = async (suites: readonly string[] = defaultSuites): P
 	const probes = await fs.readFile(path.join(vmImageDir, 'make-probes.sh'));
 	const rootfsHash = hashOf([recipe, downloader, probes, builderPackages.join(' '), archPairs().join(' '), suites.join(' ')]);
 	const layerFiles = await Promise.all(agentLayerFiles.map(async ([source, target, mode]) => [await fs.readFile(path.join(vmImageDir, source)), target, String(mode)]).flat());
-	return {rootfsHash, inputHash: hashOf([rootfsHash, ...layerFiles.flat()])};
+	return {rootfsHash, recipeHash: hashOf([rootfsHash, ...layerFiles.flat()])};
 };

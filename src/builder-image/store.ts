@@ -20,7 +20,10 @@ import {checkCacheFolder, ensureCacheFolder, readCacheRecord, setAside} from '..
 import {writeCacheJson} from '../runs/cache-write.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
 import type {BuilderImage} from './builder-image.js';
-import {builderKinds, builderLabels, builderReference, currentInputHashes, type BuilderKind} from './identity.js';
+import {builderEngines} from './builder-image.js';
+import {builderKinds, builderLabels, builderReference, currentRecipeHashes, toolsFromLabels, type BuilderKind} from './identity.js';
+import {distroInputHash} from './recipe.js';
+import {noTool, planTool, toolRequestsFromEnv, toolRefSchema, type BuilderTools} from './upstream-tools.js';
 
 /**
  * A builder record. It names its archive by its place in the store (`<inputHash>.tar` in
@@ -35,6 +38,12 @@ const builderImageRecord = z.object({
 	architecture: z.string(),
 	// Records written before the containerfile recipe existed are distro images.
 	kind: z.enum(builderKinds).default('distro'),
+	// Distro builders (records written before they carried tools have none: they are stale).
+	recipeHash: z.string().regex(/^[a-f0-9]{64}$/).optional(),
+	buildkit: toolRefSchema.optional(),
+	binfmt: toolRefSchema.optional(),
+	// Written for people and tools reading the record; derived again from kind and buildkit when read.
+	engines: z.array(z.string()).optional(),
 }).refine(record => (record.archive ?? path.basename(record.archivePath ?? '')) === `${record.inputHash}.tar`, {
 	message: 'its archive is not named <inputHash>.tar in the store',
 });
@@ -59,8 +68,16 @@ const verifiedPath = (inputHash: string): string => path.join(builderImagesDir()
 export const writeRecord = async (image: BuilderImage): Promise<void> => {
 	await writeCacheJson(recordPath(image.inputHash), {
 		archive: path.basename(archivePathFor(image.inputHash)), manifestDigest: image.manifestDigest, inputHash: image.inputHash, architecture: image.architecture, kind: image.kind,
+		...optionalFields(image), engines: builderEngines(image),
 	});
 };
+
+/** A builder's recipe hash and tools, where it has them. */
+const optionalFields = (image: Pick<BuilderImage, 'recipeHash' | 'buildkit' | 'binfmt'>): Pick<BuilderImage, 'recipeHash' | 'buildkit' | 'binfmt'> => ({
+	...(image.recipeHash === undefined ? {} : {recipeHash: image.recipeHash}),
+	...(image.buildkit === undefined ? {} : {buildkit: image.buildkit}),
+	...(image.binfmt === undefined ? {} : {binfmt: image.binfmt}),
+});
 
 /** A stored file's identity: a change of content, or a replacement, changes it. */
 export const fileIdentity = z.object({dev: z.number(), ino: z.number(), size: z.number(), mtimeMs: z.number(), ctimeMs: z.number()});
@@ -107,7 +124,7 @@ export const listBuilderImages = async (): Promise<BuilderImage[]> => {
 
 		if (archive?.isFile()) {
 			const {manifestDigest, inputHash, architecture, kind} = record;
-			images.push({archivePath, manifestDigest, inputHash, architecture, kind, reference: builderReference(kind, inputHash)});
+			images.push({archivePath, manifestDigest, inputHash, architecture, kind, reference: builderReference(kind, inputHash), ...optionalFields(record)});
 		}
 	}
 
@@ -119,18 +136,24 @@ export interface StoredBuilder extends BuilderImage {
 	readonly current: boolean;
 }
 
+/** Made from this checkout's recipe: a containerfile builder by its input hash, a distro builder by its recipe hash (whatever tools it carries). */
+const isCurrent = (image: BuilderImage, recipes: Record<BuilderKind, string>): boolean =>
+	image.kind === 'containerfile' ? recipes.containerfile === image.inputHash : recipes.distro === image.recipeHash;
+
 export const listWithCurrency = async (suites?: readonly string[]): Promise<StoredBuilder[]> => {
-	const current = await currentInputHashes(suites);
-	return (await listBuilderImages()).map(image => ({...image, current: current[image.kind] === image.inputHash}));
+	const recipes = await currentRecipeHashes(suites);
+	return (await listBuilderImages()).map(image => ({...image, current: isCurrent(image, recipes)}));
 };
 
 /**
  * The builder a build uses: a current containerfile image (it has BuildKit) if one is stored,
- * else a current distro image; `kind` restricts the choice.
+ * else a current distro image: the one with exactly `distroInputHash` when that is given (tools
+ * were asked for), else one with BuildKit if there is one; `kind` restricts the choice.
  */
-export const chooseBuilder = (stored: readonly StoredBuilder[], kind?: BuilderKind): BuilderImage | undefined => {
+export const chooseBuilder = (stored: readonly StoredBuilder[], kind?: BuilderKind, distroInputHash?: string): BuilderImage | undefined => {
 	const usable = stored.filter(image => image.current && (kind === undefined || image.kind === kind));
-	const chosen = usable.find(image => image.kind === 'containerfile') ?? usable[0];
+	const distro = usable.filter(image => image.kind === 'distro' && (distroInputHash === undefined || image.inputHash === distroInputHash));
+	const chosen = usable.find(image => image.kind === 'containerfile') ?? distro.find(image => image.buildkit !== undefined) ?? distro[0];
 	if (chosen === undefined) {
 		return undefined;
 	}
@@ -139,8 +162,29 @@ export const chooseBuilder = (stored: readonly StoredBuilder[], kind?: BuilderKi
 	return image;
 };
 
-export const findBuilderImage = async (options: {suites?: readonly string[]; kind?: BuilderKind} = {}): Promise<BuilderImage | undefined> =>
-	chooseBuilder(await listWithCurrency(options.suites), options.kind);
+/**
+ * The input hash of the distro builder the environment asks for (EXOBUILD_BUILDKIT,
+ * EXOBUILD_BINFMT and their _SHA256), or undefined when it asks for no tools. A file is hashed;
+ * nothing is downloaded.
+ */
+export const distroInputHashFromEnv = async (suites?: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> => {
+	const requests = toolRequestsFromEnv(env);
+	if (requests.buildkit === undefined && requests.binfmt === undefined) {
+		return undefined;
+	}
+
+	const tools: BuilderTools = {};
+	for (const [name, request] of Object.entries(requests)) {
+		if (request.source.trim() !== noTool) {
+			tools[name as keyof BuilderTools] = (await planTool(name as keyof BuilderTools, request)).ref;
+		}
+	}
+
+	return distroInputHash((await currentRecipeHashes(suites)).distro, tools);
+};
+
+export const findBuilderImage = async (options: {suites?: readonly string[]; kind?: BuilderKind; distroInputHash?: string} = {}): Promise<BuilderImage | undefined> =>
+	chooseBuilder(await listWithCurrency(options.suites), options.kind, options.distroInputHash ?? await distroInputHashFromEnv(options.suites));
 
 /** Finds a stored image by reference (exobuild-builder:KIND-HASH12), hash prefix, or kind. */
 export const resolveStoredBuilder = async (selector: string): Promise<StoredBuilder> => {
@@ -164,6 +208,9 @@ export interface VerifiedBuilderArchive {
 	readonly kind: BuilderKind;
 	readonly inputHash: string;
 	readonly architecture: string;
+	readonly recipeHash?: string;
+	readonly buildkit?: BuilderTools['buildkit'];
+	readonly binfmt?: BuilderTools['binfmt'];
 }
 
 const notABuilder = (file: string, why: string): UserError => new UserError(`${file} is not a usable exobuild builder image: ${why}`, {
@@ -216,7 +263,21 @@ export const verifyBuilderArchive = async (file: string, scratch: string): Promi
 		throw notABuilder(file, `it is for ${config.architecture}, and this machine runs ${builderArchitecture()} (the builder always runs natively)`);
 	}
 
-	return {manifestDigest: top.digest, kind: kind.data, inputHash, architecture: config.architecture};
+	const recipeHash = labels[builderLabels.recipeHash];
+	const tools = toolsFromLabels(labels);
+	if (typeof tools === 'string') {
+		throw notABuilder(file, tools);
+	}
+
+	if (recipeHash !== undefined && (kind.data !== 'distro' || !/^[a-f0-9]{64}$/.test(recipeHash) || distroInputHash(recipeHash, tools) !== inputHash)) {
+		throw notABuilder(file, `its ${builderLabels.recipeHash} and tool labels do not give its input hash ${inputHash.slice(0, 12)}`);
+	}
+
+	if (recipeHash === undefined && (tools.buildkit !== undefined || tools.binfmt !== undefined)) {
+		throw notABuilder(file, `it names upstream tools but no ${builderLabels.recipeHash}`);
+	}
+
+	return {manifestDigest: top.digest, kind: kind.data, inputHash, architecture: config.architecture, ...optionalFields({...tools, ...(recipeHash === undefined ? {} : {recipeHash})})};
 };
 
 /** Runs `verify` with a scratch folder of the store (removed after; a killed run's is reaped). */
@@ -262,8 +323,7 @@ export const importBuilderArchive = async (file: string): Promise<StoredBuilder>
 		await writeRecord(stored);
 		return stored;
 	});
-	const current = (await currentInputHashes())[image.kind] === image.inputHash;
-	return {...image, current};
+	return {...image, current: isCurrent(image, await currentRecipeHashes())};
 };
 
 const memoRecord = z.object({manifestDigest: z.string(), archive: fileIdentity});

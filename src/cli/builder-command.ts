@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {Option, type Command} from 'commander';
 import {
-	buildContainerfileBuilder, builderArchitecture, builderKinds, createBuilderImage, exportBuilderImage, findBuilderImage, importBuilderArchive,
+	buildContainerfileBuilder, builderArchitecture, builderEngines, builderKinds, toolSpecs, type ToolName, type ToolRequest, createBuilderImage, exportBuilderImage, findBuilderImage, importBuilderArchive,
 	listWithCurrency, removeBuilderImage, resolveStoredBuilder, type BuilderImage, type StoredBuilder,
 } from '../builder-image/index.js';
 import {fetchVerified} from '../builder-image/fetch.js';
@@ -58,7 +58,7 @@ const chosen = async (selector: string | undefined): Promise<BuilderImage> => {
 
 /** Loading something that is not for this checkout is allowed, and said. */
 const reportLoaded = (image: StoredBuilder): void => {
-	printJson(image);
+	printJson(described(image));
 	if (!image.current) {
 		process.stderr.write(`exobuild: warning: ${image.reference} was made from another version of the ${image.kind} recipe; builds here will not use it\n`);
 	}
@@ -70,26 +70,61 @@ interface BuildOptions {
 	mirror?: string;
 	suite: string[];
 	force?: boolean;
+	buildkit?: string;
+	buildkitSha256?: string;
+	binfmt?: string;
+	binfmtSha256?: string;
 }
+
+/** The upstream tools the options (or their environment variables) name; a checksum without its source is refused. */
+const toolRequests = (options: BuildOptions): Partial<Record<ToolName, ToolRequest>> => {
+	const requests: Partial<Record<ToolName, ToolRequest>> = {};
+	for (const [name, source, sha256] of [['buildkit', options.buildkit, options.buildkitSha256], ['binfmt', options.binfmt, options.binfmtSha256]] as const) {
+		if (source !== undefined && source !== '') {
+			requests[name] = {source, sha256};
+		} else if (sha256 !== undefined && sha256 !== '') {
+			throw new UserError(`--${name}-sha256 without --${name}`, {hint: `give the tarball with --${name} FILE|URL (or ${toolSpecs[name].env})`, code: 'E_USAGE', exitCode: 2});
+		}
+	}
+
+	return requests;
+};
+
+/** A builder as `inspect`, `ls --json` and `build` print it: its record plus the engines it has. */
+const described = <T extends BuilderImage>(image: T): T & {engines: readonly string[]} => ({...image, engines: builderEngines(image)});
 
 export const registerBuilderCommand = (program: Command): void => {
 	const builder = program.command('builder').description('Manage builder images (the sandbox\'s root filesystem: emulators, engine, agent)');
 
-	const build = async (options: BuildOptions): Promise<void> => {
+	const build = async (options: BuildOptions, command: Command): Promise<void> => {
 		const runtime = createRuntime(options.driver);
 		const recipe = options.recipe ?? (runtime.buildImage === undefined ? 'distro' : 'containerfile');
 		if (!(builderKinds as readonly string[]).includes(recipe)) {
 			throw new UserError(`unknown --recipe "${recipe}"`, {hint: `choose one of: ${builderKinds.join(', ')}`, code: 'E_USAGE'});
 		}
 
+		const tools = toolRequests(options);
 		if (recipe === 'distro') {
-			printJson(await createBuilderImage({
+			printJson(described(await createBuilderImage({
 				...(options.mirror === undefined ? {} : {mirror: options.mirror}),
 				...(options.suite.length === 0 ? {} : {suites: options.suite}),
 				force: options.force === true,
 				onProgress: progress,
-			}));
+				tools,
+			})));
 			return;
+		}
+
+		const flagged = (['buildkit', 'buildkitSha256', 'binfmt', 'binfmtSha256'] as const).filter(key => options[key] !== undefined);
+		const given = flagged.find(key => command.getOptionValueSource(key) === 'cli');
+		if (given !== undefined) {
+			throw new UserError(`--${given.replace(/[A-Z]/, letter => `-${letter.toLowerCase()}`).replace('Sha', 'sha')} applies to the distro recipe (Containerfile.builder pins its own BuildKit and binfmt images)`, {
+				hint: 'drop it, or add --recipe distro', code: 'E_USAGE', exitCode: 2,
+			});
+		}
+
+		if (flagged.length > 0) {
+			process.stderr.write(`exobuild: ${Object.keys(tools).map(name => toolSpecs[name as ToolName].env).join(' and ')} apply to the distro recipe; Containerfile.builder pins its own BuildKit and binfmt\n`);
 		}
 
 		if (options.suite.length > 0) {
@@ -113,12 +148,16 @@ export const registerBuilderCommand = (program: Command): void => {
 		.addOption(driverOption())
 		.addOption(new Option('--mirror <URL>', 'Debian mirror for packages and probe binaries (any apt mirror: the air-gapped path)').env('EXOBUILD_DEBIAN_MIRROR'))
 		.addOption(new Option('--suite <NAME>', 'Debian suite(s) to try in order, repeatable (distro recipe; default: trixie, then stable)').argParser(collect).default([]))
-		.addOption(new Option('--force', 'make it again even if a current one is stored'));
+		.addOption(new Option('--force', 'make it again even if a current one is stored'))
+		.addOption(new Option('--buildkit <SOURCE>', 'add buildkitd and buildctl from a moby/buildkit release tarball: a file, an https URL, or none (default: the pinned official release, downloaded)').env('EXOBUILD_BUILDKIT'))
+		.addOption(new Option('--buildkit-sha256 <HEX>', 'the BuildKit tarball\'s SHA-256 (needed for a URL other than the pinned release; checked for a file)').env('EXOBUILD_BUILDKIT_SHA256'))
+		.addOption(new Option('--binfmt <SOURCE>', 'add tonistiigi/binfmt from a tarball holding bin/binfmt: a file, an https URL, or none (the default)').env('EXOBUILD_BINFMT'))
+		.addOption(new Option('--binfmt-sha256 <HEX>', 'the binfmt tarball\'s SHA-256 (needed for a URL; checked for a file)').env('EXOBUILD_BINFMT_SHA256'));
 
 	addBuildOptions(builder.command('build').description('Make the builder image and store it in the cache'))
-		.action(async (options: BuildOptions) => build(options));
+		.action(async (options: BuildOptions, command: Command) => build(options, command));
 	addBuildOptions(builder.command('create').description('Same as `builder build` (kept for scripts)'))
-		.action(async (options: BuildOptions) => build(options));
+		.action(async (options: BuildOptions, command: Command) => build(options, command));
 
 	builder
 		.command('pull')
@@ -221,7 +260,7 @@ export const registerBuilderCommand = (program: Command): void => {
 		.description('Print a builder image as JSON (default: the current one; exit 1 if there is none)')
 		.argument('[BUILDER]', 'exobuild-builder:KIND-HASH, a hash prefix, or a kind')
 		.action(async (selector: string | undefined) => {
-			printJson(await chosen(selector));
+			printJson(described(await chosen(selector)));
 		});
 
 	builder
@@ -231,14 +270,15 @@ export const registerBuilderCommand = (program: Command): void => {
 		.action(async (options: {json?: boolean}) => {
 			const images = await listWithCurrency();
 			if (options.json) {
-				printJson(images);
+				printJson(images.map(image => described(image)));
 				return;
 			}
 
 			const sizes = await Promise.all(images.map(async image => (await fs.lstat(image.archivePath).catch(() => ({size: 0}))).size));
-			process.stdout.write(`${['REFERENCE', 'KIND', 'ARCH', 'SIZE', 'CURRENT'].join('\t')}\n`);
+			process.stdout.write(`${['REFERENCE', 'KIND', 'ARCH', 'SIZE', 'CURRENT', 'ENGINES', 'TOOLS'].join('\t')}\n`);
 			for (const [index, image] of images.entries()) {
-				process.stdout.write(`${[image.reference, image.kind, image.architecture, `${(sizes[index]! / 1024 / 1024).toFixed(0)}MiB`, image.current ? 'yes' : 'stale'].join('\t')}\n`);
+				const tools = [image.buildkit === undefined ? '' : `buildkit ${image.buildkit.version}`, image.binfmt === undefined ? '' : `binfmt ${image.binfmt.version}`].filter(Boolean).join(', ') || '-';
+				process.stdout.write(`${[image.reference, image.kind, image.architecture, `${(sizes[index]! / 1024 / 1024).toFixed(0)}MiB`, image.current ? 'yes' : 'stale', builderEngines(image).join(','), tools].join('\t')}\n`);
 			}
 		});
 

@@ -5,13 +5,43 @@ import os from 'node:os';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {execa} from 'execa';
+import {builderArchitecture} from '../../src/builder-image/index.js';
 
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 export const bin = path.join(repoRoot, 'bin', 'exobuild');
 /** Shared by all e2e tests so the builder image and fixtures are made once. */
 export const testCacheDir = path.join(repoRoot, '.cache', 'e2e');
 export const fixturesDir = path.join(repoRoot, '.cache', 'fixtures');
-export const exobuildEnv = {EXOBUILD_CACHE_DIR: path.join(testCacheDir, 'exobuild'), CI: '1'};
+
+/**
+ * The upstream tarballs this setup provides next to the project (`../shared/upstream`: BuildKit
+ * and tonistiigi/binfmt built from their tags, see its README) for this machine's architecture,
+ * or why there are none (a clone outside this setup): a test that needs them skips with that reason.
+ * Only tests use this folder; exobuild itself takes the tarballs from --buildkit/--binfmt or
+ * EXOBUILD_BUILDKIT/EXOBUILD_BINFMT.
+ */
+export const upstreamTarballs = (): {buildkit: string; binfmt: string} | {skip: string} => {
+	const dir = path.resolve(repoRoot, '..', 'shared', 'upstream');
+	const arch = builderArchitecture();
+	const names = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+	const find = (pattern: RegExp): string | undefined => names.filter(name => pattern.test(name)).sort().at(-1);
+	const buildkit = find(new RegExp(`^buildkit-v[\\d.]+\\.linux-${arch}\\.tar\\.gz$`));
+	const binfmt = find(new RegExp(`^binfmt-.*\\.linux-${arch}\\.tar\\.gz$`));
+	if (buildkit === undefined || binfmt === undefined) {
+		return {skip: `no BuildKit and binfmt tarballs for linux/${arch} in ${dir} (this setup's ../shared/upstream; see docs/buildkit.md)`};
+	}
+
+	return {buildkit: path.join(dir, buildkit), binfmt: path.join(dir, binfmt)};
+};
+
+/** EXOBUILD_BUILDKIT and EXOBUILD_BINFMT naming the upstream tarballs, when they are there (else nothing: the builder is made as a user's would be). */
+export const upstreamEnv = (): Record<string, string> => {
+	const tarballs = upstreamTarballs();
+	return 'skip' in tarballs ? {} : {EXOBUILD_BUILDKIT: tarballs.buildkit, EXOBUILD_BINFMT: tarballs.binfmt};
+};
+
+/** The e2e tests' environment: their own cache, and the upstream BuildKit and binfmt where this setup has them. */
+export const exobuildEnv: Record<string, string> & {EXOBUILD_CACHE_DIR: string} = {EXOBUILD_CACHE_DIR: path.join(testCacheDir, 'exobuild'), CI: '1', ...upstreamEnv()};
 
 export const exobuild = (args: readonly string[], options: {env?: Record<string, string>} = {}) =>
 	execa(bin, args, {reject: false, all: true, env: {...exobuildEnv, ...options.env}});

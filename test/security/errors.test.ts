@@ -18,6 +18,8 @@ import {bin, exobuild, exobuildEnv, fixturesDir, makeContext} from '../e2e/helpe
 import {assertNothingLeftHere} from './leftovers.js';
 import {makeVictim, type Victim} from './victim.js';
 
+/** A distro builder without BuildKit (the tests below are about what buildah refuses). */
+const buildahOnly = {EXOBUILD_BUILDKIT: 'none', EXOBUILD_BINFMT: 'none'};
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-errors-'));
 const context = makeContext(path.join(work, 'context'), {Dockerfile: 'FROM busybox\nRUN echo hi > /hi\n'});
 let layout: string;
@@ -31,7 +33,7 @@ before(async () => {
 	layout = await busyboxLayout(['linux/ppc64le', 'linux/s390x', 'linux/riscv64', 'linux/arm64', 'linux/amd64'], path.join(fixturesDir, 'busybox'));
 	victim = makeVictim();
 	// A distro builder image (buildah only) in the cache: the engine checks read its record.
-	const warm = await exobuild(['build', '--platform', 'linux/amd64', '--build-context', `busybox=oci-layout://${layout}`, context]);
+	const warm = await exobuild(['build', '--platform', 'linux/amd64', '--build-context', `busybox=oci-layout://${layout}`, context], {env: buildahOnly});
 	assert.equal(warm.exitCode, 0, warm.all);
 });
 after(() => {
@@ -44,7 +46,7 @@ after(() => {
 const refusedEarly = async (args: readonly string[], pattern: RegExp): Promise<void> => {
 	const started = Date.now();
 	const result = await execa(bin, ['build', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`, ...args, context], {
-		reject: false, env: exobuildEnv, timeout: 20_000,
+		reject: false, env: {...exobuildEnv, ...buildahOnly}, timeout: 20_000,
 	});
 	const ms = Date.now() - started;
 	assert.equal(result.exitCode, 2, `${args.join(' ')}:\n${result.stderr}`);

@@ -10,8 +10,9 @@ import path from 'node:path';
 import {after, test} from 'node:test';
 import * as tar from 'tar';
 import {
-	builderArchitecture, currentInputHashes, exportBuilderImage, findBuilderImage, importBuilderArchive, listWithCurrency, removeBuilderImage, resolveStoredBuilder,
+	builderArchitecture, builderEngines, currentInputHashes, currentRecipeHashes, exportBuilderImage, findBuilderImage, importBuilderArchive, listWithCurrency, removeBuilderImage, resolveStoredBuilder,
 } from '../../src/builder-image/index.js';
+import {distroInputHash} from '../../src/builder-image/recipe.js';
 import {isUserError} from '../../src/errors.js';
 import {LayoutWriter} from '../../src/oci/index.js';
 
@@ -94,4 +95,34 @@ test('load refuses what is not a usable builder, with a one-line cause and a hin
 	await tar.c({cwd: unpacked, file: corrupt, portable: true}, ['oci-layout', 'index.json', 'blobs']);
 	await rejects(importBuilderArchive(corrupt), /does not verify/);
 	assert.deepEqual((await listWithCurrency()).map(image => image.inputHash).filter(h => h === hash), [], 'nothing refused was stored');
+});
+
+test('a distro builder with BuildKit and binfmt: its labels give its record and engines; builds prefer it; labels that do not give its input hash are refused', async () => {
+	const {distro: recipe} = await currentRecipeHashes();
+	const buildkit = {version: 'v0.32.2', sha256: 'a'.repeat(64)};
+	const binfmt = {version: 'v10.2.3-68', sha256: 'b'.repeat(64)};
+	const toolLabels = {
+		'dev.exobuild.buildkit.version': buildkit.version, 'dev.exobuild.buildkit.sha256': buildkit.sha256,
+		'dev.exobuild.binfmt.version': binfmt.version, 'dev.exobuild.binfmt.sha256': binfmt.sha256,
+	};
+	const plain = distroInputHash(recipe, {});
+	const withTools = distroInputHash(recipe, {buildkit, binfmt});
+	const buildahOnly = await importBuilderArchive(await archiveOf('distro-plain', {'dev.exobuild.builder-kind': 'distro', 'dev.exobuild.input-hash': plain, 'dev.exobuild.recipe-hash': recipe}));
+	assert.equal(buildahOnly.current, true);
+	assert.deepEqual(builderEngines(buildahOnly), ['buildah']);
+	const loaded = await importBuilderArchive(await archiveOf('distro-tools', {'dev.exobuild.builder-kind': 'distro', 'dev.exobuild.input-hash': withTools, 'dev.exobuild.recipe-hash': recipe, ...toolLabels}));
+	assert.equal(loaded.current, true);
+	assert.deepEqual(loaded.buildkit, buildkit);
+	assert.deepEqual(loaded.binfmt, binfmt);
+	assert.deepEqual(builderEngines(loaded), ['buildkit', 'buildah']);
+	const stored = (await listWithCurrency()).find(image => image.inputHash === withTools);
+	assert.deepEqual([stored?.buildkit, stored?.binfmt, stored?.recipeHash], [buildkit, binfmt, recipe], 'the record keeps them');
+	assert.equal((await findBuilderImage({kind: 'distro'}))?.inputHash, withTools, 'of two current distro builders, the one with BuildKit');
+	assert.equal((await findBuilderImage({kind: 'distro', distroInputHash: plain}))?.inputHash, plain, 'unless another one is asked for');
+
+	const other = crypto.createHash('sha256').update('not the hash of these labels').digest('hex');
+	await rejects(importBuilderArchive(await archiveOf('distro-lying', {'dev.exobuild.builder-kind': 'distro', 'dev.exobuild.input-hash': other, 'dev.exobuild.recipe-hash': recipe, ...toolLabels})), /do not give its input hash/);
+	await rejects(importBuilderArchive(await archiveOf('distro-half', {'dev.exobuild.builder-kind': 'distro', 'dev.exobuild.input-hash': withTools, 'dev.exobuild.recipe-hash': recipe, 'dev.exobuild.buildkit.version': 'v1'})), /dev\.exobuild\.buildkit\.\* labels are not a version and a SHA-256/);
+	await removeBuilderImage(loaded);
+	await removeBuilderImage(buildahOnly);
 });
