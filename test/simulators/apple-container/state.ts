@@ -44,6 +44,24 @@ export const versionAtLeast = (minimum: string, version: string = simVersion()):
 	return true;
 };
 
+/** JSONEncoder with .sortedKeys (every level), as 1.x's Output.renderJSON prints; `pretty` adds .prettyPrinted (two-space indent, " : "). */
+export const sortedJson = (value: unknown, pretty = false): string => {
+	const sort = (item: unknown): unknown => {
+		if (Array.isArray(item)) {
+			return item.map(sort);
+		}
+
+		if (item !== null && typeof item === 'object') {
+			return Object.fromEntries(Object.keys(item).sort().map(key => [key, sort((item as Record<string, unknown>)[key])]));
+		}
+
+		return item;
+	};
+
+	const text = JSON.stringify(sort(value), null, pretty ? 2 : undefined);
+	return pretty ? text.replaceAll(/^(\s*"(?:[^"\\]|\\.)*"):/gm, '$1 :') : text;
+};
+
 export const paths = {
 	systemMarker: () => path.join(simRoot(), 'system.json'),
 	calls: () => path.join(simRoot(), 'calls.jsonl'),

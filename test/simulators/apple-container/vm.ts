@@ -4,11 +4,13 @@
  * ipc and uts namespaces — and so its own binfmt_misc instance, like a VM's own kernel), writes
  * its output line by line to the container's stdout/stderr/log files, and records its state.
  */
+import {spawnSync} from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {packageRoot} from '../../../src/paths.js';
 import {runInNamespaces} from '../../../src/sandboxes/linux-userns/namespaces.js';
+import {rosettaTarget} from './run.js';
 import {alive, containerFiles, readContainer, writeJsonAtomically, paths, type ContainerRecord} from './state.js';
 
 const enterScript = path.join(packageRoot, 'src', 'sandboxes', 'linux-userns', 'enter-sandbox.sh');
@@ -47,7 +49,57 @@ const findMainPid = (): number | undefined => {
 	return undefined;
 };
 
-const sandboxArgv = (record: ContainerRecord, runDir: string): string[] => {
+/**
+ * Rosetta as vminitd sets it up (containerization 0.40.1, Vminitd+Rosetta.swift and
+ * ContainerizationOS/Linux/Binfmt.swift): the translator shared at /run/rosetta, and a binfmt_misc
+ * entry `:x86_64:M::<amd64 ELF magic>:<mask>:/run/rosetta/rosetta:CF` in the VM's one table,
+ * registered before the container starts and not mounted in the container. Here: the host's
+ * QEMU for the target stands in for the translator, and the entry goes into the sandbox's own
+ * binfmt_misc instance (its user namespace's, the one the agent's mount shows).
+ */
+const rosettaEntry = (target: string): {name: string; magic: string; mask: string; emulator: string} => (target === 'amd64'
+	? {
+		name: 'x86_64', emulator: 'x86_64',
+		magic: String.raw`\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x3e\x00`,
+		mask: String.raw`\xff\xff\xff\xff\xff\xfe\xfe\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff`,
+	}
+	: {
+		name: 'aarch64', emulator: 'aarch64',
+		magic: String.raw`\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00`,
+		mask: String.raw`\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff`,
+	});
+
+/** The folder shared at /run/rosetta: a copy of the host's QEMU for `target`, and the marker the container waits for. */
+const prepareRosetta = (record: ContainerRecord, target: string): string => {
+	const {emulator} = rosettaEntry(target);
+	const translator = [`/usr/bin/qemu-${emulator}-static`, `/usr/bin/qemu-${emulator}`].find(candidate => fs.existsSync(candidate));
+	if (translator === undefined) {
+		throw new Error(`simulator: no /usr/bin/qemu-${emulator}(-static) on this host to play Rosetta with`);
+	}
+
+	const dir = path.join(containerFiles(record.id).dir, 'rosetta');
+	fs.rmSync(dir, {recursive: true, force: true});
+	fs.mkdirSync(dir);
+	fs.copyFileSync(translator, path.join(dir, 'rosetta'));
+	fs.chmodSync(path.join(dir, 'rosetta'), 0o755);
+	return dir;
+};
+
+const rosettaReady = '.registered';
+
+/** Registers the entry from outside, in the sandbox's user and mount namespaces, then lets the container go on. */
+const registerRosetta = async (pid: number, target: string, dir: string): Promise<void> => {
+	const {name, magic, mask} = rosettaEntry(target);
+	const script = 'mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && printf %s "$1" > /proc/sys/fs/binfmt_misc/register; status=$?; umount /proc/sys/fs/binfmt_misc; exit $status';
+	const result = spawnSync('nsenter', ['-t', String(pid), '-U', '-m', '-r', '-w', '--', '/bin/sh', '-c', script, 'vminitd', `:${name}:M::${magic}:${mask}:/run/rosetta/rosetta:CF`], {encoding: 'utf8'});
+	if (result.status !== 0) {
+		throw new Error(`simulator: registering the Rosetta entry failed: ${result.stderr || result.error?.message || `exit ${result.status}`}`);
+	}
+
+	fs.writeFileSync(path.join(dir, rosettaReady), '');
+};
+
+const sandboxArgv = (record: ContainerRecord, runDir: string, rosettaDir: string | undefined): string[] => {
 	// The namespace's pid 1 starts its command as a shell background job, which ignores SIGINT and
 	// SIGQUIT: the host's env gives the container's init process their default dispositions back.
 	const args = ['env', '--default-signal=INT,QUIT', '/bin/sh', enterScript, record.rootfs, runDir];
@@ -74,6 +126,12 @@ const sandboxArgv = (record: ContainerRecord, runDir: string): string[] => {
 
 	if (record.boundingSet !== undefined) {
 		args.push('--bounding-set', record.boundingSet);
+	}
+
+	if (rosettaDir !== undefined) {
+		// The container starts once vminitd's entry is in (registerRosetta writes the marker).
+		args.push('--mount', 'ro', rosettaDir, '/run/rosetta');
+		return [...args, '--', '/bin/sh', '-c', `while [ ! -e /run/rosetta/${rosettaReady} ]; do sleep 0.02; done; exec "$@"`, 'rosetta-wait', ...record.command];
 	}
 
 	return [...args, '--', ...record.command];
@@ -121,7 +179,17 @@ export const runVm = async (id: string): Promise<void> => {
 	// run -i: the client writes its stdin into this FIFO.
 	const stdin = fs.existsSync(files.stdin) ? fs.createReadStream(files.stdin) : undefined;
 	stdin?.on('error', () => undefined);
-	const exit = runInNamespaces(sandboxArgv(record, files.run), {
+	const target = record.rosetta ? rosettaTarget() : undefined;
+	let rosettaDir: string | undefined;
+	try {
+		rosettaDir = target === undefined ? undefined : prepareRosetta(record, target);
+	} catch (error) {
+		writeLine(files.stderr)(`Error: ${(error as Error).message}`);
+		update(id, {state: 'stopped', exitCode: 1});
+		return;
+	}
+
+	const exit = runInNamespaces(sandboxArgv(record, files.run, rosettaDir), {
 		onStdoutLine: writeLine(files.stdout), onStderrLine: writeLine(files.stderr), ...(stdin === undefined ? {} : {stdin}),
 	});
 	let done = false;
@@ -138,6 +206,14 @@ export const runVm = async (id: string): Promise<void> => {
 
 	if (mainPid !== undefined) {
 		update(id, {mainPid});
+		if (target !== undefined && rosettaDir !== undefined) {
+			try {
+				await registerRosetta(mainPid, target, rosettaDir);
+			} catch (error) {
+				writeLine(files.stderr)(`Error: ${(error as Error).message}`);
+				process.kill(mainPid, 'SIGKILL');
+			}
+		}
 	}
 
 	const result = await exit;
