@@ -4,7 +4,7 @@
  * ipc and uts namespaces — and so its own binfmt_misc instance, like a VM's own kernel), writes
  * its output line by line to the container's stdout/stderr/log files, and records its state.
  */
-import {spawnSync} from 'node:child_process';
+import {spawn} from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
@@ -86,14 +86,40 @@ const prepareRosetta = (record: ContainerRecord, target: string): string => {
 };
 
 const rosettaReady = '.registered';
+const rosettaWait = 'rosetta-wait';
 
-/** Registers the entry from outside, in the sandbox's user and mount namespaces, then lets the container go on. */
+const descendants = (pid: number): number[] => childrenOf(pid).flatMap(child => [child, ...descendants(child)]);
+
+/**
+ * Registers the entry from outside, then lets the container go on. A Linux binfmt_misc instance
+ * (one per user namespace, 6.7+) lives as long as a mount of it: in the VM, vminitd's mount in the
+ * root namespace holds it. Here a helper holds it: it joins the sandbox's user, mount and pid
+ * namespaces and root, makes a private copy of the mount namespace, mounts binfmt_misc there,
+ * registers, and sleeps. The container never sees that mount; the helper dies with the sandbox's
+ * pid namespace.
+ */
 const registerRosetta = async (pid: number, target: string, dir: string): Promise<void> => {
 	const {name, magic, mask} = rosettaEntry(target);
-	const script = 'mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && printf %s "$1" > /proc/sys/fs/binfmt_misc/register; status=$?; umount /proc/sys/fs/binfmt_misc; exit $status';
-	const result = spawnSync('nsenter', ['-t', String(pid), '-U', '-m', '-r', '-w', '--', '/bin/sh', '-c', script, 'vminitd', `:${name}:M::${magic}:${mask}:/run/rosetta/rosetta:CF`], {encoding: 'utf8'});
-	if (result.status !== 0) {
-		throw new Error(`simulator: registering the Rosetta entry failed: ${result.stderr || result.error?.message || `exit ${result.status}`}`);
+	const inner = 'mount --make-rprivate / 2>/dev/null; mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && printf %s "$1" > /proc/sys/fs/binfmt_misc/register && echo registered && exec sleep 2147483647';
+	const helper = spawn('nsenter', ['-t', String(pid), '-U', '-m', '-p', '-r', '-w', '--', 'unshare', '-m', '--', '/bin/sh', '-c', inner, 'vminitd', `:${name}:M::${magic}:${mask}:/run/rosetta/rosetta:CF`], {stdio: ['ignore', 'pipe', 'pipe']});
+	let stderr = '';
+	helper.stderr.on('data', (chunk: Buffer) => {
+		stderr += chunk.toString();
+	});
+	const registered = await new Promise<boolean>(resolve => {
+		helper.stdout.on('data', (chunk: Buffer) => {
+			if (chunk.toString().includes('registered')) {
+				resolve(true);
+			}
+		});
+		helper.on('exit', () => resolve(false));
+		helper.on('error', () => resolve(false));
+	});
+	helper.stdout.destroy();
+	helper.stderr.destroy();
+	helper.unref();
+	if (!registered) {
+		throw new Error(`simulator: registering the Rosetta entry failed: ${stderr.trim() || 'the helper exited'}`);
 	}
 
 	fs.writeFileSync(path.join(dir, rosettaReady), '');
@@ -131,7 +157,7 @@ const sandboxArgv = (record: ContainerRecord, runDir: string, rosettaDir: string
 	if (rosettaDir !== undefined) {
 		// The container starts once vminitd's entry is in (registerRosetta writes the marker).
 		args.push('--mount', 'ro', rosettaDir, '/run/rosetta');
-		return [...args, '--', '/bin/sh', '-c', `while [ ! -e /run/rosetta/${rosettaReady} ]; do sleep 0.02; done; exec "$@"`, 'rosetta-wait', ...record.command];
+		return [...args, '--', '/bin/sh', '-c', `while [ ! -e /run/rosetta/${rosettaReady} ]; do sleep 0.02; done; exec "$@"`, rosettaWait, ...record.command];
 	}
 
 	return [...args, '--', ...record.command];
@@ -208,7 +234,22 @@ export const runVm = async (id: string): Promise<void> => {
 		update(id, {mainPid});
 		if (target !== undefined && rosettaDir !== undefined) {
 			try {
-				await registerRosetta(mainPid, target, rosettaDir);
+				// The process waiting in the container (its root and namespaces are the container's),
+				// not a setup command of the sandbox that findMainPid may have seen first.
+				let waiting: number | undefined;
+				for (let attempt = 0; attempt < 1000 && waiting === undefined && !done; attempt++) {
+					waiting = descendants(process.pid).find(pid => cmdline(pid).split('\0')[3] === rosettaWait);
+					if (waiting === undefined) {
+						// eslint-disable-next-line no-await-in-loop
+						await sleep(5);
+					}
+				}
+
+				if (waiting === undefined) {
+					throw new Error('simulator: the container did not start (no process waiting for Rosetta)');
+				}
+
+				await registerRosetta(waiting, target, rosettaDir);
 			} catch (error) {
 				writeLine(files.stderr)(`Error: ${(error as Error).message}`);
 				process.kill(mainPid, 'SIGKILL');
