@@ -179,3 +179,11 @@ test('a multi-platform archive splits into one tagged archive per platform (for 
 		fs.rmSync(root, {recursive: true, force: true});
 	}
 });
+
+test('image load is given a regular file only: a /dev/fd/N path means nothing to Apple\'s images service (another process)', async () => {
+	const runtime = createAppleContainerRuntime();
+	for (const archive of ['/dev/fd/0', '/dev/stdin', os.tmpdir()]) {
+		// eslint-disable-next-line no-await-in-loop
+		await assert.rejects(runtime.loadImage!(archive, ['demo']), (error: unknown) => isUserError(error) && /needs a regular file/.test(error.message) && error.code === 'E_USAGE', archive);
+	}
+});

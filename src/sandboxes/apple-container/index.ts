@@ -61,6 +61,19 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 	let version: Version | undefined;
 	const resources = {...defaultResources(), ...(options.cpus === undefined ? {} : {cpus: options.cpus}), ...(options.memory === undefined ? {} : {memory: options.memory.toUpperCase()})};
 
+	/**
+	 * `image load --input PATH` hands PATH to Apple's images service, another process: a
+	 * /dev/fd/N or a pipe means nothing there (issue 11). Only a regular file is passed.
+	 */
+	const loadableFile = async (archivePath: string): Promise<void> => {
+		const stat = await fs.stat(archivePath).catch(() => undefined);
+		if (stat === undefined || !stat.isFile() || /^\/(?:dev|proc)\//.test(path.resolve(archivePath))) {
+			throw new UserError(`cannot load ${archivePath} into container's image store: container image load needs a regular file (its images service opens the path itself)`, {
+				hint: 'write the OCI archive to a file (-o type=oci,dest=FILE) and load that', code: 'E_USAGE',
+			});
+		}
+	};
+
 	const cliVersion = async (): Promise<Version> => {
 		version ??= await readVersion();
 		return version;
@@ -83,6 +96,7 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 			return;
 		}
 
+		await loadableFile(archivePath);
 		const load = await runCli(['image', 'load', '--input', archivePath]);
 		if (load.exitCode !== 0) {
 			throw cliFailure(`loading the builder image into container's image store (container image load --input ${archivePath})`, load, version,
@@ -308,6 +322,7 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 		},
 
 		async loadImage(archivePath: string, tags: readonly string[]): Promise<LoadReport> {
+			await loadableFile(archivePath);
 			const load = await runCli(['image', 'load', '--input', archivePath]);
 			if (load.exitCode === 0) {
 				await expectInStore(tags, load.stdout, archivePath);

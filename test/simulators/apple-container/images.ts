@@ -220,15 +220,14 @@ const load = async (input: string | undefined): Promise<string> => {
 
 		const loaded: ImageRecord[] = [];
 		for (const entry of index.manifests) {
-			const reference = referenceOf(entry.annotations);
-			if (reference !== undefined) {
-				const {annotations: _annotations, ...descriptor} = entry;
-				loaded.push({reference, descriptor: asIndex(descriptor), loadedAt: new Date().toISOString()});
-			}
+			// No name annotation: `untagged@DIGEST` (LocalOCILayoutClient.getImageReferencefromDescriptor).
+			const reference = referenceOf(entry.annotations) ?? `untagged@${entry.digest}`;
+			const {annotations: _annotations, ...descriptor} = entry;
+			loaded.push({reference, descriptor: asIndex(descriptor), loadedAt: new Date().toISOString()});
 		}
 
 		if (loaded.length === 0) {
-			throw new CliError(`notFound: "no image reference in ${file} (index.json manifests carry no ${appleNameAnnotation}, ${containerdNameAnnotation} or ${refNameAnnotation} annotation)"`);
+			throw new CliError('internalError: "failed to import image"');
 		}
 
 		const names = new Set(loaded.map(image => image.reference));
