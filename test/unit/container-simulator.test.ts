@@ -356,3 +356,13 @@ test('Rosetta: --rosetta registers vminitd\'s entry (flags CF, /run/rosetta/rose
 	const off = await container(['run', '--rm', '--cap-add', 'ALL', '--read-only-path', 'NONE', ...show]);
 	assert.equal(off.stdout, '0', 'no entry without Rosetta');
 });
+
+test('CONTAINER_DEFAULT_PLATFORM changes the platform `run` picks unless --platform is given (why the driver always passes it)', {skip: !canRun}, async () => {
+	const host = `linux/${process.arch === 'x64' ? 'amd64' : process.arch}`;
+	const other = host === 'linux/amd64' ? 'linux/s390x' : 'linux/amd64';
+	const defaulted = await container(['run', '--rm', 'busybox', 'true'], {CONTAINER_DEFAULT_PLATFORM: other});
+	assert.equal(defaulted.exitCode, 1);
+	assert.match(defaulted.stderr, new RegExp(`has no platform ${other}`));
+	const explicit = await container(['run', '--rm', '--platform', host, 'busybox', 'true'], {CONTAINER_DEFAULT_PLATFORM: other});
+	assert.equal(explicit.exitCode, 0, explicit.stderr);
+});
