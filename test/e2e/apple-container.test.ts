@@ -11,6 +11,7 @@ import {after, before, test} from 'node:test';
 import {execa} from 'execa';
 import {ensureBuilderImage} from '../../src/builder-image/index.js';
 import {inspectArchive} from '../../src/oci/index.js';
+import {parseImageInspect} from '../../src/sandboxes/apple-container/shapes.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {assertNothingLeft, exobuild, exobuildEnv, fixturesDir, hostBinfmtSnapshot, makeContext, repoRoot} from './helpers.js';
 
@@ -77,7 +78,7 @@ test('--driver apple-container --platform linux/ppc64le,linux/s390x --load -t de
 	// It is in the store under its tag.
 	const inspected = await container('image', 'inspect', 'demo');
 	assert.equal(inspected.exitCode, 0, inspected.stderr);
-	assert.match(inspected.stdout, /docker\.io\/library\/demo:latest/);
+	assert.deepEqual(parseImageInspect(JSON.parse(inspected.stdout), [1, 2, 2]).map(image => [image.name, [...image.platforms].sort()]), [['docker.io/library/demo:latest', ['linux/ppc64le', 'linux/s390x']]]);
 
 	// One VM, started with the grammar the real CLI takes.
 	const runs = calls().filter(argv => argv[0] === 'run');

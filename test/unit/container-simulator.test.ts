@@ -83,6 +83,7 @@ test('system status: exit 1 with the real message when stopped, JSON when runnin
 	const running = await container(['system', 'status', '--format', 'json']);
 	assert.equal(running.exitCode, 0);
 	assert.deepEqual(Object.keys(JSON.parse(running.stdout) as object), ['apiServerAppName', 'apiServerBuild', 'apiServerCommit', 'apiServerVersion', 'appRoot', 'installRoot', 'logRoot', 'status'], '1.x: sorted keys');
+	assert.ok(running.stdout.includes('"installRoot":"\\/usr\\/local\\/"'), 'slashes escaped, as Swift\'s JSONEncoder does');
 	for (const [version, parsed] of [['0.12.3', [0, 12, 3]], ['1.2.2', [1, 2, 2]], ['1.4.1', [1, 4, 1]]] as const) {
 		// eslint-disable-next-line no-await-in-loop
 		const status = await container(['system', 'status', '--format', 'json'], {CONTAINER_SIM_VERSION: version});

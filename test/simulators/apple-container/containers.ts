@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {parseArgs, table, type CommandSpec, type OptionSpec} from './args.js';
 import {
-	alive, CliError, containerFiles, findContainer, listContainers, readContainer, requireSystem, sortedJson, versionAtLeast,
+	alive, CliError, containerFiles, findContainer, listContainers, readContainer, requireSystem, cliJson, versionAtLeast,
 	type ContainerRecord,
 } from './state.js';
 
@@ -130,7 +130,7 @@ export const containerCommand = async (name: string, argv: readonly string[]): P
 			if (format === 'json') {
 				// 0.x printed every container as JSON whatever --all said (ContainerList.swift).
 				const entries = (versionAtLeast('1.0.0') ? shown : all).map(containerJson);
-				return `${versionAtLeast('1.0.0') ? sortedJson(entries) : JSON.stringify(entries)}\n`;
+				return `${cliJson(entries)}\n`;
 			}
 
 			if (parsed.flag('quiet')) {
@@ -153,7 +153,7 @@ export const containerCommand = async (name: string, argv: readonly string[]): P
 
 			requireSystem('failed to inspect containers');
 			const entries = parsed.positionals.map(id => containerJson(findContainer(id)));
-			return `${versionAtLeast('1.0.0') ? sortedJson(entries, true) : JSON.stringify(entries)}\n`;
+			return `${cliJson(entries, true)}\n`;
 		}
 
 		case 'stop': {

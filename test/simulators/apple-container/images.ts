@@ -18,7 +18,7 @@ import {parseArgs, table, type CommandSpec, type OptionSpec} from './args.js';
 
 const hostPlatformArch = (): string => hostPlatform()?.architecture ?? process.arch;
 import {
-	CliError, imageRecords, paths, readJson, requireSystem, sortedJson, versionAtLeast, writeJsonAtomically,
+	CliError, imageRecords, paths, readJson, requireSystem, cliJson, versionAtLeast, writeJsonAtomically,
 	type DescriptorRecord, type ImageRecord,
 } from './state.js';
 
@@ -108,7 +108,7 @@ const imageJson = (image: ImageRecord, command: 'list' | 'inspect'): unknown => 
 };
 
 const printJson = (value: unknown, pretty = false): string =>
-	`${versionAtLeast('1.0.0') ? sortedJson(value, pretty) : JSON.stringify(value)}\n`;
+	`${cliJson(value, pretty)}\n`;
 
 const copyBlob = (fromLayout: string, digest: string, toLayout: string): void => {
 	const target = blobPath(toLayout, digest);

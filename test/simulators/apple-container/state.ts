@@ -44,7 +44,15 @@ export const versionAtLeast = (minimum: string, version: string = simVersion()):
 	return true;
 };
 
-/** JSONEncoder with .sortedKeys (every level), as 1.x's Output.renderJSON prints; `pretty` adds .prettyPrinted (two-space indent, " : "). */
+/**
+ * What the CLI's JSONEncoder prints for the simulated version: 1.x's Output.renderJSON sorts the
+ * keys at every level (.sortedKeys; `pretty` adds .prettyPrinted: two-space indent, " : "), 0.x
+ * keeps them in order; both escape "/" as "\/" (no .withoutEscapingSlashes).
+ */
+export const cliJson = (value: unknown, pretty = false): string =>
+	(versionAtLeast('1.0.0') ? sortedJson(value, pretty) : JSON.stringify(value)).replaceAll('/', '\\/');
+
+/** JSONEncoder with .sortedKeys (every level); `pretty` adds .prettyPrinted. */
 export const sortedJson = (value: unknown, pretty = false): string => {
 	const sort = (item: unknown): unknown => {
 		if (Array.isArray(item)) {

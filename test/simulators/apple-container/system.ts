@@ -6,7 +6,7 @@ import {normaliseReference} from '../../../src/oci/index.js';
 import {imageCommand, loadArchive} from './images.js';
 import {keyValues, parseArgs, parseSize, table, type CommandSpec, type OptionSpec} from './args.js';
 import {
-	alive, CliError, listContainers, paths, readJson, requireSystem, simRoot, simVersion, sortedJson, systemStarted, versionAtLeast, volumeRecords, writeJsonAtomically,
+	alive, CliError, listContainers, paths, readJson, requireSystem, simRoot, simVersion, cliJson, systemStarted, versionAtLeast, volumeRecords, writeJsonAtomically,
 } from './state.js';
 
 const flag = (...names: string[]): OptionSpec => ({names, value: false});
@@ -34,7 +34,7 @@ const formatOf = (format: string | undefined): 'json' | 'table' => {
  */
 const statusJson = (running: boolean): string => {
 	if (versionAtLeast('1.4.0')) {
-		return sortedJson(running
+		return cliJson(running
 			? {status: 'running', paths: {appRoot: `${simRoot()}/`, installRoot: '/usr/local/', logRoot: `${simRoot()}/logs/`}, server: {version: serverVersionLine(), build: 'release', commit, appName: 'container-apiserver'}}
 			: {status: 'unregistered'});
 	}
@@ -42,7 +42,7 @@ const statusJson = (running: boolean): string => {
 	const status = running
 		? {status: 'running', appRoot: `${simRoot()}/`, installRoot: '/usr/local/', logRoot: `${simRoot()}/logs/`, apiServerVersion: serverVersionLine(), apiServerCommit: commit, apiServerBuild: 'release', apiServerAppName: 'container-apiserver'}
 		: {status: 'unregistered', appRoot: '', installRoot: '', apiServerVersion: '', apiServerCommit: '', apiServerBuild: '', apiServerAppName: ''};
-	return versionAtLeast('1.0.0') ? sortedJson(status) : JSON.stringify(status);
+	return cliJson(status);
 };
 
 export const cliVersionLine = (): string => `container CLI version ${simVersion()} (build: release, commit: ${commit})\n`;
@@ -110,7 +110,7 @@ export const systemCommand = async (argv: readonly string[]): Promise<string> =>
 			}
 
 			return format === 'json'
-				? `${versionAtLeast('1.0.0') ? sortedJson(versions) : JSON.stringify(versions)}\n`
+				? `${cliJson(versions)}\n`
 				: `${table([['COMPONENT', 'VERSION', 'BUILD', 'COMMIT'], ...versions.map(v => [v.appName, v.version, v.buildType, v.commit])])}\n`;
 		}
 
