@@ -11,6 +11,7 @@ import {after, before, test} from 'node:test';
 import {execa} from 'execa';
 import {ensureBuilderImage} from '../../src/builder-image/index.js';
 import {inspectArchive} from '../../src/oci/index.js';
+import {parseImageInspect} from '../../src/sandboxes/apple-container/shapes.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {assertNothingLeft, exobuild, exobuildEnv, fixturesDir, hostBinfmtSnapshot, makeContext, repoRoot} from './helpers.js';
 
@@ -77,7 +78,7 @@ test('--driver apple-container --platform linux/ppc64le,linux/s390x --load -t de
 	// It is in the store under its tag.
 	const inspected = await container('image', 'inspect', 'demo');
 	assert.equal(inspected.exitCode, 0, inspected.stderr);
-	assert.match(inspected.stdout, /docker\.io\/library\/demo:latest/);
+	assert.deepEqual(parseImageInspect(JSON.parse(inspected.stdout), [1, 2, 2]).map(image => [image.name, [...image.platforms].sort()]), [['docker.io/library/demo:latest', ['linux/ppc64le', 'linux/s390x']]]);
 
 	// One VM, started with the grammar the real CLI takes.
 	const runs = calls().filter(argv => argv[0] === 'run');
@@ -86,6 +87,9 @@ test('--driver apple-container --platform linux/ppc64le,linux/s390x --load -t de
 	for (const expected of ['--rm', '--cap-add', 'ALL', '--cpus', '--memory', '--entrypoint']) {
 		assert.ok(runArgv!.includes(expected), `${expected} in ${runArgv!.join(' ')}`);
 	}
+
+	// CONTAINER_DEFAULT_PLATFORM must not choose the VM's platform.
+	assert.equal(runArgv![runArgv!.indexOf('--platform') + 1], `linux/${process.arch === 'x64' ? 'amd64' : process.arch}`);
 
 	assert.ok(!runArgv!.includes('--privileged'));
 	assert.ok(runArgv!.some(arg => arg.startsWith('dev.exobuild.owner-pid=')));
@@ -138,7 +142,7 @@ test('SIGKILL mid-build leaves a running VM that the next run finds by its label
 	await assertNothingLeft();
 });
 
-test('builder build runs `container build` of Containerfile.builder with the derived build args, and says what to do offline', async () => {
+test('builder build runs `container build -t` of Containerfile.builder (no --output: type=oci,dest writes nothing) with the derived build args, and says what to do offline', async () => {
 	const built = await exobuild(['builder', 'build', '--driver', 'apple-container', '--force'], {env: simEnv});
 	assert.equal(built.exitCode, 1, built.all);
 	assert.match(String(built.stderr), /build -f .*Containerfile\.builder failed/);
@@ -147,8 +151,31 @@ test('builder build runs `container build` of Containerfile.builder with the der
 	assert.ok(build.includes('--file') && build[build.indexOf('--file') + 1]!.endsWith('Containerfile.builder'));
 	assert.ok(build.some(arg => /^ARCH_PAIRS=.*ppc64le=ppc64el/.test(arg)), build.join(' '));
 	assert.ok(build.some(arg => /^EXOBUILD_INPUT_HASH=[a-f\d]{64}$/.test(arg)));
-	assert.ok(build.some(arg => /^type=oci,dest=\//.test(arg)));
+	assert.ok(!build.includes('--output') && !build.includes('-o'), build.join(' '));
+	assert.match(build[build.indexOf('--tag') + 1]!, /^exobuild-image-build:\d+-\d+$/);
+	assert.match(build[build.indexOf('--platform') + 1]!, /^linux\/(amd64|arm64)$/);
+	assert.ok(build.includes('--cpus') && build.includes('--memory'), 'the builder VM\'s resources are explicit, not config.toml\'s');
 	assert.equal(build.at(-1), repoRoot.replace(/\/$/, ''));
+	assert.equal(calls().some(argv => argv[0] === 'image' && argv[1] === 'save' && argv.some(arg => arg.startsWith('exobuild-image-build:'))), false, 'nothing to save after a failed build');
+});
+
+test('--rosetta: the agent finds Rosetta\'s binfmt entry (vminitd\'s, flags CF) and registers no QEMU over it; without --rosetta it registers QEMU', async () => {
+	// The simulator plays Rosetta the other way round on an amd64 host (GRAMMAR.md): arm64 through it.
+	const [platform, machine, qemu] = os.machine() === 'aarch64' ? ['linux/amd64', 'x86_64', 'qemu-x86_64'] : ['linux/arm64', 'aarch64', 'qemu-aarch64'];
+	const build = async (rosetta: boolean, dest: string) => exobuild(['build', '--progress', 'plain', '--driver', 'apple-container', ...(rosetta ? ['--rosetta'] : []), '--platform', platform,
+		'--build-context', `busybox=oci-layout://${layout}`, '--output', `type=oci,dest=${dest}`, hello], {env: simEnv});
+	const withRosetta = await build(true, path.join(work, 'rosetta.tar'));
+	assert.equal(withRosetta.exitCode, 0, withRosetta.all);
+	assert.match(String(withRosetta.stderr), new RegExp(`${platform}: native \\(uname -m: ${machine}\\)`), 'the probe ran through Rosetta\'s entry');
+	assert.doesNotMatch(String(withRosetta.stderr), new RegExp(`${qemu} →`), `no ${qemu} registered over Rosetta's entry`);
+	assert.ok(calls().filter(argv => argv[0] === 'run').at(-1)!.includes('--rosetta'));
+	const archive = await inspectArchive(path.join(work, 'rosetta.tar'));
+	assert.equal((await archive.images[0]!.readFile('/uname.txt'))?.toString().trim(), machine, 'the RUN step ran through Rosetta\'s entry');
+
+	const withoutRosetta = await build(false, path.join(work, 'no-rosetta.tar'));
+	assert.equal(withoutRosetta.exitCode, 0, withoutRosetta.all);
+	assert.match(String(withoutRosetta.stderr), new RegExp(`${platform}: ${qemu} → `), 'without Rosetta the agent registers QEMU');
+	await assertNothingLeft();
 });
 
 test('the linux-userns driver refuses --load and VM options before anything starts', async () => {

@@ -8,18 +8,25 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {test} from 'node:test';
+import {fileURLToPath} from 'node:url';
 import * as tar from 'tar';
 import {inspectArchive, LayoutWriter, packLayoutToArchive} from '../../src/oci/index.js';
 import {isUserError} from '../../src/errors.js';
 import {atLeast, parseVersion} from '../../src/sandboxes/apple-container/container-cli.js';
 import {createAppleContainerRuntime, defaultResources, minimumVersion} from '../../src/sandboxes/apple-container/index.js';
 import {splitArchiveByPlatform} from '../../src/sandboxes/apple-container/per-platform.js';
-import {containerRunArgs, vmLabels, type VmRun} from '../../src/sandboxes/apple-container/run-args.js';
-import {containerId, containerLabels, containerList, containerState, imageList, imageName} from '../../src/sandboxes/apple-container/shapes.js';
+import {containerRunArgs, labelArg, validContainerName, vmLabels, type VmRun} from '../../src/sandboxes/apple-container/run-args.js';
+import {
+	parseContainerList, parseImageInspect, parseImageList, parseLoadOutput, parseSystemStatus, versionList,
+} from '../../src/sandboxes/apple-container/shapes.js';
 import {createRuntime} from '../../src/sandboxes/index.js';
 
+const fixtures = fileURLToPath(new URL('../../../test/fixtures/apple-container/', import.meta.url));
+const fixture = (version: string, name: string): string => fs.readFileSync(path.join(fixtures, version, name), 'utf8');
+const fixtureJson = (version: string, name: string): unknown => JSON.parse(fixture(version, name));
+
 const run: VmRun = {
-	name: 'exobuild-exo-1', sessionId: 'exo-1', ownerPid: 42, ownerStart: '123', image: 'exobuild-builder:distro-0123456789ab',
+	name: 'exobuild-exo-1', sessionId: 'exo-1', ownerPid: 42, ownerStart: '123', image: 'exobuild-builder:distro-0123456789ab', platform: 'linux/arm64',
 	mounts: [{hostPath: '/src/app', sandboxPath: '/exobuild/context', readOnly: true}, {hostPath: '/tmp/out', sandboxPath: '/exobuild/out', readOnly: false}],
 	env: {}, agentArgs: ['build', '--platform', 'linux/ppc64le'], cpus: 4, memory: '8G', virtualization: false, rosetta: false, writableProcSys: false,
 };
@@ -29,7 +36,7 @@ test('container run: --rm, a unique name, owner labels, --cap-add ALL (no --priv
 	assert.deepEqual(args, [
 		'run', '--rm', '--name', 'exobuild-exo-1',
 		'--label', `${vmLabels.session}=exo-1`, '--label', `${vmLabels.ownerPid}=42`, '--label', `${vmLabels.ownerStart}=123`,
-		'--cap-add', 'ALL', '--cpus', '4', '--memory', '8G',
+		'--platform', 'linux/arm64', '--cap-add', 'ALL', '--cpus', '4', '--memory', '8G',
 		'--volume', '/src/app:/exobuild/context:ro', '--volume', '/tmp/out:/exobuild/out',
 		'--entrypoint', '/usr/local/bin/exobuild-agent', 'exobuild-builder:distro-0123456789ab', 'build', '--platform', 'linux/ppc64le',
 	]);
@@ -44,15 +51,73 @@ test('container run: --rm, a unique name, owner labels, --cap-add ALL (no --priv
 	assert.throws(() => containerRunArgs({...run, mounts: [{hostPath: '/a:b', sandboxPath: '/exobuild/context', readOnly: true}]}), (error: unknown) => isUserError(error) && /no escape for ':'/.test(error.message));
 });
 
-test('list JSON: 1.x and pre-1.0 shapes give the same id, state and labels', () => {
-	const labels = {[vmLabels.ownerPid]: '42'};
-	const v1 = containerList.parse([{id: 'a', configuration: {id: 'a', labels, image: {reference: 'x'}}, status: {state: 'running', networks: []}}]);
-	const v0 = containerList.parse([{status: 'stopped', configuration: {id: 'b', labels}, networks: []}]);
-	assert.deepEqual([containerId(v1[0]!), containerState(v1[0]!), containerLabels(v1[0]!)], ['a', 'running', labels]);
-	assert.deepEqual([containerId(v0[0]!), containerState(v0[0]!), containerLabels(v0[0]!)], ['b', 'stopped', labels]);
-	assert.throws(() => containerList.parse([{id: 'c'}]), 'a configuration is required');
-	const images = imageList.parse([{name: 'n1'}, {configuration: {reference: 'n2'}}, {reference: 'n3'}]);
-	assert.deepEqual(images.map(imageName), ['n1', 'n2', 'n3']);
+test('labels: lowercase dotted keys, no \'=\' in values (Parser.labels splits with maxSplits: 2); names at most 63 characters', () => {
+	assert.equal(labelArg(vmLabels.ownerStart, 'Thu Dec 3 03:04:11 2026'), 'dev.exobuild.owner-start=Thu Dec 3 03:04:11 2026');
+	for (const [key, value] of [[vmLabels.session, 'a=b'], ['Dev.Exobuild.session', 'x'], ['dev_exobuild', 'x'], ['dev..exobuild', 'x']] as const) {
+		assert.throws(() => labelArg(key, value), (error: unknown) => isUserError(error) && /lowercase dotted keys and values without '='/.test(error.message), `${key}=${value}`);
+	}
+
+	assert.throws(() => containerRunArgs({...run, sessionId: 'exo=1'}), /values without '='/);
+	assert.equal(validContainerName(`exobuild-${'a'.repeat(54)}`), true);
+	assert.equal(validContainerName(`exobuild-${'a'.repeat(55)}`), false, '64 characters');
+	assert.throws(() => containerRunArgs({...run, name: `exobuild-${'a'.repeat(55)}`}), /at most 63 characters/);
+	assert.throws(() => containerRunArgs({...run, name: '-exobuild'}), /at most 63 characters/);
+});
+
+test('system status JSON: flat up to 1.2.2, nested in 1.4.1 ({status} alone when stopped); each era refuses the other\'s shape', () => {
+	const running122 = parseSystemStatus(fixtureJson('1.2.2', 'system-status.running.json'), [1, 2, 2]);
+	assert.deepEqual(running122.data, {status: 'running', serverVersion: '1.2.2 (build: release, commit: af405ff)'});
+	assert.deepEqual(parseSystemStatus(fixtureJson('1.2.2', 'system-status.stopped.json'), [1, 2, 2]).data, {status: 'not running', serverVersion: undefined});
+	assert.equal(parseSystemStatus(fixtureJson('0.12.3', 'system-status.running.json'), [0, 12, 3]).data?.status, 'running');
+	assert.equal(parseSystemStatus(fixtureJson('0.12.3', 'system-status.stopped.json'), [0, 12, 3]).data?.status, 'unregistered');
+	assert.deepEqual(parseSystemStatus(fixtureJson('1.4.1', 'system-status.running.json'), [1, 4, 1]).data, {status: 'running', serverVersion: '1.4.1'});
+	assert.deepEqual(parseSystemStatus(fixtureJson('1.4.1', 'system-status.stopped.json'), [1, 4, 1]).data, {status: 'not running', serverVersion: undefined});
+	assert.equal(parseSystemStatus(fixtureJson('1.4.1', 'system-status.running.json'), [1, 2, 2]).success, false, 'nested is not 1.2.2');
+	assert.equal(parseSystemStatus(fixtureJson('1.2.2', 'system-status.running.json'), [1, 4, 1]).success, false, 'flat is not 1.4.1');
+	assert.equal(parseSystemStatus(fixtureJson('1.4.1', 'system-status.running.json'), [1, 3, 1]).success, true, '1.3.x: either');
+	assert.equal(parseSystemStatus(fixtureJson('1.2.2', 'system-status.running.json'), [1, 3, 1]).success, true, '1.3.x: either');
+});
+
+test('versions: system version JSON (the CLI\'s element, not the apiserver\'s line), --version, git-describe suffixes', () => {
+	const cli = versionList.parse(fixtureJson('1.2.2', 'system-version.json')).find(entry => entry.appName === 'container');
+	assert.deepEqual(parseVersion(cli!.version), [1, 2, 0], '1.2.0-4-g1275b70 counts as 1.2.0');
+	assert.deepEqual(parseVersion(versionList.parse(fixtureJson('0.12.3', 'system-version.json'))[0]!.version), [0, 12, 3]);
+	assert.deepEqual(parseVersion(fixture('0.12.3', 'cli-version.txt')), [0, 12, 3]);
+	assert.deepEqual(parseVersion(fixture('1.2.2', 'cli-version.txt')), [1, 2, 0]);
+	assert.deepEqual(parseVersion('v1.2.2'), [1, 2, 2]);
+	assert.equal(parseVersion('af405ff'), undefined, 'git describe --always without a tag');
+	assert.equal(parseVersion('0.0.0'), undefined, 'a build without RELEASE_VERSION');
+	assert.equal(parseVersion('1.2.2.4'), undefined);
+});
+
+test('image JSON: 1.x reads configuration.name (no top-level name, labels or index); 0.12 list is {reference, fullSize, descriptor}', () => {
+	const v1 = fixtureJson('1.2.2', 'image-list.json') as Array<Record<string, unknown>>;
+	assert.equal(v1[0]!['name'], undefined, 'the fixture follows ImageResource.swift: no top-level name');
+	assert.deepEqual(parseImageList(v1, [1, 2, 2]), [{name: 'docker.io/library/alpine:3.22', indexDigest: 'sha256:4bcff63911fcb4448bd4fdacec207030997caf25e9bea4045fa6c8c44de311d1', platforms: ['linux/arm64/v8']}]);
+	assert.deepEqual(parseImageInspect(fixtureJson('1.2.2', 'image-inspect.json'), [1, 0, 0]), parseImageList(v1, [1, 2, 2]), 'inspect prints the same, pretty');
+	assert.deepEqual(parseImageList(fixtureJson('0.12.3', 'image-list.json'), [0, 12, 3]).map(entry => entry.name), ['docker.io/library/alpine:3.22']);
+	assert.deepEqual(parseImageInspect(fixtureJson('0.12.3', 'image-inspect.json'), [0, 12, 3])[0]?.platforms, ['linux/arm64/v8']);
+	assert.throws(() => parseImageList(fixtureJson('0.12.3', 'image-list.json'), [1, 2, 2]), '0.12 shape under 1.x');
+	assert.throws(() => parseImageList([{name: 'n1', labels: {}, index: {}}], [1, 2, 2]), 'the old guess of the 1.x shape');
+});
+
+test('image load output: 1.x prints the references only, 0.x a "Loaded images:" header first', () => {
+	const references = ['docker.io/library/alpine:3.22', 'exobuild-builder:containerfile-0123456789ab'];
+	assert.deepEqual(parseLoadOutput(fixture('1.2.2', 'image-load.txt'), [1, 2, 2]), references);
+	assert.deepEqual(parseLoadOutput(fixture('0.12.3', 'image-load.txt'), [0, 12, 3]), references);
+	assert.deepEqual(parseLoadOutput(fixture('0.12.3', 'image-load.txt'), [1, 0, 0]), ['Loaded images:', ...references], 'the header is no reference, and 1.x has none');
+});
+
+test('container list JSON: capAdd in configuration; states unknown|stopped|running|stopping; 0.12 puts the state at the top', () => {
+	const v1 = parseContainerList(fixtureJson('1.2.2', 'container-list.json'), [1, 2, 2]);
+	assert.deepEqual(v1.map(entry => [entry.id, entry.state, entry.capAdd]), [['exobuild-exo-1', 'running', ['ALL']], ['stale', 'stopped', ['ALL']]]);
+	assert.equal(v1[0]!.labels[vmLabels.ownerPid], '4242');
+	const v0 = parseContainerList(fixtureJson('0.12.3', 'container-list.json'), [0, 12, 3]);
+	assert.deepEqual(v0.map(entry => [entry.id, entry.state, entry.capAdd, entry.labels[vmLabels.session]]), [['exobuild-exo-1', 'running', ['ALL'], 'exo-1']]);
+	const bootstrapped = structuredClone(fixtureJson('1.2.2', 'container-list.json')) as Array<{status: {state: string}}>;
+	bootstrapped[0]!.status.state = 'bootstrapped';
+	assert.throws(() => parseContainerList(bootstrapped, [1, 2, 2]), 'not a RuntimeStatus');
+	assert.throws(() => parseContainerList(fixtureJson('0.12.3', 'container-list.json'), [1, 0, 0]), 'the 0.12 shape under 1.x');
 });
 
 test('versions parse from both outputs and gate --cap-add', () => {
@@ -112,5 +177,13 @@ test('a multi-platform archive splits into one tagged archive per platform (for 
 		}
 	} finally {
 		fs.rmSync(root, {recursive: true, force: true});
+	}
+});
+
+test('image load is given a regular file only: a /dev/fd/N path means nothing to Apple\'s images service (another process)', async () => {
+	const runtime = createAppleContainerRuntime();
+	for (const archive of ['/dev/fd/0', '/dev/stdin', os.tmpdir()]) {
+		// eslint-disable-next-line no-await-in-loop
+		await assert.rejects(runtime.loadImage!(archive, ['demo']), (error: unknown) => isUserError(error) && /needs a regular file/.test(error.message) && error.code === 'E_USAGE', archive);
 	}
 });

@@ -5,7 +5,7 @@
  */
 import {execa, type ResultPromise} from 'execa';
 import {UserError} from '../../errors.js';
-import {cliVersionLine, versionList} from './shapes.js';
+import {cliVersionLine, parseCliVersion, versionList} from './shapes.js';
 
 /** $EXOBUILD_CONTAINER_CLI (tests point it at the simulator), else `container` on PATH. */
 export const containerCli = (env: NodeJS.ProcessEnv = process.env): string => env['EXOBUILD_CONTAINER_CLI'] || 'container';
@@ -47,10 +47,8 @@ export const spawnCli = (args: readonly string[], input?: string): ResultPromise
 /** A parsed version, compared numerically. */
 export type Version = readonly [number, number, number];
 
-export const parseVersion = (text: string): Version | undefined => {
-	const match = /(\d+)\.(\d+)\.(\d+)/.exec(text);
-	return match ? [Number(match[1]), Number(match[2]), Number(match[3])] : undefined;
-};
+/** "1.2.2", "1.2.0-4-g1275b70" (git describe: taken as 1.2.0), "container CLI version 0.11.0 (…)". */
+export const parseVersion = (text: string): Version | undefined => parseCliVersion(text);
 
 export const atLeast = (version: Version, minimum: Version): boolean => {
 	for (let index = 0; index < 3; index++) {
@@ -65,13 +63,21 @@ export const atLeast = (version: Version, minimum: Version): boolean => {
 export const formatVersion = (version: Version): string => version.join('.');
 
 /**
- * The CLI's version: `container system version --format json` (1.x), else the line of
- * `container --version` ("container CLI version 0.11.0 (build: release, commit: …)").
+ * The CLI's version: `container system version --format json` (0.10.0+; the element whose
+ * appName is "container", not the apiserver's), else the line of `container --version`
+ * ("container CLI version 0.11.0 (build: release, commit: …)"). A development build carries a
+ * git-describe suffix (1.2.0-4-g1275b70): it counts as the tag it follows.
  */
 export const readVersion = async (): Promise<Version> => {
 	const json = await runCli(['system', 'version', '--format', 'json']);
 	if (json.exitCode === 0) {
-		const parsed = versionList.safeParse(JSON.parse(json.stdout || 'null'));
+		const parsed = versionList.safeParse((() => {
+			try {
+				return JSON.parse(json.stdout || 'null');
+			} catch {
+				return undefined;
+			}
+		})());
 		const cli = parsed.success ? parsed.data.find(entry => entry.appName === 'container') ?? parsed.data[0] : undefined;
 		const version = cli === undefined ? undefined : parseVersion(cli.version);
 		if (version !== undefined) {
@@ -80,7 +86,8 @@ export const readVersion = async (): Promise<Version> => {
 	}
 
 	const line = await runCli(['--version']);
-	const version = line.exitCode === 0 ? parseVersion(cliVersionLine.parse(line.stdout)) : undefined;
+	const checked = cliVersionLine.safeParse(line.stdout);
+	const version = line.exitCode === 0 && checked.success ? parseVersion(checked.data) : undefined;
 	if (version === undefined) {
 		throw new UserError(`cannot tell the version of Apple's container CLI (${containerCli()} --version said: ${firstErrorLine(line) || 'nothing'})`, {
 			hint: 'reinstall it from https://github.com/apple/container/releases',

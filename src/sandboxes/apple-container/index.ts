@@ -18,7 +18,8 @@ import type {
 	AgentExit, AgentRun, CheckRow, ImageBuildRequest, LoadReport, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec,
 } from '../runtime.js';
 import {atLeast, containerCli, firstErrorLine, formatVersion, readVersion, runCli, spawnCli, type Version} from './container-cli.js';
-import {containerId, containerLabels, containerList, containerState, systemStatus} from './shapes.js';
+import {saveSinglePlatform} from './built-image.js';
+import {parseContainerList, parseImageInspect, parseLoadOutput, parseSystemStatus} from './shapes.js';
 import {macosMajor, readMacHost, rosettaRow, virtualizationRow} from './mac-host.js';
 import {splitArchiveByPlatform} from './per-platform.js';
 import {containerRunArgs, vmLabels} from './run-args.js';
@@ -60,12 +61,42 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 	let version: Version | undefined;
 	const resources = {...defaultResources(), ...(options.cpus === undefined ? {} : {cpus: options.cpus}), ...(options.memory === undefined ? {} : {memory: options.memory.toUpperCase()})};
 
+	/**
+	 * `image load --input PATH` hands PATH to Apple's images service, another process: a
+	 * /dev/fd/N or a pipe means nothing there (issue 11). Only a regular file is passed.
+	 */
+	const loadableFile = async (archivePath: string): Promise<void> => {
+		const stat = await fs.stat(archivePath).catch(() => undefined);
+		if (stat === undefined || !stat.isFile() || /^\/(?:dev|proc)\//.test(path.resolve(archivePath))) {
+			throw new UserError(`cannot load ${archivePath} into container's image store: container image load needs a regular file (its images service opens the path itself)`, {
+				hint: 'write the OCI archive to a file (-o type=oci,dest=FILE) and load that', code: 'E_USAGE',
+			});
+		}
+	};
+
+	const cliVersion = async (): Promise<Version> => {
+		version ??= await readVersion();
+		return version;
+	};
+
+	/** Whether the store has REF (`image inspect`, parsed in the shape of this version). */
+	const inStore = async (reference: string): Promise<boolean> => {
+		const inspected = await runCli(['image', 'inspect', reference]);
+		if (inspected.exitCode !== 0) {
+			return false;
+		}
+
+		const entries = parseImageInspect(JSON.parse(inspected.stdout), await cliVersion());
+		return entries.length > 0;
+	};
+
 	/** Loads the builder archive into Apple's image store unless its reference is there already. */
 	const ensureImage = async (reference: string, archivePath: string): Promise<void> => {
-		if ((await runCli(['image', 'inspect', reference])).exitCode === 0) {
+		if (await inStore(reference)) {
 			return;
 		}
 
+		await loadableFile(archivePath);
 		const load = await runCli(['image', 'load', '--input', archivePath]);
 		if (load.exitCode !== 0) {
 			throw cliFailure(`loading the builder image into container's image store (container image load --input ${archivePath})`, load, version,
@@ -75,18 +106,23 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 		await expectInStore([reference], load.stdout, archivePath);
 	};
 
+	/**
+	 * After `image load`: every wanted reference is in the store. What the load printed (1.x: the
+	 * references; 0.x: a `Loaded images:` header first) goes into the message if one is missing.
+	 */
 	const expectInStore = async (references: readonly string[], loadOutput: string, archivePath: string): Promise<void> => {
+		const printed = parseLoadOutput(loadOutput, await cliVersion());
 		const missing: string[] = [];
 		for (const reference of references) {
 			// eslint-disable-next-line no-await-in-loop
-			if ((await runCli(['image', 'inspect', reference])).exitCode !== 0) {
+			if (!(await inStore(reference))) {
 				missing.push(reference);
 			}
 		}
 
 		if (missing.length > 0) {
-			throw new UserError(`container image load did not register ${missing.join(', ')} (it said: ${loadOutput.replaceAll('\n', ' ').trim() || 'nothing'})`, {
-				hint: `the OCI archive is kept at ${archivePath}; the store may name images differently in this container version (see docs/macos.md)`,
+			throw new UserError(`container image load did not register ${missing.join(', ')} (it loaded: ${printed.join(', ') || 'nothing'})`, {
+				hint: `the OCI archive is kept at ${archivePath}; the store names images by com.apple.containerization.image.name, then io.containerd.image.name, then org.opencontainers.image.ref.name (see docs/macos.md)`,
 				code: 'E_CONTAINER_CLI',
 			});
 		}
@@ -126,21 +162,24 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 			check: 'container system',
 			async run() {
 				const status = await runCli(['system', 'status', '--format', 'json']);
-				const parsed = systemStatus.safeParse((() => {
+				const parsed = parseSystemStatus((() => {
 					try {
 						return JSON.parse(status.stdout);
 					} catch {
 						return undefined;
 					}
-				})());
+				})(), await cliVersion());
 				if (status.exitCode !== 0 || !parsed.success || parsed.data.status !== 'running') {
-					throw new UserError(`container's system service is not running (container ${version === undefined ? '' : `${formatVersion(version)} `}says: ${parsed.success ? parsed.data.status : firstErrorLine(status) || `exit ${status.exitCode}`})`, {
-						hint: 'start it with `container system start`, then try again',
+					const said = parsed.success ? parsed.data.status : firstErrorLine(status) || `exit ${status.exitCode}`;
+					throw new UserError(`container's system service is not running (container ${version === undefined ? '' : `${formatVersion(version)} `}says: ${said})`, {
+						hint: status.exitCode === 0 && !parsed.success
+							? 'its `system status --format json` has a shape exobuild does not know for this version: please report it with the output'
+							: 'start it with `container system start`, then try again',
 						code: 'E_CONTAINER_SYSTEM',
 					});
 				}
 
-				return `running${parsed.data.apiServerVersion === undefined ? '' : ` (API server ${parsed.data.apiServerVersion})`}`;
+				return `running${parsed.data.serverVersion === undefined ? '' : ` (API server ${parsed.data.serverVersion})`}`;
 			},
 		},
 	];
@@ -194,7 +233,7 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 		},
 
 		async start(spec: SandboxSpec): Promise<Sandbox> {
-			const cliVersion = version ?? await readVersion();
+			const runVersion = await cliVersion();
 			await ensureImage(spec.builderImage.reference, spec.builderImage.archivePath);
 			const name = `exobuild-${spec.sessionId}`;
 			const ownerStart = await processStartTime(process.pid) ?? '';
@@ -225,6 +264,7 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 						ownerPid: process.pid,
 						ownerStart,
 						image: spec.builderImage.reference,
+						platform: `linux/${spec.builderImage.architecture}`,
 						mounts: spec.mounts,
 						env: spec.env ?? {},
 						agentArgs: run.args,
@@ -232,7 +272,7 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 						memory: resources.memory,
 						virtualization: options.virtualization === true,
 						rosetta: options.rosetta === true,
-						writableProcSys: process.env['EXOBUILD_APPLE_WRITABLE_PROC_SYS'] === '1' && atLeast(cliVersion, readOnlyPathFlagVersion),
+						writableProcSys: process.env['EXOBUILD_APPLE_WRITABLE_PROC_SYS'] === '1' && atLeast(runVersion, readOnlyPathFlagVersion),
 						interactive: run.stdin !== undefined,
 					});
 					client = spawnCli(args, run.stdin);
@@ -258,25 +298,23 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 				throw cliFailure('listing containers (container list --all --format json)', listed, version, 'check `container system status`');
 			}
 
-			const entries = containerList.parse(JSON.parse(listed.stdout || '[]'));
+			const entries = parseContainerList(JSON.parse(listed.stdout || '[]'), await cliVersion());
 			const removed: string[] = [];
 			for (const entry of entries) {
-				const labels = containerLabels(entry);
-				const id = containerId(entry);
-				const pid = Number(labels[vmLabels.ownerPid]);
-				if (id === undefined || labels[vmLabels.session] === undefined || !Number.isInteger(pid) || pid <= 0) {
+				const pid = Number(entry.labels[vmLabels.ownerPid]);
+				if (entry.labels[vmLabels.session] === undefined || !Number.isInteger(pid) || pid <= 0) {
 					continue;
 				}
 
-				const startTime = labels[vmLabels.ownerStart] || undefined;
+				const startTime = entry.labels[vmLabels.ownerStart] || undefined;
 				// eslint-disable-next-line no-await-in-loop
 				if (await ownerAlive({pid, ...(startTime === undefined ? {} : {startTime}), kind: 'apple-container', created: ''})) {
 					continue;
 				}
 
 				// eslint-disable-next-line no-await-in-loop
-				if (await deleteVm(id)) {
-					removed.push(`${id} (${containerState(entry)})`);
+				if (await deleteVm(entry.id)) {
+					removed.push(`${entry.id} (${entry.state})`);
 				}
 			}
 
@@ -284,6 +322,7 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 		},
 
 		async loadImage(archivePath: string, tags: readonly string[]): Promise<LoadReport> {
+			await loadableFile(archivePath);
 			const load = await runCli(['image', 'load', '--input', archivePath]);
 			if (load.exitCode === 0) {
 				await expectInStore(tags, load.stdout, archivePath);
@@ -328,17 +367,31 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 				throw cliFailure(`pulling ${reference} (container image pull)`, pull, version, 'check the reference and the network; offline, use `exobuild builder load -i FILE`');
 			}
 
-			const save = await runCli(['image', 'save', '--platform', platform, '--output', dest, reference]);
-			if (save.exitCode !== 0) {
-				throw cliFailure(`saving ${reference} (container image save)`, save, version, 'check `container image list`');
+			// `image save` writes an index even for one platform (./built-image.ts): keep its one manifest.
+			const work = await fs.mkdtemp(path.join(path.dirname(dest), '.image-save-'));
+			try {
+				const saved = path.join(work, 'saved.tar');
+				const save = await runCli(['image', 'save', '--platform', platform, '--output', saved, reference]);
+				if (save.exitCode !== 0) {
+					throw cliFailure(`saving ${reference} (container image save)`, save, version, 'check `container image list`');
+				}
+
+				await saveSinglePlatform(saved, platform, dest, work);
+			} finally {
+				await fs.rm(work, {recursive: true, force: true});
 			}
 		},
 
 		async buildImage(request: ImageBuildRequest): Promise<void> {
+			await cliVersion();
+			// `-o type=oci,dest=FILE` writes nothing at FILE (see ./built-image.ts): build into the
+			// store under a name of this run, save that one platform, then delete the name.
+			const reference = `exobuild-image-build:${process.pid}-${Date.now()}`;
 			const args = [
-				'build', '--file', request.containerfile, '--platform', request.platform,
+				'build', '--file', request.containerfile, '--platform', request.platform, '--tag', reference,
+				'--cpus', String(resources.cpus), '--memory', resources.memory,
 				...Object.entries(request.buildArgs).flatMap(([key, value]) => ['--build-arg', `${key}=${value}`]),
-				'--output', `type=oci,dest=${request.dest}`, '--progress', 'plain', request.contextDir,
+				'--progress', 'plain', request.contextDir,
 			];
 			const child = spawnCli(args);
 			const tail: string[] = [];
@@ -353,6 +406,7 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 			};
 
 			request.signal?.addEventListener('abort', abort, {once: true});
+			const work = await fs.mkdtemp(path.join(path.dirname(request.dest), '.image-save-'));
 			try {
 				const [result] = await Promise.all([child, readLines(child.stdout, onLine), readLines(child.stderr, onLine)]);
 				if (result.exitCode !== 0) {
@@ -362,8 +416,18 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 						code: 'E_BUILDER_IMAGE',
 					});
 				}
+
+				const saved = path.join(work, 'saved.tar');
+				const save = await runCli(['image', 'save', '--platform', request.platform, '--output', saved, reference], request.signal === undefined ? {} : {signal: request.signal});
+				if (save.exitCode !== 0) {
+					throw cliFailure(`saving the built image (container image save --platform ${request.platform} --output ${saved} ${reference})`, save, version, 'check `container image list`');
+				}
+
+				await saveSinglePlatform(saved, request.platform, request.dest, work);
 			} finally {
 				request.signal?.removeEventListener('abort', abort);
+				await runCli(['image', 'delete', reference]).catch(() => undefined);
+				await fs.rm(work, {recursive: true, force: true});
 			}
 		},
 	};

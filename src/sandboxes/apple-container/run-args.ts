@@ -21,6 +21,8 @@ export interface VmRun {
 	/** The owner's start time (so a reused pid is not taken for the owner); '' if unknown. */
 	readonly ownerStart: string;
 	readonly image: string;
+	/** linux/ARCH of the VM, always passed: CONTAINER_DEFAULT_PLATFORM would otherwise choose it. */
+	readonly platform: string;
 	readonly mounts: readonly Mount[];
 	readonly env: Readonly<Record<string, string>>;
 	readonly agentArgs: readonly string[];
@@ -48,11 +50,51 @@ const volume = (mount: Mount): string => {
 	return `${mount.hostPath}:${mount.sandboxPath}${mount.readOnly ? ':ro' : ''}`;
 };
 
-export const containerRunArgs = (run: VmRun): string[] => [
+/**
+ * ManagedContainer.nameValid (apple/container 1.2.2, ContainerResource/Container/ManagedContainer.swift):
+ * at most 63 characters (a DNS label), `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`.
+ */
+export const validContainerName = (name: string): boolean => name.length <= 63 && /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/.test(name);
+
+/**
+ * ResourceLabels.validateLabelKey (apple/container 1.2.2, ContainerResource/Common/ResourceLabels.swift):
+ * lowercase dotted segments of [a-z0-9-], at most 128 characters. `run` stores other keys, but
+ * then the container's ResourceLabels are empty, so exobuild keeps to this form.
+ */
+export const validLabelKey = (key: string): boolean => key.length <= 128 && /^[a-z\d](?:[a-z\d-]*[a-z\d])?(?:\.[a-z\d](?:[a-z\d-]*[a-z\d])?)*$/.test(key);
+
+/**
+ * One `--label K=V`. Parser.labels (apple/container 1.2.2, Services/ContainerAPIService/Client/Parser.swift)
+ * splits with `maxSplits: 2`: a value holding '=' is refused ("invalid label format").
+ */
+export const labelArg = (key: string, value: string): string => {
+	if (!validLabelKey(key) || value.includes('=') || value.includes('\n') || `${key}=${value}`.length > 4096) {
+		throw new UserError(`cannot label the VM ${JSON.stringify(`${key}=${value}`)}: Apple's container takes lowercase dotted keys and values without '='`, {
+			hint: 'this is a bug in exobuild: please report it', code: 'E_INTERNAL',
+		});
+	}
+
+	return `${key}=${value}`;
+};
+
+export const containerRunArgs = (run: VmRun): string[] => {
+	if (!validContainerName(run.name)) {
+		throw new UserError(`cannot name the VM ${run.name}: Apple's container takes at most 63 characters of [a-zA-Z0-9_.-]`, {
+			hint: 'this is a bug in exobuild: please report it', code: 'E_INTERNAL',
+		});
+	}
+
+	return runArgs(run);
+};
+
+const runArgs = (run: VmRun): string[] => [
 	'run', '--rm', ...(run.interactive === true ? ['-i'] : []), '--name', run.name,
-	'--label', `${vmLabels.session}=${run.sessionId}`,
-	'--label', `${vmLabels.ownerPid}=${run.ownerPid}`,
-	'--label', `${vmLabels.ownerStart}=${run.ownerStart}`,
+	'--label', labelArg(vmLabels.session, run.sessionId),
+	'--label', labelArg(vmLabels.ownerPid, String(run.ownerPid)),
+	'--label', labelArg(vmLabels.ownerStart, run.ownerStart),
+	// Always explicit: CONTAINER_DEFAULT_PLATFORM (DefaultPlatform.swift) and [container] in
+	// config.toml change the defaults of platform, CPUs and memory.
+	'--platform', run.platform,
 	// Mounting binfmt_misc and running buildkitd need CAP_SYS_ADMIN and more; there is no
 	// --privileged. Apple's own builder VM runs with ALL as well.
 	'--cap-add', 'ALL',

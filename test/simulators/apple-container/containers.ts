@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {parseArgs, table, type CommandSpec, type OptionSpec} from './args.js';
 import {
-	alive, CliError, containerFiles, findContainer, listContainers, readContainer, requireSystem, versionAtLeast,
+	alive, CliError, containerFiles, findContainer, listContainers, readContainer, requireSystem, cliJson, versionAtLeast,
 	type ContainerRecord,
 } from './state.js';
 
@@ -26,8 +26,10 @@ const configurationJson = (record: ContainerRecord): unknown => {
 		initProcess: {
 			executable, arguments: args, environment: record.env, workingDirectory: record.workdir, terminal: false,
 			user: record.user === undefined ? {id: {uid: 0, gid: 0}} : {raw: {userString: record.user}}, supplementalGroups: [], rlimits: [],
-			...(versionAtLeast('0.12.0') ? {capAdd: record.capAdd, capDrop: record.capDrop} : {}),
 		},
+		// ContainerConfiguration.swift (0.12.0+): capAdd/capDrop are the container's, not initProcess's.
+		...(versionAtLeast('0.12.0') ? {capAdd: record.capAdd, capDrop: record.capDrop} : {}),
+		useInit: record.useInit,
 		platform: record.platform,
 		resources: {cpus: record.cpus, memoryInBytes: record.memoryInBytes},
 		runtimeHandler: 'container-runtime-linux',
@@ -38,7 +40,11 @@ const configurationJson = (record: ContainerRecord): unknown => {
 	};
 };
 
-/** One element of `list --format json` / `inspect`: 1.x ManagedContainer, 0.x ContainerSnapshot. */
+/**
+ * One element of `list --format json` / `inspect`: 1.x ManagedContainer `{id, configuration,
+ * status: {state, networks, startedDate}}`, 0.x PrintableContainer `{status, configuration,
+ * networks, startedDate}`. States are RuntimeStatus's: unknown, stopped, running, stopping.
+ */
 export const containerJson = (record: ContainerRecord): unknown => {
 	const state = record.state === 'created' ? 'stopped' : record.state;
 	const startedDate = record.state === 'running' ? record.startedDate : undefined;
@@ -123,7 +129,8 @@ export const containerCommand = async (name: string, argv: readonly string[]): P
 			const shown = all.filter(record => parsed.flag('all') || record.state === 'running');
 			if (format === 'json') {
 				// 0.x printed every container as JSON whatever --all said (ContainerList.swift).
-				return `${JSON.stringify((versionAtLeast('1.0.0') ? shown : all).map(containerJson))}\n`;
+				const entries = (versionAtLeast('1.0.0') ? shown : all).map(containerJson);
+				return `${cliJson(entries)}\n`;
 			}
 
 			if (parsed.flag('quiet')) {
@@ -145,7 +152,8 @@ export const containerCommand = async (name: string, argv: readonly string[]): P
 			}
 
 			requireSystem('failed to inspect containers');
-			return `${JSON.stringify(parsed.positionals.map(id => containerJson(findContainer(id))))}\n`;
+			const entries = parsed.positionals.map(id => containerJson(findContainer(id)));
+			return `${cliJson(entries, true)}\n`;
 		}
 
 		case 'stop': {

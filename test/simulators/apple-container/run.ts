@@ -25,18 +25,22 @@ import {
 const value = (...names: string[]): OptionSpec => ({names, value: true});
 const flag = (...names: string[]): OptionSpec => ({names, value: false});
 
-/** `run` and `create` options (Flags.Process, Flags.Resource, Flags.Management, Flags.Registry, Flags.Progress). */
+/**
+ * `run` and `create` options (Flags.Process, Flags.Resource, Flags.Management, Flags.Registry,
+ * Flags.Progress in Services/ContainerAPIService/Client/Flags.swift; `since` = the first tag whose
+ * Flags.swift has the flag: 0.7.0 to 1.2.2 read).
+ */
 export const runOptions = {
 	env: value('-e', '--env'), envFile: value('--env-file'), gid: value('--gid'), interactive: flag('-i', '--interactive'), tty: flag('-t', '--tty'),
-	user: value('-u', '--user'), uid: value('--uid'), workdir: value('-w', '--workdir', '--cwd'), ulimit: {...value('--ulimit'), since: '1.0.0'},
-	cpus: value('-c', '--cpus'), memory: value('-m', '--memory'),
+	user: value('-u', '--user'), uid: value('--uid'), workdir: value('-w', '--workdir', '--cwd'), ulimit: {...value('--ulimit'), since: '0.9.0'},
+	cpus: value('-c', '--cpus'), memory: value('-m', '--memory'), shmSize: {...value('--shm-size'), since: '1.0.0'},
 	arch: value('-a', '--arch'), capAdd: {...value('--cap-add'), since: '0.12.0'}, capDrop: {...value('--cap-drop'), since: '0.12.0'},
 	cidfile: value('--cidfile'), detach: flag('-d', '--detach'), dns: value('--dns'), dnsDomain: value('--dns-domain'), dnsOption: value('--dns-option'),
-	dnsSearch: value('--dns-search'), noDns: flag('--no-dns'), entrypoint: value('--entrypoint'), init: flag('--init'), initImage: value('--init-image'),
-	kernel: value('-k', '--kernel'), label: value('-l', '--label'), mount: value('--mount'), name: value('--name'), network: value('--network'),
+	dnsSearch: value('--dns-search'), noDns: flag('--no-dns'), entrypoint: value('--entrypoint'), init: {...flag('--init'), since: '0.10.0'}, initImage: {...value('--init-image'), since: '0.10.0'},
+	kernel: value('-k', '--kernel'), kernelArg: {...value('--kernel-arg'), since: '1.2.0'}, label: value('-l', '--label'), mount: value('--mount'), name: value('--name'), network: value('--network'),
 	os: value('--os'), publish: value('-p', '--publish'), platform: value('--platform'), publishSocket: value('--publish-socket'),
-	readOnly: flag('--read-only'), readOnlyPath: {...value('--read-only-path'), since: '1.2.1'}, maskedPath: {...value('--masked-path'), since: '1.2.1'},
-	remove: flag('--rm', '--remove'), rosetta: flag('--rosetta'), runtime: value('--runtime'), ssh: flag('--ssh'), tmpfs: value('--tmpfs'),
+	readOnly: {...flag('--read-only'), since: '0.8.0'}, readOnlyPath: {...value('--read-only-path'), since: '1.2.1'}, maskedPath: {...value('--masked-path'), since: '1.2.1'},
+	remove: flag('--rm', '--remove'), rosetta: {...flag('--rosetta'), since: '0.7.0'}, runtime: {...value('--runtime'), since: '0.10.0'}, ssh: flag('--ssh'), tmpfs: value('--tmpfs'),
 	volume: value('-v', '--volume'), virtualization: flag('--virtualization'), scheme: value('--scheme'), progress: value('--progress'),
 } satisfies Record<string, OptionSpec>;
 
@@ -139,6 +143,36 @@ const wantedPlatform = (parsed: ReturnType<typeof parseArgs<keyof typeof runOpti
 	return `${parsed.value('os') ?? 'linux'}/${parsed.value('arch') ?? hostArch()}`;
 };
 
+/**
+ * Parser.labels (Services/ContainerAPIService/Client/Parser.swift, 0.12.3 and 1.2.2): an empty
+ * label is refused; `split(separator: "=", maxSplits: 2)` makes "k=v=w" three parts, refused.
+ * Keys are not checked at run (ResourceLabels checks them later and yields no labels then).
+ */
+const parseLabels = (raw: readonly string[]): Record<string, string> => {
+	const labels: Record<string, string> = {};
+	for (const label of raw) {
+		if (label === '') {
+			throw new CliError('invalidArgument: "label cannot be an empty string"');
+		}
+
+		const parts = label.split('=').filter(part => part !== '');
+		if (parts.length > 2) {
+			throw new CliError(`invalidArgument: "invalid label format ${label}"`);
+		}
+
+		labels[parts[0] ?? ''] = parts[1] ?? '';
+	}
+
+	return labels;
+};
+
+/**
+ * The architecture the simulated Rosetta runs: amd64 on an arm64 host, as on a Mac. On an amd64
+ * host (where Rosetta cannot be played the Mac's way round) it is arm64: the same registration,
+ * mirrored, so that what it does to the agent is tested on this machine too (see GRAMMAR.md).
+ */
+export const rosettaTarget = (): string => (hostArch() === 'arm64' ? 'amd64' : 'arm64');
+
 /** Checks the arguments and writes the container's record (state "created"). */
 export const createContainer = async (argv: readonly string[]): Promise<{record: ContainerRecord; detach: boolean; interactive: boolean}> => {
 	const parsed = parseArgs(runSpec, argv);
@@ -153,10 +187,19 @@ export const createContainer = async (argv: readonly string[]): Promise<{record:
 	}
 
 	const name = parsed.value('name');
-	if (name !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/.test(name)) {
-		throw new CliError(`invalidArgument: "invalid container name ${name}"`);
+	if (name !== undefined) {
+		// 1.2.0+: ManagedContainer.nameValid (at most 63, a DNS label); before: Utility.validEntityName (the pattern only).
+		const pattern = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
+		if (versionAtLeast('1.2.0') && (name.length > 63 || !pattern.test(name))) {
+			throw new CliError(`invalidArgument: "container ID ${name} is not a valid container ID"`);
+		}
+
+		if (!pattern.test(name)) {
+			throw new CliError(`invalidArgument: "invalid entity name ${name}"`);
+		}
 	}
 
+	const labels = parseLabels(parsed.values('label'));
 	const id = name ?? crypto.randomUUID().toLowerCase();
 	if (readContainer(id) !== undefined) {
 		throw new CliError(`exists: "container with id ${id} already exists"`);
@@ -198,7 +241,7 @@ export const createContainer = async (argv: readonly string[]): Promise<{record:
 		env,
 		workdir: parsed.value('workdir') ?? (imageConfig.WorkingDir || '/'),
 		...(parsed.value('user') === undefined ? {} : {user: parsed.value('user')}),
-		labels: keyValues(parsed.values('label')),
+		labels,
 		mounts,
 		capAdd,
 		capDrop,
@@ -208,7 +251,8 @@ export const createContainer = async (argv: readonly string[]): Promise<{record:
 		maskedPaths: parsed.values('maskedPath'),
 		cpus: cpus === undefined ? 4 : Number.parseInt(cpus, 10),
 		memoryInBytes: memory === undefined ? 1024 ** 3 : parseSize(memory, 'M'),
-		rosetta: parsed.flag('rosetta'),
+		// Utility.swift 1.2.2: `config.rosetta = management.rosetta || (host arm64 && requested amd64)`.
+		rosetta: parsed.flag('rosetta') || platformImage.platform.architecture === rosettaTarget(),
 		readOnly: parsed.flag('readOnly'),
 		useInit: parsed.flag('init'),
 		remove: parsed.flag('remove'),

@@ -44,6 +44,32 @@ export const versionAtLeast = (minimum: string, version: string = simVersion()):
 	return true;
 };
 
+/**
+ * What the CLI's JSONEncoder prints for the simulated version: 1.x's Output.renderJSON sorts the
+ * keys at every level (.sortedKeys; `pretty` adds .prettyPrinted: two-space indent, " : "), 0.x
+ * keeps them in order; both escape "/" as "\/" (no .withoutEscapingSlashes).
+ */
+export const cliJson = (value: unknown, pretty = false): string =>
+	(versionAtLeast('1.0.0') ? sortedJson(value, pretty) : JSON.stringify(value)).replaceAll('/', '\\/');
+
+/** JSONEncoder with .sortedKeys (every level); `pretty` adds .prettyPrinted. */
+export const sortedJson = (value: unknown, pretty = false): string => {
+	const sort = (item: unknown): unknown => {
+		if (Array.isArray(item)) {
+			return item.map(sort);
+		}
+
+		if (item !== null && typeof item === 'object') {
+			return Object.fromEntries(Object.keys(item).sort().map(key => [key, sort((item as Record<string, unknown>)[key])]));
+		}
+
+		return item;
+	};
+
+	const text = JSON.stringify(sort(value), null, pretty ? 2 : undefined);
+	return pretty ? text.replaceAll(/^(\s*"(?:[^"\\]|\\.)*"):/gm, '$1 :') : text;
+};
+
 export const paths = {
 	systemMarker: () => path.join(simRoot(), 'system.json'),
 	calls: () => path.join(simRoot(), 'calls.jsonl'),
