@@ -195,21 +195,9 @@ export const stepArgs = (step: EngineStep): string[] => {
 };
 
 /** `exobuild-agent build …` for a plan: the agent's options, then every step of the plan in order. */
-export function agentArgs(platforms: readonly Platform[], plan: EnginePlan, options: AgentOptions): string[];
-/**
- * Transitional, for the pipeline on main until it builds an EnginePlan (src/engines): the agent
- * no longer translates build options, so this form throws. Remove it with the pipeline change.
- */
-export function agentArgs(request: BuildRequest, contexts: readonly ResolvedBuildContext[], cache?: CacheFolders): string[];
-export function agentArgs(first: readonly Platform[] | BuildRequest, plan?: EnginePlan | readonly ResolvedBuildContext[], options?: AgentOptions | CacheFolders): string[] {
-	if (!Array.isArray(first) || plan === undefined || Array.isArray(plan) || options === undefined || !('hangTimeoutSeconds' in options)) {
-		throw new Error('internal: the agent runs an EnginePlan: call agentArgs(platforms, engine.plan(request, sandboxLayout(…)), options) (docs/agent-protocol.md)');
-	}
-
-	const enginePlan = plan as EnginePlan;
-	const agentOptions = options;
+export const agentArgs = (platforms: readonly Platform[], enginePlan: EnginePlan, agentOptions: AgentOptions): string[] => {
 	const args = [
-		'build', '--engine', enginePlan.engine, ...platformHandlerArgs(first as readonly Platform[]),
+		'build', '--engine', enginePlan.engine, ...platformHandlerArgs(platforms),
 		'--state-dir', agentOptions.stateDir ?? sandboxPaths.state,
 		'--output', agentOptions.outputLayout ?? outputLayoutPath,
 		'--daemon-log', agentOptions.daemonLog ?? daemonLogPath,
@@ -235,7 +223,7 @@ export function agentArgs(first: readonly Platform[] | BuildRequest, plan?: Engi
 	}
 
 	return [...args, ...enginePlan.steps.flatMap(step => stepArgs(step))];
-}
+};
 
 /** How many env= secrets secretsBlock writes (the agent's --secrets-stdin). */
 export const stdinSecretCount = (secrets: readonly Secret[]): number => secrets.filter(secret => secret.src === undefined && secret.env !== undefined).length;

@@ -45,16 +45,17 @@ export const registerBuildCommand = (program: Command): void => {
 		.addOption(new Option('--engine <ENGINE>', 'auto | buildkit | buildah (auto: buildkit where the builder image has it)').default('auto'))
 		.addOption(new Option('--driver <DRIVER>', 'sandbox runtime: linux-userns | apple-container').default(defaultRuntime()))
 		.addOption(new Option('--hang-timeout <DURATION>', 'stop a step that prints nothing and uses no CPU this long, reporting a likely emulator hang (0: never)').default(defaultHangTimeout))
-		.addOption(new Option('--push', 'push to a registry (refused for now, with the way around it)'))
+		.addOption(new Option('--push', 'push the image to the registry of each --tag (credentials from the docker config)'))
 		.addOption(new Option('--load', 'import the result into the runtime\'s image store under each -t name (apple-container: container image load)'))
 		.addOption(new Option('--cpus <N>', 'CPUs of the sandbox VM (apple-container; default: all, up to 8)'))
 		.addOption(new Option('--memory <SIZE>', 'memory of the sandbox VM, e.g. 8G (apple-container; default: half the host\'s, 2G to 8G)'))
 		.addOption(new Option('--virtualization', 'nested virtualization in the VM (apple-container; M3 or later, macOS 15+, a KVM kernel; QEMU user emulation does not need it)'))
 		.addOption(new Option('--rosetta', 'Rosetta for linux/amd64 in the VM (apple-container on Apple silicon)'))
-		.action(async (context: string | undefined, raw: RawBuildOptions) => {
+		.action(async (context: string | undefined, raw: RawBuildOptions, command: Command) => {
+			const debug = (command.optsWithGlobals() as {debug?: boolean}).debug === true;
 			const warnings: string[] = [];
 			const request = toBuildRequest(context, raw, {cwd: process.cwd(), env: process.env, warn: message => warnings.push(message)});
-			const reporter = await createReporter(request.progress);
+			const reporter = await createReporter(request.progress, process.stderr, {debug});
 			for (const message of warnings) {
 				reporter.report({kind: 'warning', message});
 			}
@@ -63,7 +64,7 @@ export const registerBuildCommand = (program: Command): void => {
 			let ok = false;
 			try {
 				const runtime = createRuntime(request.driver, request.runtimeOptions);
-				const result = await runBuild(request, {runtime, builders: cacheBuilderStore, reporter, signal: stop.signal});
+				const result = await runBuild(request, {runtime, builders: cacheBuilderStore, reporter, signal: stop.signal, debug});
 				if (stop.signal.aborted) {
 					throw stop.signal.reason; // a signal during the last step: no result files, and the signal's exit code
 				}

@@ -3,6 +3,7 @@
  * typed request before anything starts. Errors a user can cause are printed as one line with a
  * hint (a stack trace only with --debug), and set a non-zero exit code.
  */
+import {exobuildVersion} from '../agent/agent-version.js';
 import {Command, CommanderError, Option} from 'commander';
 import {exitCodes, userErrorOf} from '../errors.js';
 import {supportedPlatformIds} from '../platforms/parse.js';
@@ -17,8 +18,8 @@ export {collect};
 export const createProgram = (): Command => {
 	const program = new Command('exobuild')
 		.description('Build container images for foreign CPU architectures in a throwaway sandbox with its own QEMU emulators.')
-		.version('0.1.0')
-		.addOption(new Option('--debug', 'print stack traces of errors'))
+		.version(exobuildVersion)
+		.addOption(new Option('--debug', 'print stack traces of errors, and the engine daemon log as it runs'))
 		.showSuggestionAfterError(true)
 		.configureOutput({outputError: () => undefined})
 		.exitOverride();

@@ -34,6 +34,8 @@ export interface BuildDeps {
 	readonly signal?: AbortSignal;
 	/** Where env= secrets are read from (default: process.env). */
 	readonly env?: NodeJS.ProcessEnv;
+	/** exobuild --debug: the engine daemon's log is shown as it runs. */
+	readonly debug?: boolean;
 	/** A monotonic clock in milliseconds for phase times (default: performance.now). */
 	readonly now?: () => number;
 }

@@ -3,15 +3,14 @@
  * `decideEngine`), and what the agent's argv is made from (src/pipeline/run-agent-stage.ts
  * `agentArgv`).
  *
- * Today the agent resolves `auto` itself and the decision carries the requested name; once the
- * engine modules (src/engines/<engine>, the Engine of src/engines/plan.ts) are wired in, it
- * carries the chosen Engine, whose `plan(request, layout)` the argv serializes.
+ * It carries the chosen Engine (src/engines/<engine>), whose `plan(request, layout)` the agent's
+ * argv serializes.
  */
-import type {BuildRequest} from '../request/build-request.js';
+import type {Engine} from '../engines/index.js';
 
 export interface EngineDecision {
-	/** The engine named to the agent (`auto`: the agent picks BuildKit where the builder has it). */
-	readonly engine: BuildRequest['engine'];
+	/** The engine the build runs in (BuildKit wherever the builder has it). */
+	readonly engine: Engine;
 	/** Printed once, as warnings, before the sandbox starts (e.g. buildah's cache and bases without history). */
 	readonly warnings: readonly string[];
 }

@@ -4,7 +4,10 @@
  * feed the step tracker; the typed outcome becomes the agent's `result` or the UserError it
  * means (its code's exit code from src/errors.ts).
  */
-import {agentArgs, secretsBlock, type CacheFolders} from '../agent/agent-args.js';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import {agentArgs, sandboxLayout, secretsBlock, stdinSecretCount, type CacheFolders} from '../agent/agent-args.js';
+import {keepDaemonLog, withKeptDaemonLog} from '../agent/daemon-log.js';
 import {hintFor} from '../agent/agent-errors.js';
 import type {AgentEvent, AgentEventOf} from '../agent/contract.js';
 import {runAgent, type AgentOutcome} from '../agent/run-agent.js';
@@ -18,14 +21,24 @@ import type {EngineDecision} from './engine-decision.js';
 import type {HostPhases} from './host-phases.js';
 import type {StagedInputs} from './stage-inputs.js';
 
+/** Whether `folder` holds an exported BuildKit cache (an OCI layout's index.json) to import. */
+const holdsCache = async (folder: string | undefined): Promise<boolean> =>
+	folder !== undefined && fs.lstat(path.join(folder, 'index.json')).then(stat => stat.isFile(), () => false);
+
 /**
- * SEAM (a), the agent's argv: the one place it is made. Today the agent translates the flags
- * itself (`agentArgs`); with the engine modules wired in, this becomes
- * `agentArgs(staged.request, staged.contexts, cache, engine.engine.plan(staged.request, layout))`
- * (the EnginePlan of src/engines/plan.ts serialized into the argv).
+ * The agent's argv, made in this one place: the chosen engine's plan (src/engines/plan.ts) for
+ * the sandbox layout of the mounts, serialized with the agent's own options.
  */
-export const agentArgv = (staged: StagedInputs, cache: CacheFolders, engine: EngineDecision): string[] =>
-	agentArgs({...staged.request, engine: engine.engine}, staged.contexts, cache);
+export const agentArgv = async (staged: StagedInputs, cache: CacheFolders, engine: EngineDecision, debug: boolean): Promise<string[]> => {
+	const layout = sandboxLayout(staged.request, staged.contexts, cache);
+	const importable = await holdsCache(cache.from ?? (cache.dir === undefined ? undefined : path.join(cache.dir, 'buildkit')));
+	const plan = engine.engine.plan(staged.request, {...layout, cache: {...layout.cache, importable}});
+	return agentArgs(staged.request.platforms, plan, {
+		hangTimeoutSeconds: staged.request.hangTimeoutSeconds,
+		secretsFromStdin: stdinSecretCount(staged.request.engineOptions.secrets),
+		debug,
+	});
+};
 
 /** The agent's `result`, or the UserError its outcome means. */
 export const resultOf = (outcome: AgentOutcome, signal: AbortSignal | undefined): AgentEventOf<'result'> => {
@@ -68,6 +81,11 @@ export interface AgentStageInput {
 	readonly phases: Pick<HostPhases, 'add'>;
 	/** Where env= secrets are read from. */
 	readonly env: NodeJS.ProcessEnv;
+	/** The host folder mounted at /exobuild/out, where the agent leaves the engine daemon's log. */
+	readonly outDir: string;
+	readonly sessionId: string;
+	/** The daemon's log also as events (exobuild --debug). */
+	readonly debug: boolean;
 	readonly signal?: AbortSignal;
 }
 
@@ -80,7 +98,7 @@ export interface AgentStageResult {
 export const runAgentStage = async (input: AgentStageInput): Promise<AgentStageResult> => {
 	const {reporter, signal} = input;
 	const handlers: Array<AgentEventOf<'handler'>> = [];
-	const steps = new StepTracker();
+	const steps = new StepTracker({engine: input.engine.engine.name});
 	const onEvent = (event: AgentEvent): void => {
 		if (event.event === 'handler') {
 			handlers.push(event);
@@ -102,14 +120,17 @@ export const runAgentStage = async (input: AgentStageInput): Promise<AgentStageR
 
 	const secrets = secretsBlock(input.staged.request.engineOptions.secrets, input.env);
 	const outcome = await runAgent(input.sandbox, {
-		args: agentArgv(input.staged, input.cache, input.engine),
+		args: await agentArgv(input.staged, input.cache, input.engine, input.debug),
 		...(secrets === undefined ? {} : {stdin: secrets}),
 		onEvent,
 		onStderrLine: line => reporter.report({kind: 'agent-stderr', line}),
 		...(signal === undefined ? {} : {signal}),
 	});
+	// The daemon's log leaves the out folder for the cache's logs folder, where an error names it.
+	const kept = await keepDaemonLog(input.outDir, input.sessionId, input.env);
+	const named: AgentOutcome = outcome.kind === 'failed' ? {...outcome, error: {...outcome.error, message: withKeptDaemonLog(outcome.error.message, kept)}} : outcome;
 	return {
-		result: resultOf(outcome, signal),
+		result: resultOf(named, signal),
 		handlers,
 		steps: steps.steps.map(({name, platform, cached, ms}) => ({name, platform, cached, ms})),
 	};

@@ -15,8 +15,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import type {CacheFolders} from '../agent/agent-args.js';
 import {buildMounts} from '../agent/agent-args.js';
-import type {BuilderImage} from '../builder-image/index.js';
-import type {BaseFacts} from '../engines/plan.js';
+import {builderEngines, type BuilderImage} from '../builder-image/index.js';
+import {chooseEngine, engines, type BaseFacts, type EngineName} from '../engines/index.js';
+import {engineKinds} from '../engines/plan.js';
 import {UserError} from '../errors.js';
 import {addExitCleanup} from '../runs/exit-cleanups.js';
 import {reapPartials} from '../runs/partials.js';
@@ -42,44 +43,30 @@ export {cacheBuilderStore, type BuildDeps, type BuilderStore} from './deps.js';
 
 export const newSessionId = (): string => `exo-${Date.now().toString(36)}-${crypto.randomBytes(4).toString('hex')}`;
 
-/** BuildKit is in the containerfile builder (Containerfile.builder); the distro one has buildah only. */
-const builderHasBuildKit = (kind: BuilderImage['kind']): boolean => kind === 'containerfile';
+/** The engines a builder has (a builder still to be made: every engine, judged again once it is made). */
+const enginesOf = (builder: PlannedBuilder): readonly EngineName[] =>
+	builder.image === undefined ? engineKinds : builderEngines(builder.image);
 
 /**
- * The engine checks that need the builder image, made from its record before any sandbox
- * starts: --engine buildkit on a builder without it, and what buildah cannot do when `auto`
- * chooses buildah. A builder still to be made is judged by the kind the runtime would make.
+ * The one place the engine is decided, before any sandbox (or a long make of the builder)
+ * starts: BuildKit wherever the builder has it (chooseEngine), refused (exit 2) if it cannot do
+ * what the request asks, with the warnings the pipeline prints once.
  */
-const checkEngineAgainstBuilder = (request: BuildRequest, kind: BuilderImage['kind'], reference: string): void => {
-	const hasBuildKit = builderHasBuildKit(kind);
-	if (request.engine === 'buildkit' && !hasBuildKit) {
-		throw new UserError(`--engine buildkit: the builder image ${reference} has no BuildKit (a ${kind} builder has buildah only)`, {
-			hint: 'drop --engine buildkit (buildah builds it), or load a builder made from Containerfile.builder (`exobuild builder load -i FILE`)',
-			code: 'E_ENGINE_MISSING', exitCode: 2,
-		});
-	}
-
-	if (request.engine === 'auto' && !hasBuildKit) {
-		refuseForEngine(request, 'buildah', `the builder image ${reference} has buildah only`);
-	}
+export const decideEngine = (request: BuildRequest, builder: PlannedBuilder, bases: readonly BaseFacts[]): EngineDecision => {
+	const name = chooseEngine(request.engine, enginesOf(builder), `the builder image ${builder.reference}`);
+	refuseForEngine(request, name, request.engine === 'auto' ? `the builder image ${builder.reference} builds with ${name}` : `--engine ${name}`);
+	const engine = engines[name];
+	return {engine, warnings: engine.warnings(request, bases)};
 };
 
-/**
- * SEAM (b), engine choice and refusal: the one place the engine is decided, before any sandbox
- * (or a long make of the builder) starts. It throws the refusal (exit 2) and returns the warnings
- * the pipeline prints once. With the engine modules wired in, this becomes: the Engine of
- * `chooseEngine(request.engine, builderHasBuildKit(builder.kind))`, its `engine.refuse(request)`
- * thrown as a UserError (E_ENGINE_UNSUPPORTED, exit 2), and `engine.warnings(request, bases)`.
- */
-export const decideEngine = (request: BuildRequest, builder: {readonly kind: BuilderImage['kind']; readonly reference: string}, bases: readonly BaseFacts[]): EngineDecision => {
-	checkEngineAgainstBuilder(request, builder.kind, builder.reference);
-	// `bases` (BaseFacts of each base and platform) is what engine.warnings reads once wired in.
-	void bases;
-	return {engine: request.engine, warnings: []};
-};
+interface PlannedBuilder {
+	readonly kind: BuilderImage['kind'];
+	readonly reference: string;
+	readonly image: BuilderImage | undefined;
+}
 
 /** The stored builder image, or the kind the runtime would make, to decide the engine by before making it. */
-const findOrPlanBuilder = async (builders: BuilderStore, runtime: SandboxRuntime): Promise<{kind: BuilderImage['kind']; reference: string; image: BuilderImage | undefined}> => {
+const findOrPlanBuilder = async (builders: BuilderStore, runtime: SandboxRuntime): Promise<PlannedBuilder> => {
 	const image = await builders.find();
 	if (image !== undefined) {
 		return {kind: image.kind, reference: image.reference, image};
@@ -111,7 +98,8 @@ const buildIn = async (request: BuildRequest, inputs: ResolvedInputs, context: {
 			...(signal === undefined ? {} : {signal}),
 		}, phases);
 		const agent = await runAgentStage({
-			sandbox: booted.sandbox, staged, cache, engine: context.engine, reporter, phases, env: context.deps.env ?? process.env, ...(signal === undefined ? {} : {signal}),
+			sandbox: booted.sandbox, staged, cache, engine: context.engine, reporter, phases, env: context.deps.env ?? process.env,
+			outDir: scratch.outDir, sessionId, debug: context.deps.debug ?? false, ...(signal === undefined ? {} : {signal}),
 		});
 		await tearDown(booted, phases);
 		const image = await readExportedImage(scratch.outDir, signal);
@@ -150,7 +138,7 @@ export const runBuild = async (request: BuildRequest, deps: BuildDeps): Promise<
 	await abortable(runtime.features(), signal);
 	// The builder image's record decides what its engine can do, before any sandbox (or a long make) starts.
 	const planned = await abortable(findOrPlanBuilder(builders, runtime), signal);
-	const decide = (builder: {kind: BuilderImage['kind']; reference: string}): EngineDecision => decideEngine(request, builder, inputs.bases);
+	const decide = (builder: PlannedBuilder): EngineDecision => decideEngine(request, builder, inputs.bases);
 	let engine = decide(planned);
 	await phases.run('reap-orphans', async () => {
 		const [sandboxes, scratch, partials] = await Promise.all([runtime.reapOrphans(), reapHostScratch(), reapPartials()]);
@@ -166,7 +154,7 @@ export const runBuild = async (request: BuildRequest, deps: BuildDeps): Promise<
 	}), image => `${image.inputHash.slice(0, 12)}`);
 	if (planned.image === undefined) {
 		// The builder made (or found meanwhile) may not be the kind planned: decided again by what it is.
-		engine = decide(builderImage);
+		engine = decide({kind: builderImage.kind, reference: builderImage.reference, image: builderImage});
 	}
 
 	for (const message of engine.warnings) {

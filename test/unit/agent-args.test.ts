@@ -75,11 +75,6 @@ test('stepArgs refuses what the agent could not carry: an empty argv, a NUL byte
 	assert.throws(() => stepArgs({kind: 'ready', argv: ['x'], timeoutMs: 0}), /positive/);
 });
 
-test('the old request form of agentArgs throws, naming the plan form (transitional until the pipeline builds plans)', () => {
-	const request = toBuildRequest('ctx', raw({platform: ['linux/ppc64le']}), env);
-	assert.throws(() => agentArgs(request, []), /EnginePlan/);
-});
-
 test('sandboxLayout names the sandbox paths of exactly the mounts buildMounts makes', () => {
 	const request = toBuildRequest('ctx', raw({
 		platform: ['linux/ppc64le,linux/arm64'], file: path.join(context, 'Dockerfile.web'), buildContext: [`base=oci-layout://${layoutDir}`, `assets=${shared}`],

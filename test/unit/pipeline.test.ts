@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import {after, test} from 'node:test';
 import * as tar from 'tar';
-import {agentArgs, buildMounts, sandboxPaths} from '../../src/agent/agent-args.js';
+import {agentArgs, buildMounts, sandboxLayout, sandboxPaths} from '../../src/agent/agent-args.js';
+import {engines} from '../../src/engines/index.js';
 import {parseAgentLine} from '../../src/agent/contract.js';
 import type {BuilderImage} from '../../src/builder-image/index.js';
 import {toBuildRequest, type RawBuildOptions} from '../../src/cli/build-flags/options.js';
@@ -156,7 +157,7 @@ test('a successful build writes the archive of the exported layout, reports the 
 	assert.equal(outMount.readOnly, false);
 	assert.equal(fs.existsSync(outMount.hostPath), false, 'the scratch folder is removed after the build');
 	assert.deepEqual(scratchLeft(), []);
-	assert.deepEqual(record.runs[0]!.args.slice(0, 3), ['build', '--engine', 'auto']);
+	assert.deepEqual(record.runs[0]!.args.slice(0, 3), ['build', '--engine', 'buildah'], 'the engine is decided on the host: a distro builder without BuildKit builds with buildah');
 	assert.ok(record.runs[0]!.args.includes(`${sandboxPaths.out}/oci-layout`));
 });
 
@@ -385,9 +386,12 @@ test('run-agent stage: the argv is the agent\'s, env= secrets go on stdin, event
 	const added: Array<[string, number]> = [];
 	const staged = {request: built, contexts: [], secretFiles: new Map<string, string>()};
 	const stage = await runAgentStage({
-		sandbox, staged, cache: {dir: '/host/cache'}, engine: {engine: 'auto', warnings: []}, reporter, phases: {add: (phase, ms) => added.push([phase, ms])}, env,
+		sandbox, staged, cache: {dir: '/host/cache'}, engine: {engine: engines.buildah, warnings: []}, reporter, phases: {add: (phase, ms) => added.push([phase, ms])}, env,
+		outDir: out, sessionId: 'exo-agent', debug: false,
 	});
-	assert.deepEqual(record.runs[0]!.args, agentArgs(built, [], {dir: '/host/cache'}));
+	const layout = sandboxLayout(built, [], {dir: '/host/cache'});
+	const plan = engines.buildah.plan(built, {...layout, cache: {...layout.cache, importable: false}});
+	assert.deepEqual(record.runs[0]!.args, agentArgs(built.platforms, plan, {hangTimeoutSeconds: built.hangTimeoutSeconds, secretsFromStdin: 1, debug: false}));
 	assert.equal(record.runs[0]!.stdin, `tok\t${Buffer.from('s3cr3t').toString('base64')}\n`);
 	assert.equal(stage.result.platforms[0], 'linux/ppc64le');
 	assert.deepEqual(stage.handlers.map(handler => handler.proof), ['ppc64le']);
@@ -477,10 +481,18 @@ test('host phases are timed with the given clock and refused once the build is a
 	assert.equal(ran, false);
 });
 
-test('seam (b): decideEngine refuses what buildah cannot do when auto means buildah, and passes the request\'s engine on', () => {
-	assert.deepEqual(decideEngine(request(), {kind: 'containerfile', reference: 'x'}, []), {engine: 'auto', warnings: []});
-	assert.throws(() => decideEngine(request({cacheFilter: ['build']}), {kind: 'distro', reference: 'x'}, []), (error: unknown) => userError(error).code === 'E_ENGINE_UNSUPPORTED');
-	assert.throws(() => decideEngine(request({progress: 'rawjson'}), {kind: 'distro', reference: 'exobuild-builder:distro-1'}, []), (error: unknown) => userError(error).exitCode === 2);
+test('decideEngine: BuildKit wherever the builder has it, buildah otherwise; what buildah cannot do is refused when auto means buildah', () => {
+	const planned = (kind: BuilderImage['kind'], buildkit = false) => {
+		const image = {...builderRecord(kind), ...(buildkit ? {buildkit: {version: 'v0.32.2', sha256: 'd'.repeat(64)}} : {})};
+		return {kind, reference: image.reference, image};
+	};
+	assert.equal(decideEngine(request(), planned('containerfile'), []).engine.name, 'buildkit');
+	assert.equal(decideEngine(request(), planned('distro', true), []).engine.name, 'buildkit');
+	assert.equal(decideEngine(request(), planned('distro'), []).engine.name, 'buildah');
+	assert.equal(decideEngine(request(), {kind: 'distro', reference: '(to be made)', image: undefined}, []).engine.name, 'buildkit');
+	assert.throws(() => decideEngine(request({cacheFilter: ['build']}), planned('distro'), []), (error: unknown) => userError(error).code === 'E_ENGINE_UNSUPPORTED');
+	assert.throws(() => decideEngine(request({progress: 'rawjson'}), planned('distro'), []), (error: unknown) => userError(error).exitCode === 2);
+	assert.deepEqual(decideEngine(request(), planned('distro'), [{name: 'debian', platform: 'linux/ppc64le', historyEntries: 0}]).warnings.length, 1);
 });
 
 test('the mounts the pipeline gives the sandbox are the agent module\'s (context read-only, out read-write)', async () => {
