@@ -51,6 +51,11 @@ COPY --from=buildkit /usr/bin/buildkit-qemu-* /usr/bin/
 COPY --from=probes /tree/ /
 COPY vm-image/buildkitd.toml /etc/buildkit/buildkitd.toml
 COPY vm-image/exobuild-agent /usr/local/bin/exobuild-agent
+# The agent reports the version of the exobuild that made this image (src/agent/agent-version.ts).
+ARG EXOBUILD_VERSION
+RUN test -n "$EXOBUILD_VERSION" || { echo "EXOBUILD_VERSION is empty: build this with 'exobuild builder build'" >&2; exit 1; } \
+    && sed -i "s/^AGENT_VERSION=unstamped\$/AGENT_VERSION=${EXOBUILD_VERSION}/" /usr/local/bin/exobuild-agent \
+    && grep -qx "AGENT_VERSION=${EXOBUILD_VERSION}" /usr/local/bin/exobuild-agent
 # BuildKit's root is on the VM's own disk (the agent points --root at /exobuild/state/buildkit,
 # which the apple-container driver never shares from the host).
 ENV BUILDKIT_SETUP_CGROUPV2_ROOT=1

@@ -4,6 +4,7 @@
  * like any loaded builder. Its build args come from the platform table and the input hash.
  */
 import path from 'node:path';
+import {exobuildVersion} from '../agent/agent-version.js';
 import {UserError} from '../errors.js';
 import {builderImagesDir, packageRoot} from '../paths.js';
 import {createOwnedDir} from '../runs/owned-dir.js';
@@ -23,6 +24,7 @@ export interface ContainerfileBuildOptions {
 export const containerfileBuildArgs = (inputHash: string, mirror?: string): Record<string, string> => ({
 	ARCH_PAIRS: archPairs().join(' '),
 	EXOBUILD_INPUT_HASH: inputHash,
+	EXOBUILD_VERSION: exobuildVersion,
 	...(mirror === undefined ? {} : {DEBIAN_MIRROR: mirror}),
 });
 

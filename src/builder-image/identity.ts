@@ -9,6 +9,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import {exobuildVersion} from '../agent/agent-version.js';
 import {packageRoot, vmImageDir} from '../paths.js';
 import {recipeHashes} from './recipe.js';
 import {toolNames, toolRefSchema, type BuilderTools} from './upstream-tools.js';
@@ -72,6 +73,7 @@ export const containerfileHash = async (): Promise<string> => {
 		hash.update(data);
 	};
 
+	add('exobuild version', Buffer.from(exobuildVersion));
 	add('Containerfile.builder', await fs.readFile(containerfilePath));
 	for (const file of await filesUnder(vmImageDir)) {
 		// eslint-disable-next-line no-await-in-loop

@@ -24,7 +24,7 @@ import type {BuilderImage} from './builder-image.js';
 import {buildContainerfileBuilder} from './containerfile.js';
 import {builderLabels, builderReference} from './identity.js';
 import {archivePathFor, builderArchitecture, findBuilderImage, verifyStoredArchive, writeRecord, writeVerifiedMemo} from './store.js';
-import {agentLayerFiles, archPairs, builderPackages, defaultMirror, defaultSuites, distroInputHash, recipeHashes, rootfsRecipe} from './recipe.js';
+import {agentLayerContent, agentLayerFiles, archPairs, builderPackages, defaultMirror, defaultSuites, distroInputHash, recipeHashes, rootfsRecipe} from './recipe.js';
 import {toolLabels} from './identity.js';
 import {
 	defaultBuildkit, extractTool, noDefaultBuildkitReason, noTool, obtainTool, planTool, toolNames, toolRequestsFromEnv, toolSpecs,
@@ -144,7 +144,7 @@ const makeAgentLayer = async (work: string, tree: string, toolFiles: readonly st
 		// eslint-disable-next-line no-await-in-loop
 		await fs.mkdir(path.dirname(destination), {recursive: true});
 		// eslint-disable-next-line no-await-in-loop
-		await fs.copyFile(path.join(vmImageDir, source), destination);
+		await fs.writeFile(destination, await agentLayerContent(source));
 		// eslint-disable-next-line no-await-in-loop
 		await fs.chmod(destination, mode);
 	}

@@ -6,6 +6,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import {stampAgentVersion} from '../agent/agent-version.js';
 import {architectures} from '../platforms/table.js';
 import {vmImageDir} from '../paths.js';
 import {toolNames, type BuilderTools} from './upstream-tools.js';
@@ -30,7 +31,15 @@ export const rootfsRecipe = path.join(vmImageDir, 'make-builder-rootfs.sh');
 /** Files of layer 2: [path in vm-image/, path in the image, mode]. */
 export const agentLayerFiles = [
 	['exobuild-agent', 'usr/local/bin/exobuild-agent', 0o755],
+	// buildkitd is always started with --config (src/engines/buildkit): present even without BuildKit.
+	['buildkitd.toml', 'etc/buildkit/buildkitd.toml', 0o644],
 ] as const;
+
+/** A layer-2 file as it goes into the image: the agent stamped with exobuild's version (src/agent/agent-version.ts). */
+export const agentLayerContent = async (source: (typeof agentLayerFiles)[number][0]): Promise<Buffer> => {
+	const content = await fs.readFile(path.join(vmImageDir, source));
+	return source === 'exobuild-agent' ? Buffer.from(stampAgentVersion(content.toString('utf8'))) : content;
+};
 
 /** QEMU=Debian pairs of every architecture in the table, as the recipe takes them. */
 export const archPairs = (): string[] => architectures.map(arch => `${arch.qemu}=${arch.debian}`);
@@ -69,6 +78,6 @@ export const recipeHashes = async (suites: readonly string[] = defaultSuites): P
 	const downloader = await fs.readFile(path.join(vmImageDir, 'debian-download.sh'));
 	const probes = await fs.readFile(path.join(vmImageDir, 'make-probes.sh'));
 	const rootfsHash = hashOf([recipe, downloader, probes, builderPackages.join(' '), archPairs().join(' '), suites.join(' ')]);
-	const layerFiles = await Promise.all(agentLayerFiles.map(async ([source, target, mode]) => [await fs.readFile(path.join(vmImageDir, source)), target, String(mode)]).flat());
+	const layerFiles = await Promise.all(agentLayerFiles.map(async ([source, target, mode]) => [await agentLayerContent(source), target, String(mode)]).flat());
 	return {rootfsHash, recipeHash: hashOf([rootfsHash, ...layerFiles.flat()])};
 };

@@ -12,7 +12,7 @@ import {partialPathOf, trackPartial} from '../runs/partials.js';
 import {blobName, shortDigest, verifyBlob, type LayoutRef} from './blobs.js';
 import {countListed, manifestRoles, readIndexJson, readManifest, readNestedIndex, startWalk} from './layout.js';
 import {
-	configSchema, containerdNameAnnotation, indexSchema, isIndexMediaType, manifestSchema, refNameAnnotation,
+	configSchema, containerdNameAnnotation, indexSchema, isAttestationManifest, isIndexMediaType, manifestSchema, refNameAnnotation,
 	type Descriptor, type ImageConfig, type ImageIndex,
 } from './schema.js';
 
@@ -260,7 +260,7 @@ export const inspectArchive = async (file: string): Promise<InspectedArchive> =>
 			for (const child of indexSchema.parse(JSON.parse(blob(descriptor.digest).toString('utf8'))).manifests) {
 				collect(child);
 			}
-		} else if (descriptor.mediaType.includes('manifest')) {
+		} else if (descriptor.mediaType.includes('manifest') && !isAttestationManifest(descriptor)) {
 			descriptors.push({descriptor});
 		}
 	};

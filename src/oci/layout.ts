@@ -13,7 +13,7 @@ import {
 	type BlobRef, type DocumentKind, type LayoutRef, type LayoutSource,
 } from './blobs.js';
 import {
-	configSchema, indexSchema, isDigest, isIndexMediaType, manifestSchema, mediaTypes, platformIdOf, refNameAnnotation,
+	configSchema, indexSchema, isAttestationManifest, isDigest, isIndexMediaType, manifestSchema, mediaTypes, platformIdOf, refNameAnnotation,
 	type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest,
 } from './schema.js';
 
@@ -114,7 +114,7 @@ const walkImages = async (walk: Walk, descriptor: Descriptor, depth: number, lis
 		return images;
 	}
 
-	if (!isManifestMediaType(descriptor.mediaType)) {
+	if (!isManifestMediaType(descriptor.mediaType) || isAttestationManifest(descriptor)) {
 		return []; // attestations and other artifacts
 	}
 

@@ -26,6 +26,13 @@ export const platformSchema = z.object({
 	variant: z.string().optional(),
 });
 
+/**
+ * BuildKit lists an attestation (provenance, SBOM) as a manifest next to the image it describes,
+ * marked with this annotation; it is not an image (moby/buildkit v0.32.2 docs/attestations/attestation-storage.md).
+ */
+export const isAttestationManifest = (descriptor: {readonly annotations?: Readonly<Record<string, string>> | undefined}): boolean =>
+	descriptor.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest';
+
 export const descriptorSchema = z.object({
 	mediaType: z.string(),
 	digest: digestSchema,
