@@ -41,8 +41,8 @@ export const builderImagesDir = (env?: NodeJS.ProcessEnv): string => path.join(c
 /** Per-build state of running builds; each holds an owner record so orphans can be reaped. */
 export const runsDir = (env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), 'runs');
 
-/** Per-runtime state (e.g. unpacked builder rootfs for linux-userns). */
-export const runtimeStateDir = (runtime: string, env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), runtime);
+/** Per-driver state (e.g. unpacked builder rootfs for linux-userns). */
+export const runtimeStateDir = (driver: string, env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), driver);
 
 /** Logs kept after a build (the engine daemon's log of each build, named by its session). */
 export const logsDir = (env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), 'logs');

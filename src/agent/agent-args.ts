@@ -6,7 +6,7 @@
 import path from 'node:path';
 import {handlerSpec, type Platform} from '../platforms/parse.js';
 import type {EnginePlan, EngineStep, SandboxLayout} from '../engines/plan.js';
-import type {Mount} from '../sandboxes/runtime.js';
+import type {Mount} from '../sandboxes/driver.js';
 import type {Secret} from '../cli/build-flags/engine-options.js';
 import type {BuildRequest} from '../request/build-request.js';
 

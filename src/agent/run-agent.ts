@@ -1,9 +1,9 @@
 /**
  * Running the agent in a started sandbox, for a build or for `doctor`'s prove: every stdout line
  * is checked against the event contract (./contract.ts) and handed on, stderr lines are handed on
- * too, and the run ends in one typed outcome. Nothing here knows which runtime is in use.
+ * too, and the run ends in one typed outcome. Nothing here knows which driver is in use.
  */
-import type {Sandbox} from '../sandboxes/runtime.js';
+import type {Sandbox} from '../sandboxes/driver.js';
 import {parseAgentLine, type AgentEvent, type AgentEventOf} from './contract.js';
 
 export type AgentOutcome =

@@ -1,7 +1,7 @@
 import type {BuilderKind} from './identity.js';
 import type {ToolRef} from './upstream-tools.js';
 
-/** A builder image as the runtimes consume it: a verified OCI image archive in exobuild's cache. */
+/** A builder image as the drivers consume it: a verified OCI image archive in exobuild's cache. */
 export interface BuilderImage {
 	/** Path of the OCI image archive (a tar holding an OCI image layout with one manifest). */
 	readonly archivePath: string;
@@ -13,7 +13,7 @@ export interface BuilderImage {
 	readonly architecture: string;
 	/** Which recipe made it. */
 	readonly kind: BuilderKind;
-	/** exobuild-builder:KIND-HASH12, its name in a runtime's image store. */
+	/** exobuild-builder:KIND-HASH12, its name in a driver's image store. */
 	readonly reference: string;
 	/** Distro builders: the hash of the recipe alone (a builder of another recipe is stale, whatever tools it carries). */
 	readonly recipeHash?: string;

@@ -1,5 +1,5 @@
 /**
- * Making the containerfile builder image: Containerfile.builder built by the runtime's own
+ * Making the containerfile builder image: Containerfile.builder built by the driver's own
  * image builder (`container build` on macOS) into an OCI archive, then verified and stored
  * like any loaded builder. Its build args come from the platform table and the input hash.
  */
@@ -8,7 +8,7 @@ import {exobuildVersion} from '../agent/agent-version.js';
 import {UserError} from '../errors.js';
 import {builderImagesDir, packageRoot} from '../paths.js';
 import {createOwnedDir} from '../runs/owned-dir.js';
-import type {SandboxRuntime} from '../sandboxes/runtime.js';
+import type {SandboxDriver} from '../sandboxes/driver.js';
 import type {BuilderImage} from './builder-image.js';
 import {containerfileHash, containerfilePath} from './identity.js';
 import {archPairs} from './recipe.js';
@@ -28,9 +28,9 @@ export const containerfileBuildArgs = (inputHash: string, mirror?: string): Reco
 	...(mirror === undefined ? {} : {DEBIAN_MIRROR: mirror}),
 });
 
-export const buildContainerfileBuilder = async (runtime: SandboxRuntime, options: ContainerfileBuildOptions = {}): Promise<BuilderImage> => {
-	if (runtime.buildImage === undefined) {
-		throw new UserError(`the ${runtime.name} driver cannot build Containerfile.builder (it has no image builder, and its base images come from a registry)`, {
+export const buildContainerfileBuilder = async (driver: SandboxDriver, options: ContainerfileBuildOptions = {}): Promise<BuilderImage> => {
+	if (driver.buildImage === undefined) {
+		throw new UserError(`the ${driver.name} driver cannot build Containerfile.builder (it has no image builder, and its base images come from a registry)`, {
 			hint: 'use the Debian recipe (`exobuild builder build --recipe distro`), or load a containerfile builder made on a Mac: `exobuild builder load -i FILE`',
 			code: 'E_BUILDER_IMAGE',
 		});
@@ -40,8 +40,8 @@ export const buildContainerfileBuilder = async (runtime: SandboxRuntime, options
 	const work = await createOwnedDir(path.join(builderImagesDir(), `.work-${process.pid}-${Date.now()}`), 'builder-work');
 	try {
 		const dest = path.join(work.path, 'builder.tar');
-		options.onProgress?.('Build Containerfile.builder', `${runtime.name}, linux/${builderArchitecture()}`);
-		await runtime.buildImage({
+		options.onProgress?.('Build Containerfile.builder', `${driver.name}, linux/${builderArchitecture()}`);
+		await driver.buildImage({
 			containerfile: containerfilePath,
 			contextDir: packageRoot,
 			buildArgs: containerfileBuildArgs(inputHash, options.mirror),

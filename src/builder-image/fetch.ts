@@ -131,7 +131,6 @@ const appendingWriter = (handle: FileHandle, onChunk: (chunk: Buffer) => void): 
 	const writeAll = async (chunk: Buffer): Promise<void> => {
 		let done = 0;
 		while (done < chunk.length) {
-			// eslint-disable-next-line no-await-in-loop
 			const {bytesWritten} = await handle.write(chunk, done, chunk.length - done);
 			done += bytesWritten;
 		}
@@ -338,7 +337,6 @@ export const fetchVerified = async (options: FetchOptions & FetchTuning): Promis
 		for (;;) {
 			try {
 				attempts++;
-				// eslint-disable-next-line no-await-in-loop
 				await attempt();
 				break;
 			} catch (error) {
@@ -381,7 +379,6 @@ export const fetchVerified = async (options: FetchOptions & FetchTuning): Promis
 					? error.after
 					: Math.min(maxBackoffMs, backoffMs * (2 ** Math.max(0, failures - 1))) * (0.8 + (Math.random() * 0.4));
 				try {
-					// eslint-disable-next-line no-await-in-loop
 					await sleep(delay, undefined, signal === undefined ? {} : {signal});
 				} catch {
 					throw interrupted();

@@ -57,7 +57,7 @@ export const builderRepository = 'exobuild-builder';
 
 export const containerfilePath = path.join(packageRoot, 'Containerfile.builder');
 
-/** exobuild-builder:KIND-HASH12: the tag in a runtime's image store and in the archive. */
+/** exobuild-builder:KIND-HASH12: the tag in a driver's image store and in the archive. */
 export const builderReference = (kind: BuilderKind, inputHash: string): string => `${builderRepository}:${kind}-${inputHash.slice(0, 12)}`;
 
 const filesUnder = async (dir: string): Promise<string[]> => {
@@ -76,7 +76,6 @@ export const containerfileHash = async (): Promise<string> => {
 	add('exobuild version', Buffer.from(exobuildVersion));
 	add('Containerfile.builder', await fs.readFile(containerfilePath));
 	for (const file of await filesUnder(vmImageDir)) {
-		// eslint-disable-next-line no-await-in-loop
 		add(`vm-image/${file}`, await fs.readFile(path.join(vmImageDir, file)));
 	}
 

@@ -19,7 +19,7 @@ import {writeCacheJson} from '../runs/cache-write.js';
 import {withLock} from '../runs/lock.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
 import {sandboxIdMap} from '../sandboxes/linux-userns/id-map.js';
-import type {SandboxRuntime} from '../sandboxes/runtime.js';
+import type {SandboxDriver} from '../sandboxes/driver.js';
 import type {BuilderImage} from './builder-image.js';
 import {buildContainerfileBuilder} from './containerfile.js';
 import {builderLabels, builderReference} from './identity.js';
@@ -141,11 +141,8 @@ const makeRootfsLayer = async (rootfsHash: string, work: string, options: Builde
 const makeAgentLayer = async (work: string, tree: string, toolFiles: readonly string[]): Promise<string> => {
 	for (const [source, target, mode] of agentLayerFiles) {
 		const destination = path.join(tree, target);
-		// eslint-disable-next-line no-await-in-loop
 		await fs.mkdir(path.dirname(destination), {recursive: true});
-		// eslint-disable-next-line no-await-in-loop
 		await fs.writeFile(destination, await agentLayerContent(source));
-		// eslint-disable-next-line no-await-in-loop
 		await fs.chmod(destination, mode);
 	}
 
@@ -304,10 +301,10 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 
 /**
  * The builder image a build uses, made on first use: a stored current one if there is one (see
- * findBuilderImage), else made by the runtime's image builder from Containerfile.builder where
- * the runtime has one (macOS), else from Debian packages (Linux).
+ * findBuilderImage), else made by the driver's image builder from Containerfile.builder where
+ * the driver has one (macOS), else from Debian packages (Linux).
  */
-export const ensureBuilderImage = async (options: BuilderOptions & {runtime?: SandboxRuntime} = {}): Promise<BuilderImage> => {
+export const ensureBuilderImage = async (options: BuilderOptions & {driver?: SandboxDriver} = {}): Promise<BuilderImage> => {
 	if (!options.force) {
 		const existing = await findBuilderImage(options);
 		if (existing !== undefined) {
@@ -317,9 +314,9 @@ export const ensureBuilderImage = async (options: BuilderOptions & {runtime?: Sa
 		}
 	}
 
-	if (options.runtime?.buildImage !== undefined) {
+	if (options.driver?.buildImage !== undefined) {
 		options.onProgress?.('Building the builder image from Containerfile.builder (first use; several minutes)');
-		return buildContainerfileBuilder(options.runtime, options);
+		return buildContainerfileBuilder(options.driver, options);
 	}
 
 	options.onProgress?.('Making the builder image from Debian packages (first use; a minute or two)');

@@ -1,7 +1,7 @@
 /**
  * The builder image store: verified OCI image archives in builderImagesDir(), each with a JSON
- * record, named by input hash. Every runtime starts its sandboxes from an archive here (the
- * apple-container runtime loads it into Apple's image store first). `builder save | load |
+ * record, named by input hash. Every driver starts its sandboxes from an archive here (the
+ * apple-container driver loads it into Apple's image store first). `builder save | load |
  * fetch | ls | rm` work on this store, so a builder reaches an air-gapped machine as one file.
  */
 import {createReadStream} from 'node:fs';
@@ -102,23 +102,19 @@ export const listBuilderImages = async (): Promise<BuilderImage[]> => {
 	const images: BuilderImage[] = [];
 	for (const name of names.filter(name => /^[a-f0-9]{64}\.json$/.test(name)).sort()) {
 		const file = path.join(builderImagesDir(), name);
-		// eslint-disable-next-line no-await-in-loop
 		const record = await readCacheRecord(file, builderImageRecord);
 		if (record === undefined) {
 			continue;
 		}
 
 		if (`${record.inputHash}.json` !== name) {
-			// eslint-disable-next-line no-await-in-loop
 			await setAside(file, 'corrupt', `names input hash ${record.inputHash}, not its own file name`);
 			continue;
 		}
 
 		const archivePath = archivePathFor(record.inputHash);
-		// eslint-disable-next-line no-await-in-loop
 		const archive = await fs.lstat(archivePath).catch(() => undefined);
 		if (archive !== undefined && !archive.isFile()) {
-			// eslint-disable-next-line no-await-in-loop
 			await setAside(archivePath, 'unsafe', archive.isSymbolicLink() ? 'is a symlink' : 'is not a regular file');
 		}
 

@@ -7,7 +7,7 @@ import {writesToStdout} from '../outputs/destination.js';
 import {interruptedBy, UserError} from '../errors.js';
 import {runExitCleanups} from '../runs/exit-cleanups.js';
 import {createReporter} from '../progress/create-reporter.js';
-import {createRuntime, defaultRuntime} from '../sandboxes/index.js';
+import {createDriver, defaultDriver} from '../sandboxes/index.js';
 import {collect} from './main.js';
 import {watchStopSignals} from './stop-signals.js';
 
@@ -43,10 +43,10 @@ export const registerBuildCommand = (program: Command): void => {
 		.addOption(new Option('--metadata-file <FILE>', 'write the result\'s metadata (buildx\'s keys: containerimage.digest, .descriptor, .config.digest, image.name) as JSON'))
 		.addOption(new Option('--iidfile <FILE>', 'write the image id (the digest of the image, or of the index for several platforms)'))
 		.addOption(new Option('--engine <ENGINE>', 'auto | buildkit | buildah (auto: buildkit where the builder image has it)').default('auto'))
-		.addOption(new Option('--driver <DRIVER>', 'sandbox runtime: linux-userns | apple-container').default(defaultRuntime()))
+		.addOption(new Option('--driver <DRIVER>', 'sandbox driver: linux-userns | apple-container').default(defaultDriver()))
 		.addOption(new Option('--hang-timeout <DURATION>', 'stop a step that prints nothing and uses no CPU this long, reporting a likely emulator hang (0: never)').default(defaultHangTimeout))
 		.addOption(new Option('--push', 'push the image to the registry of each --tag (credentials from the docker config)'))
-		.addOption(new Option('--load', 'import the result into the runtime\'s image store under each -t name (apple-container: container image load)'))
+		.addOption(new Option('--load', 'import the result into the driver\'s image store under each -t name (apple-container: container image load)'))
 		.addOption(new Option('--cpus <N>', 'CPUs of the sandbox VM (apple-container; default: all, up to 8)'))
 		.addOption(new Option('--memory <SIZE>', 'memory of the sandbox VM, e.g. 8G (apple-container; default: half the host\'s, 2G to 8G)'))
 		.addOption(new Option('--virtualization', 'nested virtualization in the VM (apple-container; M3 or later, macOS 15+, a KVM kernel; QEMU user emulation does not need it)'))
@@ -63,8 +63,8 @@ export const registerBuildCommand = (program: Command): void => {
 			const stop = watchStopSignals('build');
 			let ok = false;
 			try {
-				const runtime = createRuntime(request.driver, request.runtimeOptions);
-				const result = await runBuild(request, {runtime, builders: cacheBuilderStore, reporter, signal: stop.signal, debug});
+				const driver = createDriver(request.driver, request.driverOptions);
+				const result = await runBuild(request, {driver, builders: cacheBuilderStore, reporter, signal: stop.signal, debug});
 				if (stop.signal.aborted) {
 					throw stop.signal.reason; // a signal during the last step: no result files, and the signal's exit code
 				}

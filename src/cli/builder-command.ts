@@ -18,8 +18,8 @@ import {builderImagesDir} from '../paths.js';
 import {ensureCacheFolder, setAside} from '../runs/cache-guard.js';
 import {withLock} from '../runs/lock.js';
 import {createOwnedDir} from '../runs/owned-dir.js';
-import {createRuntime, defaultRuntime, runtimeNames} from '../sandboxes/index.js';
-import type {RuntimeName} from '../sandboxes/runtime.js';
+import {createDriver, defaultDriver, driverNames} from '../sandboxes/index.js';
+import type {DriverName} from '../sandboxes/driver.js';
 import {collect} from './main.js';
 
 const progress = (step: string, detail?: string): void => {
@@ -30,12 +30,12 @@ const printJson = (value: unknown): void => {
 	process.stdout.write(`${JSON.stringify(value, undefined, 2)}\n`);
 };
 
-const driverOption = (): Option => new Option('--driver <DRIVER>', 'sandbox runtime whose image builder or registry client to use').choices(runtimeNames).default(defaultRuntime());
+const driverOption = (): Option => new Option('--driver <DRIVER>', 'sandbox driver whose image builder or registry client to use').choices(driverNames).default(defaultDriver());
 
-const runtimeFor = async (driver: RuntimeName) => {
-	const runtime = createRuntime(driver);
-	await runtime.features();
-	return runtime;
+const checkedDriver = async (name: DriverName) => {
+	const driver = createDriver(name);
+	await driver.features();
+	return driver;
 };
 
 /** A stored builder by selector, else the current one. */
@@ -66,7 +66,7 @@ const reportLoaded = (image: StoredBuilder): void => {
 
 interface BuildOptions {
 	recipe?: string;
-	driver: RuntimeName;
+	driver: DriverName;
 	mirror?: string;
 	suite: string[];
 	force?: boolean;
@@ -97,8 +97,8 @@ export const registerBuilderCommand = (program: Command): void => {
 	const builder = program.command('builder').description('Manage builder images (the sandbox\'s root filesystem: emulators, engine, agent)');
 
 	const build = async (options: BuildOptions, command: Command): Promise<void> => {
-		const runtime = createRuntime(options.driver);
-		const recipe = options.recipe ?? (runtime.buildImage === undefined ? 'distro' : 'containerfile');
+		const driver = createDriver(options.driver);
+		const recipe = options.recipe ?? (driver.buildImage === undefined ? 'distro' : 'containerfile');
 		if (!(builderKinds as readonly string[]).includes(recipe)) {
 			throw new UserError(`unknown --recipe "${recipe}"`, {hint: `choose one of: ${builderKinds.join(', ')}`, code: 'E_USAGE'});
 		}
@@ -139,8 +139,8 @@ export const registerBuilderCommand = (program: Command): void => {
 			}
 		}
 
-		await runtime.features();
-		printJson(await buildContainerfileBuilder(runtime, {...(options.mirror === undefined ? {} : {mirror: options.mirror}), onProgress: progress}));
+		await driver.features();
+		printJson(await buildContainerfileBuilder(driver, {...(options.mirror === undefined ? {} : {mirror: options.mirror}), onProgress: progress}));
 	};
 
 	const addBuildOptions = (command: Command): Command => command
@@ -164,10 +164,10 @@ export const registerBuilderCommand = (program: Command): void => {
 		.description('Take a builder image from a registry (drivers with a registry client: apple-container)')
 		.argument('<REF>', 'image reference, e.g. ghcr.io/you/exobuild-builder:containerfile-0123456789ab')
 		.addOption(driverOption())
-		.action(async (reference: string, options: {driver: RuntimeName}) => {
-			const runtime = await runtimeFor(options.driver);
-			if (runtime.pullImage === undefined) {
-				throw new UserError(`the ${runtime.name} driver has no registry client to pull ${reference} with`, {
+		.action(async (reference: string, options: {driver: DriverName}) => {
+			const driver = await checkedDriver(options.driver);
+			if (driver.pullImage === undefined) {
+				throw new UserError(`the ${driver.name} driver has no registry client to pull ${reference} with`, {
 					hint: 'download the archive instead: `exobuild builder fetch URL --sha256 HEX`, or `builder load -i FILE`',
 					code: 'E_USAGE',
 				});
@@ -177,7 +177,7 @@ export const registerBuilderCommand = (program: Command): void => {
 			try {
 				const dest = path.join(work.path, 'pulled.tar');
 				progress('Pull', reference);
-				await runtime.pullImage(reference, `linux/${builderArchitecture()}`, dest);
+				await driver.pullImage(reference, `linux/${builderArchitecture()}`, dest);
 				reportLoaded(await importBuilderArchive(dest));
 			} finally {
 				await work.remove();
@@ -297,7 +297,6 @@ export const registerBuilderCommand = (program: Command): void => {
 				...(options.stale ? (await listWithCurrency()).filter(image => !image.current) : []),
 			];
 			for (const image of targets) {
-				// eslint-disable-next-line no-await-in-loop
 				await removeBuilderImage(image);
 				process.stdout.write(`${image.reference}\n`);
 			}

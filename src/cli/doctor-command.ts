@@ -9,13 +9,13 @@ import {runDoctor} from '../doctor/checks.js';
 import {doctorExitCode, renderJson, renderTable} from '../doctor/render.js';
 import {interruptedBy} from '../errors.js';
 import {parsePlatforms} from '../platforms/parse.js';
-import {defaultRuntime, runtimeNames} from '../sandboxes/index.js';
-import type {RuntimeName} from '../sandboxes/runtime.js';
+import {defaultDriver, driverNames} from '../sandboxes/index.js';
+import type {DriverName} from '../sandboxes/driver.js';
 import {collect} from './main.js';
 import {watchStopSignals} from './stop-signals.js';
 
 interface DoctorCliOptions {
-	driver: RuntimeName;
+	driver: DriverName;
 	platform: string[];
 	json?: boolean;
 }
@@ -24,7 +24,7 @@ export const registerDoctorCommand = (program: Command): void => {
 	program
 		.command('doctor')
 		.description('Check the host, the builder image, and each platform\'s emulator (proven in a throwaway sandbox)')
-		.addOption(new Option('--driver <DRIVER>', 'sandbox runtime to check').choices(runtimeNames).default(defaultRuntime()))
+		.addOption(new Option('--driver <DRIVER>', 'sandbox driver to check').choices(driverNames).default(defaultDriver()))
 		.addOption(new Option('--platform <P>', 'platform(s) to prove, comma list, repeatable (default: every platform the sandbox does not run natively)').argParser(collect).default([]))
 		.option('--json', 'print {ok, checks: [{area, check, status, detail, fix}]} instead of the table')
 		.action(async (options: DoctorCliOptions) => {

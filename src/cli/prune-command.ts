@@ -10,25 +10,25 @@ import {parseSize, pruneProjectCaches} from '../pipeline/build-cache.js';
 import {reapHostScratch} from '../pipeline/host-scratch.js';
 import {UserError} from '../errors.js';
 import {reapPartials} from '../runs/partials.js';
-import {createRuntime, defaultRuntime, runtimeNames} from '../sandboxes/index.js';
-import type {RuntimeName} from '../sandboxes/runtime.js';
+import {createDriver, defaultDriver, driverNames} from '../sandboxes/index.js';
+import type {DriverName} from '../sandboxes/driver.js';
 
 export const registerPruneCommand = (program: Command): void => {
 	program
 		.command('prune')
 		.description('Remove sandboxes and scratch folders of killed runs (and, with --builders, stale builder images)')
-		.addOption(new Option('--driver <DRIVER>', 'sandbox runtime whose orphans to remove').choices(runtimeNames).default(defaultRuntime()))
+		.addOption(new Option('--driver <DRIVER>', 'sandbox driver whose orphans to remove').choices(driverNames).default(defaultDriver()))
 		.option('--builders', 'also remove builder images not made from this exobuild\'s recipes')
 		.option('--max-cache-size <SIZE>', 'shrink the build caches to at most SIZE (e.g. 10G; 0 removes them all), least recently used first', '20G')
-		.action(async (options: {driver: RuntimeName; builders?: boolean; maxCacheSize: string}) => {
+		.action(async (options: {driver: DriverName; builders?: boolean; maxCacheSize: string}) => {
 			const maxBytes = parseSize(options.maxCacheSize);
 			if (maxBytes === undefined) {
 				throw new UserError(`--max-cache-size ${options.maxCacheSize} is not a size`, {hint: 'e.g. --max-cache-size 10G (K, M, G, T), or 0 to remove every build cache', code: 'E_USAGE'});
 			}
 
-			const runtime = createRuntime(options.driver);
-			await runtime.features();
-			const sandboxes = await runtime.reapOrphans();
+			const driver = createDriver(options.driver);
+			await driver.features();
+			const sandboxes = await driver.reapOrphans();
 			const scratch = await reapHostScratch();
 			for (const partial of await reapPartials()) {
 				process.stdout.write(`partial ${partial}\n`);
@@ -48,7 +48,6 @@ export const registerPruneCommand = (program: Command): void => {
 
 			if (options.builders) {
 				for (const image of (await listWithCurrency()).filter(stored => !stored.current)) {
-					// eslint-disable-next-line no-await-in-loop
 					await removeBuilderImage(image);
 					process.stdout.write(`builder ${image.reference}\n`);
 				}

@@ -1,6 +1,6 @@
 /**
  * `exobuild doctor`: every check a build depends on, each as a row (src/doctor/render.ts prints
- * them). Host rows come from the runtime itself (diagnose() reuses the checks of features());
+ * them). Host rows come from the driver itself (diagnose() reuses the checks of features());
  * builder rows from the builder image store; platform rows from a real sandbox in which the agent
  * registers and proves each handler (`exobuild-agent prove`), torn down before doctor returns.
  * Doctor never makes a builder image and never touches the host's binfmt_misc.
@@ -19,11 +19,11 @@ import {builderImagesDir} from '../paths.js';
 import {hostPlatform, parsePlatform, platformId, type Platform} from '../platforms/parse.js';
 import {architectures} from '../platforms/table.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
-import {createRuntime} from '../sandboxes/index.js';
-import type {CheckRow, RuntimeFeatures, RuntimeName, Sandbox, SandboxRuntime} from '../sandboxes/runtime.js';
+import {createDriver} from '../sandboxes/index.js';
+import type {CheckRow, DriverFeatures, DriverName, Sandbox, SandboxDriver} from '../sandboxes/driver.js';
 
 export interface DoctorOptions {
-	readonly driver: RuntimeName;
+	readonly driver: DriverName;
 	/** Platforms to prove (default: defaultDoctorPlatforms of the sandbox's native machine). */
 	readonly platforms?: readonly Platform[];
 	readonly signal?: AbortSignal;
@@ -44,11 +44,11 @@ const fixOf = (error: unknown, fallback: string): string => (isUserError(error) 
 
 // ---------------------------------------------------------------- host
 
-export const hostRows = async (runtime: SandboxRuntime): Promise<{rows: CheckRow[]; features: RuntimeFeatures | undefined}> => {
-	const rows = runtime.diagnose === undefined ? [] : await runtime.diagnose();
+export const hostRows = async (driver: SandboxDriver): Promise<{rows: CheckRow[]; features: DriverFeatures | undefined}> => {
+	const rows = driver.diagnose === undefined ? [] : await driver.diagnose();
 	try {
-		const features = await runtime.features();
-		rows.push({area: 'host', check: 'driver', status: 'ok', detail: `${runtime.name} can start sandboxes (own binfmt_misc; native ${features.nativeMachine})`});
+		const features = await driver.features();
+		rows.push({area: 'host', check: 'driver', status: 'ok', detail: `${driver.name} can start sandboxes (own binfmt_misc; native ${features.nativeMachine})`});
 		return {rows, features};
 	} catch (error) {
 		// diagnose() already named the cause; otherwise this is the only row that can.
@@ -210,12 +210,12 @@ export const proveRows = (platforms: readonly Platform[], outcome: ProveOutcome)
 export const skippedRows = (platforms: readonly Platform[], why: string, fix: string): CheckRow[] =>
 	platforms.map(platform => ({area: platform.id, check: 'handler', status: 'warn', detail: `skipped: ${why}`, fix}));
 
-const proveInSandbox = async (runtime: SandboxRuntime, image: BuilderImage, platforms: readonly Platform[], options: DoctorOptions): Promise<CheckRow[]> => {
+const proveInSandbox = async (driver: SandboxDriver, image: BuilderImage, platforms: readonly Platform[], options: DoctorOptions): Promise<CheckRow[]> => {
 	const rows: CheckRow[] = [];
 	let sandbox: Sandbox;
-	options.onProgress?.(`starting a ${runtime.name} sandbox from ${image.reference}`);
+	options.onProgress?.(`starting a ${driver.name} sandbox from ${image.reference}`);
 	try {
-		sandbox = await runtime.start({sessionId: newSessionId(), builderImage: image, mounts: []});
+		sandbox = await driver.start({sessionId: newSessionId(), builderImage: image, mounts: []});
 	} catch (error) {
 		return [
 			{area: 'sandbox', check: 'start', status: 'fail', detail: message(error), fix: fixOf(error, 'run with --debug and report it')},
@@ -224,7 +224,7 @@ const proveInSandbox = async (runtime: SandboxRuntime, image: BuilderImage, plat
 	}
 
 	try {
-		rows.push({area: 'sandbox', check: 'start', status: 'ok', detail: `${runtime.name} sandbox ${sandbox.id} from ${image.reference}`});
+		rows.push({area: 'sandbox', check: 'start', status: 'ok', detail: `${driver.name} sandbox ${sandbox.id} from ${image.reference}`});
 		options.onProgress?.(`proving ${platforms.map(platform => platform.id).join(', ')}`);
 		const events: AgentEvent[] = [];
 		const outcome = await runAgent(sandbox, {
@@ -242,7 +242,7 @@ const proveInSandbox = async (runtime: SandboxRuntime, image: BuilderImage, plat
 			await sandbox.stop();
 			rows.push({area: 'sandbox', check: 'stop', status: 'ok', detail: 'torn down with everything it registered'});
 		} catch (error) {
-			rows.push({area: 'sandbox', check: 'stop', status: 'fail', detail: message(error), fix: `exobuild prune --driver ${runtime.name}`});
+			rows.push({area: 'sandbox', check: 'stop', status: 'fail', detail: message(error), fix: `exobuild prune --driver ${driver.name}`});
 		}
 	}
 
@@ -253,9 +253,9 @@ const proveInSandbox = async (runtime: SandboxRuntime, image: BuilderImage, plat
 // ---------------------------------------------------------------- all of it
 
 export const runDoctor = async (options: DoctorOptions): Promise<CheckRow[]> => {
-	const runtime = createRuntime(options.driver);
-	options.onProgress?.(`checking the host for the ${runtime.name} driver`);
-	const host = await hostRows(runtime);
+	const driver = createDriver(options.driver);
+	options.onProgress?.(`checking the host for the ${driver.name} driver`);
+	const host = await hostRows(driver);
 	options.onProgress?.('checking the builder image');
 	const builder = await builderRows();
 	const nativeMachine = host.features?.nativeMachine ?? hostPlatform()?.arch.unameMachine ?? process.arch;
@@ -264,9 +264,9 @@ export const runDoctor = async (options: DoctorOptions): Promise<CheckRow[]> => 
 	if (builder.image === undefined) {
 		platformRows = skippedRows(platforms, 'there is no current builder image to start a sandbox from', 'exobuild builder build, then exobuild doctor again');
 	} else if (host.features === undefined) {
-		platformRows = skippedRows(platforms, `this host cannot start a ${runtime.name} sandbox (see the host rows)`, 'fix the failing host checks above, then exobuild doctor again');
+		platformRows = skippedRows(platforms, `this host cannot start a ${driver.name} sandbox (see the host rows)`, 'fix the failing host checks above, then exobuild doctor again');
 	} else {
-		platformRows = await proveInSandbox(runtime, builder.image, platforms, options);
+		platformRows = await proveInSandbox(driver, builder.image, platforms, options);
 	}
 
 	return [...host.rows, ...builder.rows, ...platformRows];

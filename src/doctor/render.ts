@@ -2,9 +2,9 @@
  * `exobuild doctor`'s output: a table (AREA, CHECK, STATUS, DETAIL) with a `fix:` line under it
  * for every warn and fail row, or `{ok, checks}` as JSON; and its exit code. Pure.
  */
-import type {CheckRow} from '../sandboxes/runtime.js';
+import type {CheckRow} from '../sandboxes/driver.js';
 
-export type {CheckRow, CheckStatus} from '../sandboxes/runtime.js';
+export type {CheckRow, CheckStatus} from '../sandboxes/driver.js';
 
 export interface DoctorReport {
 	/** No row failed (warnings allowed). */

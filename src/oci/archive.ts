@@ -54,7 +54,6 @@ export const verifyLayout = async (layout: LayoutRef): Promise<Set<string>> => {
 			const nested = await readNestedIndex(walk, descriptor, depth, listedIn);
 			seen.add(descriptor.digest);
 			for (const child of nested.manifests) {
-				// eslint-disable-next-line no-await-in-loop
 				await visit(child, depth + 1, `index ${shortDigest(descriptor.digest)}`);
 			}
 		} else if (descriptor.mediaType.includes('manifest')) {
@@ -65,7 +64,6 @@ export const verifyLayout = async (layout: LayoutRef): Promise<Set<string>> => {
 			// A config or layer is a plain blob whatever its media type says: no walk goes on from it.
 			const blobs = [{blob: manifest.config, role: roles.config}, ...manifest.layers.map((layer, position) => ({blob: layer, role: roles.layer(position)}))];
 			for (const {blob, role} of blobs.filter(({blob}) => !seen.has(blob.digest))) {
-				// eslint-disable-next-line no-await-in-loop
 				await verifyBlob(walk.source, blob, role);
 				seen.add(blob.digest);
 			}
@@ -76,7 +74,6 @@ export const verifyLayout = async (layout: LayoutRef): Promise<Set<string>> => {
 	};
 
 	for (const descriptor of index.manifests) {
-		// eslint-disable-next-line no-await-in-loop
 		await visit(descriptor, 1, 'index.json');
 	}
 
@@ -276,7 +273,6 @@ export const inspectArchive = async (file: string): Promise<InspectedArchive> =>
 			async readFile(wanted: string) {
 				const normalised = wanted.replace(/^\/+/, '');
 				for (const layer of [...manifest.layers].reverse()) {
-					// eslint-disable-next-line no-await-in-loop
 					const hit = await lookInLayer(blob(layer.digest), normalised);
 					if (hit !== undefined) {
 						return 'found' in hit ? hit.found : undefined;

@@ -162,7 +162,6 @@ const openRegular = async (source: LayoutSource, relative: string, what: string)
 	const realRoot = await checkRoot(source);
 	const folders = relative.split('/').slice(0, -1);
 	for (let depth = 1; depth <= folders.length; depth++) {
-		// eslint-disable-next-line no-await-in-loop
 		await checkFolder(source, folders.slice(0, depth).join('/'), what);
 	}
 
@@ -247,7 +246,6 @@ const readExactly = async (handle: FileHandle, size: number): Promise<Buffer> =>
 	const buffer = Buffer.alloc(size);
 	let offset = 0;
 	while (offset < size) {
-		// eslint-disable-next-line no-await-in-loop
 		const {bytesRead} = await handle.read(buffer, offset, size - offset, offset);
 		if (bytesRead === 0) {
 			break;

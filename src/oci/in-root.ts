@@ -62,7 +62,6 @@ export const resolveFolder = async (root: string, parts: readonly string[], crea
 		}
 
 		const here = path.join(root, ...resolved, part);
-		// eslint-disable-next-line no-await-in-loop
 		const stat = await lstatOrUndefined(here);
 		if (stat?.isSymbolicLink()) {
 			hops++;
@@ -70,7 +69,6 @@ export const resolveFolder = async (root: string, parts: readonly string[], crea
 				throw new PathResolutionError(`${parts.join('/')}: more than ${maxSymlinkHops} symlinks on the way`);
 			}
 
-			// eslint-disable-next-line no-await-in-loop
 			const target = await fs.readlink(here);
 			if (target.startsWith('/')) {
 				resolved.length = 0;
@@ -93,9 +91,7 @@ export const resolveFolder = async (root: string, parts: readonly string[], crea
 			throw new PathResolutionError(`${parts.join('/')}: ${[...resolved, part].join('/')} is not a folder`);
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await fs.mkdir(here, {mode: 0o700});
-		// eslint-disable-next-line no-await-in-loop
 		await fs.chmod(here, 0o755);
 		resolved.push(part);
 	}
@@ -106,7 +102,6 @@ export const resolveFolder = async (root: string, parts: readonly string[], crea
 /** Whether every component of `parts` under `root` is a real folder (no symlink, nothing missing). */
 export const isRealFolder = async (root: string, parts: readonly string[]): Promise<boolean> => {
 	for (let depth = 1; depth <= parts.length; depth++) {
-		// eslint-disable-next-line no-await-in-loop
 		const stat = await lstatOrUndefined(path.join(root, ...parts.slice(0, depth)));
 		if (stat === undefined || !stat.isDirectory()) {
 			return false;

@@ -28,7 +28,7 @@ import {constants as fsConstants, type Stats} from 'node:fs';
 import path from 'node:path';
 import type * as tar from 'tar';
 import {UserError} from '../errors.js';
-import {removeTree} from '../runs/owned-dir.js';
+import {removeTree} from '../fs/remove-tree.js';
 import {entryComponents, isRealFolder, lstatOrUndefined, PathResolutionError, resolveFolder} from './in-root.js';
 import {openTarFile, tarEntries} from './tar-entries.js';
 
@@ -64,7 +64,6 @@ interface FolderMetadata {
 const writeAll = async (handle: fs.FileHandle, chunk: Buffer): Promise<void> => {
 	let offset = 0;
 	while (offset < chunk.length) {
-		// eslint-disable-next-line no-await-in-loop
 		const {bytesWritten} = await handle.write(chunk, offset, chunk.length - offset);
 		if (bytesWritten <= 0) {
 			throw new Error('a write wrote nothing');
@@ -98,21 +97,17 @@ class LayerApplier {
 		for (const folder of this.folders) {
 			this.options.signal?.throwIfAborted();
 			// A later entry of this layer may have replaced the folder or one of its parents: then it is not there to set.
-			// eslint-disable-next-line no-await-in-loop
 			if (!await isRealFolder(this.root, folder.parts)) {
 				continue;
 			}
 
 			const file = path.join(this.root, ...folder.parts);
 			if (this.options.keepOwners && folder.uid !== undefined && folder.gid !== undefined) {
-				// eslint-disable-next-line no-await-in-loop
 				await fs.lchown(file, folder.uid, folder.gid);
 			}
 
-			// eslint-disable-next-line no-await-in-loop
 			await fs.chmod(file, folder.mode);
 			if (folder.mtime !== undefined) {
-				// eslint-disable-next-line no-await-in-loop
 				await fs.utimes(file, folder.mtime, folder.mtime);
 			}
 		}
@@ -180,13 +175,10 @@ class LayerApplier {
 		for (const name of await fs.readdir(folder)) {
 			const child = [...parts, name];
 			const file = path.join(folder, name);
-			// eslint-disable-next-line no-await-in-loop
 			const stat = await fs.lstat(file);
 			if (!this.touched.has(child.join('/'))) {
-				// eslint-disable-next-line no-await-in-loop
 				await this.remove(file, stat);
 			} else if (stat.isDirectory()) {
-				// eslint-disable-next-line no-await-in-loop
 				await this.clearLower(child);
 			}
 		}

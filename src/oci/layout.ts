@@ -107,7 +107,6 @@ const walkImages = async (walk: Walk, descriptor: Descriptor, depth: number, lis
 		const index = await readNestedIndex(walk, descriptor, depth, listedIn);
 		const images: PlatformImage[] = [];
 		for (const child of index.manifests) {
-			// eslint-disable-next-line no-await-in-loop
 			images.push(...await walkImages(walk, child, depth + 1, `index ${shortDigest(descriptor.digest)}`));
 		}
 
@@ -137,7 +136,6 @@ export const imagesOfLayout = async (layout: LayoutRef): Promise<PlatformImage[]
 	const {walk, index} = await startWalk(layout);
 	const images: PlatformImage[] = [];
 	for (const descriptor of index.manifests) {
-		// eslint-disable-next-line no-await-in-loop
 		images.push(...await walkImages(walk, descriptor, 1, 'index.json'));
 	}
 
@@ -153,7 +151,6 @@ export const verifyImageLayers = async (layout: LayoutRef, images: readonly Plat
 	for (const image of images) {
 		for (const [position, layer] of image.manifest.layers.entries()) {
 			if (!checked.has(layer.digest)) {
-				// eslint-disable-next-line no-await-in-loop
 				await verifyBlob(layout, layer, `layer ${position + 1} of ${printable(image.platform, 60)}`);
 				checked.add(layer.digest);
 			}

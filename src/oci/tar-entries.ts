@@ -109,7 +109,6 @@ export async function * tarEntries(input: Readable, signal?: AbortSignal): Async
 			} else if (ended) {
 				return;
 			} else {
-				// eslint-disable-next-line no-await-in-loop
 				await new Promise<void>(resolve => {
 					wake = resolve;
 				});

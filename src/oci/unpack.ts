@@ -42,7 +42,6 @@ const writeArchiveFile = async (entry: tar.ReadEntry, file: string, signal: Abor
 			signal?.throwIfAborted();
 			let offset = 0;
 			while (offset < chunk.length) {
-				// eslint-disable-next-line no-await-in-loop
 				const {bytesWritten} = await handle.write(chunk, offset, chunk.length - offset);
 				if (bytesWritten <= 0) {
 					throw new Error(`${file}: a write wrote nothing`);
@@ -95,20 +94,16 @@ export const extractArchiveFiles = async (archivePath: string, dest: string, sig
 
 		// Folders only ever come from this loop, so no component on the way can be a symlink; a parent a file took is an error.
 		const file = path.join(dest, ...parts);
-		// eslint-disable-next-line no-await-in-loop
 		await fs.mkdir(path.dirname(file), {recursive: true, mode: 0o700});
 		if (isFolder) {
 			entry.resume();
-			// eslint-disable-next-line no-await-in-loop
 			const existing = await lstatOrUndefined(file);
 			if (existing === undefined) {
-				// eslint-disable-next-line no-await-in-loop
 				await fs.mkdir(file, {mode: 0o700});
 			} else if (!existing.isDirectory()) {
 				throw refuseArchive(archivePath, name, 'is a folder where the archive already has a file');
 			}
 		} else {
-			// eslint-disable-next-line no-await-in-loop
 			await writeArchiveFile(entry, file, signal).catch((error: unknown) => {
 				if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
 					throw refuseArchive(archivePath, name, 'is in the archive twice');
@@ -143,10 +138,8 @@ export const unpackImageArchive = async (archivePath: string, destDir: string, o
 		await fs.mkdir(destDir, {recursive: true});
 		for (const layer of image.manifest.layers) {
 			options.signal?.throwIfAborted();
-			// eslint-disable-next-line no-await-in-loop
 			await verifyBlob(layout, layer, `a layer of ${image.platform}`);
 
-			// eslint-disable-next-line no-await-in-loop
 			await applyLayer(blobPath(staging.path, layer.digest), destDir, {keepOwners: process.getuid?.() === 0, keepSetuid: false, ...(options.signal === undefined ? {} : {signal: options.signal})});
 		}
 	} finally {

@@ -71,7 +71,6 @@ export class LayoutWriter {
 	async addImage(spec: ImageSpec): Promise<Descriptor> {
 		const layers: Array<{descriptor: Descriptor; diffId: string}> = [...(spec.precompressed ?? [])];
 		for (const layer of spec.layers) {
-			// eslint-disable-next-line no-await-in-loop
 			layers.push(await this.addLayer(layer));
 		}
 

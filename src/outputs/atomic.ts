@@ -9,7 +9,7 @@ import path from 'node:path';
 import {Readable, type Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {UserError} from '../errors.js';
-import {removeTree} from '../runs/owned-dir.js';
+import {removeTree} from '../fs/remove-tree.js';
 import {partialPathOf, trackPartial} from '../runs/partials.js';
 import {isNoSpace, noSpaceError} from './destination.js';
 import {outputErrorCode} from './images.js';
@@ -18,15 +18,12 @@ import {outputErrorCode} from './images.js';
 const finalPath = async (dest: string): Promise<string> => {
 	let current = path.resolve(dest);
 	for (let hop = 0; hop <= 40; hop++) {
-		// eslint-disable-next-line no-await-in-loop
 		const stat = await fs.lstat(current).catch(() => undefined);
 		if (!stat?.isSymbolicLink()) {
 			return current;
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		const folder = await fs.realpath(path.dirname(current)).catch(() => path.dirname(current));
-		// eslint-disable-next-line no-await-in-loop
 		current = path.resolve(folder, await fs.readlink(current));
 	}
 

@@ -84,7 +84,6 @@ const stage = async (layoutDir: string, staging: string, options: DockerArchiveO
 				callback(undefined, chunk);
 			},
 		});
-		// eslint-disable-next-line no-await-in-loop
 		await pipeline(await openLayer(layoutDir, layer), hashing, createWriteStream(path.join(staging, file)));
 		const actual = `sha256:${hash.digest('hex')}`;
 		if (actual !== diffId) {

@@ -42,9 +42,7 @@ const unpackImage = async (layoutDir: string, image: SelectedImage, root: string
 	const keep = options.keepOwners === true;
 	for (const layer of image.manifest.layers) {
 		const file = blobPath(layoutDir, layer.digest);
-		// eslint-disable-next-line no-await-in-loop
 		await layerCompression(layoutDir, layer); // refuses zstd with a UserError
-		// eslint-disable-next-line no-await-in-loop
 		await applyLayer(file, root, {keepOwners: keep, keepSetuid: keep, ...(options.signal === undefined ? {} : {signal: options.signal})});
 	}
 };
@@ -115,11 +113,8 @@ export const writeLocalOutput = async (layoutDir: string, destDirArg: string, op
 			} else {
 				for (const image of images) {
 					const root = path.join(partial.path, image.folder);
-					// eslint-disable-next-line no-await-in-loop
 					await fs.mkdir(root, {mode: 0o700});
-					// eslint-disable-next-line no-await-in-loop
 					await fs.chmod(root, 0o755);
-					// eslint-disable-next-line no-await-in-loop
 					await unpackImage(layoutDir, image, root, options);
 				}
 			}

@@ -8,7 +8,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import {lstatOrUndefined} from '../oci/in-root.js';
-import {removeTree} from '../runs/owned-dir.js';
+import {removeTree} from '../fs/remove-tree.js';
 
 export interface MergeOptions {
 	/** Also give merged-into folders the tree's owners (keep-owners=true). */
@@ -22,31 +22,23 @@ export const mergeTree = async (from: string, into: string, options: MergeOption
 		options.signal?.throwIfAborted();
 		const source = path.join(from, name);
 		const target = path.join(into, name);
-		// eslint-disable-next-line no-await-in-loop
 		const sourceStat = await fs.lstat(source);
-		// eslint-disable-next-line no-await-in-loop
 		const targetStat = await lstatOrUndefined(target);
 		if (sourceStat.isDirectory() && targetStat?.isDirectory()) {
-			// eslint-disable-next-line no-await-in-loop
 			await mergeTree(source, target, options);
 			if (options.keepOwners) {
-				// eslint-disable-next-line no-await-in-loop
 				await fs.lchown(target, sourceStat.uid, sourceStat.gid);
 			}
 
-			// eslint-disable-next-line no-await-in-loop
 			await fs.chmod(target, sourceStat.mode & 0o7777);
-			// eslint-disable-next-line no-await-in-loop
 			await fs.utimes(target, sourceStat.atime, sourceStat.mtime);
 			continue;
 		}
 
 		if (targetStat !== undefined) {
-			// eslint-disable-next-line no-await-in-loop
 			await (targetStat.isDirectory() ? removeTree(target) : fs.unlink(target));
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await fs.rename(source, target);
 	}
 };

@@ -30,7 +30,6 @@ export const writeOciLayoutDir = async (layoutDir: string, destDir: string, opti
 		await fs.writeFile(path.join(partial, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}\n');
 		await fs.mkdir(path.join(partial, 'blobs', 'sha256'), {recursive: true});
 		for (const digest of [...digests].sort()) {
-			// eslint-disable-next-line no-await-in-loop
 			await fs.copyFile(blobPath(layoutDir, digest), blobPath(partial, digest), constants.COPYFILE_FICLONE);
 		}
 

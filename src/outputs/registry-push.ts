@@ -116,7 +116,6 @@ class RegistryClient {
 
 	async request(method: Method, url: string, options: {headers?: Record<string, string>; body?: Buffer | NodeJS.ReadableStream} = {}): Promise<{statusCode: number; headers: Record<string, string | string[] | undefined>; body: string}> {
 		for (let attempt = 0; ; attempt++) {
-			// eslint-disable-next-line no-await-in-loop
 			const response = await got(url.startsWith('http') ? url : `${this.#base}${url}`, {
 				method,
 				headers: {...options.headers, ...(this.#authorization === undefined ? {} : {authorization: this.#authorization})},
@@ -131,7 +130,6 @@ class RegistryClient {
 				return {statusCode: response.statusCode, headers: response.headers, body: response.body};
 			}
 
-			// eslint-disable-next-line no-await-in-loop
 			await this.#answer(String(response.headers['www-authenticate'] ?? ''));
 		}
 	}
@@ -208,13 +206,11 @@ export const pushLayout = async (layoutDir: string, target: string, env: NodeJS.
 		const body = await readBlob(layoutDir, descriptor);
 		if (isIndexMediaType(descriptor.mediaType)) {
 			for (const child of (await readJsonBlob(layoutDir, descriptor, undefined, indexKind)).manifests) {
-				// eslint-disable-next-line no-await-in-loop
 				await pushManifest(child, child.digest);
 			}
 		} else {
 			const manifest = await readManifest(layoutDir, descriptor);
 			for (const blob of [manifest.config, ...manifest.layers]) {
-				// eslint-disable-next-line no-await-in-loop
 				await pushBlob(blob);
 			}
 		}

@@ -114,7 +114,6 @@ async function * imageEntries(layoutDir: string, image: SelectedImage, folder: s
 		const newlyOpaque: string[] = [];
 		/** Hardlink target → links to it that need the target's content from this layer. */
 		const orphanLinks = new Map<string, string[]>();
-		// eslint-disable-next-line no-await-in-loop
 		for await (const entry of tarEntries(await openLayer(layoutDir, layer))) {
 			const name = clean(entry.path);
 			const base = name === undefined ? '' : path.posix.basename(name);
@@ -160,7 +159,6 @@ async function * imageEntries(layoutDir: string, image: SelectedImage, folder: s
 		}
 
 		if (orphanLinks.size > 0) {
-			// eslint-disable-next-line no-await-in-loop
 			for await (const entry of tarEntries(await openLayer(layoutDir, layer))) {
 				const name = clean(entry.path);
 				const links = name === undefined ? undefined : orphanLinks.get(name);

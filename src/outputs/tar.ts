@@ -20,7 +20,6 @@ export const writeTarOutput = async (layoutDir: string, dest: string, options: T
 	const images = await selectImages(layoutDir, options.platforms);
 	await verifyLayers(layoutDir, images);
 	for (const layer of images.flatMap(image => image.manifest.layers)) {
-		// eslint-disable-next-line no-await-in-loop
 		await layerCompression(layoutDir, layer); // zstd is refused before the first byte is written
 	}
 

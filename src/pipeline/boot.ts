@@ -5,7 +5,7 @@
  * until it is stopped.
  */
 import {addExitCleanup} from '../runs/exit-cleanups.js';
-import type {Sandbox, SandboxRuntime, SandboxSpec} from '../sandboxes/runtime.js';
+import type {Sandbox, SandboxDriver, SandboxSpec} from '../sandboxes/driver.js';
 import type {HostPhases} from './host-phases.js';
 
 /** A started sandbox and its one stop. */
@@ -17,8 +17,8 @@ export interface BootedSandbox {
 	stop(): Promise<void>;
 }
 
-export const bootSandbox = async (runtime: Pick<SandboxRuntime, 'start'>, spec: SandboxSpec, phases: Pick<HostPhases, 'run'>): Promise<BootedSandbox> => {
-	const starting = runtime.start(spec);
+export const bootSandbox = async (driver: Pick<SandboxDriver, 'start'>, spec: SandboxSpec, phases: Pick<HostPhases, 'run'>): Promise<BootedSandbox> => {
+	const starting = driver.start(spec);
 	let sandbox: Sandbox;
 	try {
 		sandbox = await phases.run('sandbox-start', async () => starting, box => box.id);

@@ -59,7 +59,6 @@ const sizeOf = async (dir: string): Promise<number> => {
 	const entries = await fs.readdir(dir, {withFileTypes: true, recursive: true}).catch(() => []);
 	for (const entry of entries) {
 		if (entry.isFile()) {
-			// eslint-disable-next-line no-await-in-loop
 			total += (await fs.lstat(path.join(entry.parentPath, entry.name)).catch(() => ({size: 0}))).size;
 		}
 	}
@@ -84,14 +83,11 @@ export const listProjectCaches = async (): Promise<ProjectCache[]> => {
 	const caches: ProjectCache[] = [];
 	for (const name of names) {
 		const dir = path.join(buildCacheDir(), name);
-		// eslint-disable-next-line no-await-in-loop
 		if (!(await checkCacheFolder(dir))) {
 			continue;
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		const record = await readCacheRecord(path.join(dir, recordFile), projectRecord);
-		// eslint-disable-next-line no-await-in-loop
 		caches.push({dir, context: record?.context, lastUsed: record?.lastUsed, bytes: await sizeOf(dir)});
 	}
 
@@ -141,7 +137,6 @@ export const pruneProjectCaches = async (maxBytes: number): Promise<ProjectCache
 			break;
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		if (await removeProjectCache(cache.dir)) {
 			total -= cache.bytes;
 			removed.push(cache);

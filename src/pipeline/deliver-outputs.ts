@@ -1,7 +1,7 @@
 /**
  * Deliver the outputs, after the sandbox is gone, from the OCI layout it exported into the
  * host's scratch folder: the --output (oci/docker archive, local folder, tar), --load into the
- * runtime's image store, --push to each tag's registry, and (once the CLI knows the run was not
+ * driver's image store, --push to each tag's registry, and (once the CLI knows the run was not
  * stopped) --metadata-file and --iidfile. An output file is replaced whole or not at all
  * (src/outputs), so a failed build never touches an existing one.
  */
@@ -13,7 +13,7 @@ import {writeFileContent} from '../outputs/destination.js';
 import {pushLayout} from '../outputs/registry-push.js';
 import type {BuildReporter} from '../progress/events.js';
 import type {BuildRequest} from '../request/build-request.js';
-import type {SandboxRuntime} from '../sandboxes/runtime.js';
+import type {SandboxDriver} from '../sandboxes/driver.js';
 import {UserError, userErrorOf} from '../errors.js';
 import {abortable} from './abort.js';
 import type {BuildResult} from './build-result.js';
@@ -51,7 +51,7 @@ export const withDest = (error: unknown, dest: string): unknown => {
 export interface DeliverInput {
 	readonly request: BuildRequest;
 	readonly image: ExportedImage;
-	readonly runtime: Pick<SandboxRuntime, 'loadImage'>;
+	readonly driver: Pick<SandboxDriver, 'loadImage'>;
 	/** The scratch folder the sandbox exported to (an archive for --load is made here when needed). */
 	readonly outDir: string;
 	readonly phases: Pick<HostPhases, 'run'>;
@@ -70,7 +70,7 @@ export const deliverOutputs = async (input: DeliverInput): Promise<void> => {
 			}), () => `type=${output.type} ${output.dest === '-' ? 'to stdout' : output.dest}`);
 		}
 
-		const load = input.runtime.loadImage;
+		const load = input.driver.loadImage;
 		if (request.load && load !== undefined) {
 			// The store takes an OCI archive: the output itself if it is one, else one made for it.
 			const archive = output?.type === 'oci' && output.tar !== false && resolveFileDestination(output.dest).kind === 'replace' ? output.dest : `${input.outDir}/load.tar`;

@@ -14,7 +14,7 @@ import {runAgent, type AgentOutcome} from '../agent/run-agent.js';
 import {errorTable, UserError} from '../errors.js';
 import type {BuildReporter} from '../progress/events.js';
 import {StepTracker} from '../progress/steps.js';
-import type {Sandbox} from '../sandboxes/runtime.js';
+import type {Sandbox} from '../sandboxes/driver.js';
 import {abortReason} from './abort.js';
 import type {BuildStep} from './build-result.js';
 import type {EngineDecision} from './engine-decision.js';

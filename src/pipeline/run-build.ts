@@ -7,7 +7,7 @@
  *   → boot (./boot.ts) → run the agent (./run-agent-stage.ts) → tear down (./teardown.ts)
  *   → deliver outputs (./deliver-outputs.ts)
  *
- * Its dependencies are passed in (./deps.ts): the sandbox runtime, the builder image store, the
+ * Its dependencies are passed in (./deps.ts): the sandbox driver, the builder image store, the
  * reporter, the stop signal. Everything created here is removed in `finally` blocks; what a hard
  * kill leaves behind is removed by the next run's reaping phase.
  */
@@ -21,7 +21,7 @@ import {engineKinds} from '../engines/plan.js';
 import {UserError} from '../errors.js';
 import {addExitCleanup} from '../runs/exit-cleanups.js';
 import {reapPartials} from '../runs/partials.js';
-import type {SandboxRuntime} from '../sandboxes/runtime.js';
+import type {SandboxDriver} from '../sandboxes/driver.js';
 import {refuseForEngine} from '../cli/build-flags/options.js';
 import type {BuildRequest} from '../request/build-request.js';
 import {abortable} from './abort.js';
@@ -65,14 +65,14 @@ interface PlannedBuilder {
 	readonly image: BuilderImage | undefined;
 }
 
-/** The stored builder image, or the kind the runtime would make, to decide the engine by before making it. */
-const findOrPlanBuilder = async (builders: BuilderStore, runtime: SandboxRuntime): Promise<PlannedBuilder> => {
+/** The stored builder image, or the kind the driver would make, to decide the engine by before making it. */
+const findOrPlanBuilder = async (builders: BuilderStore, driver: SandboxDriver): Promise<PlannedBuilder> => {
 	const image = await builders.find();
 	if (image !== undefined) {
 		return {kind: image.kind, reference: image.reference, image};
 	}
 
-	const kind = runtime.buildImage === undefined ? 'distro' : 'containerfile';
+	const kind = driver.buildImage === undefined ? 'distro' : 'containerfile';
 	return {kind, reference: `(a ${kind} builder, to be made)`, image: undefined};
 };
 
@@ -84,14 +84,14 @@ const buildIn = async (request: BuildRequest, inputs: ResolvedInputs, context: {
 	readonly engine: EngineDecision;
 	readonly cache: CacheFolders;
 }): Promise<BuildResult> => {
-	const {deps: {runtime, reporter, signal}, phases, cache} = context;
+	const {deps: {driver, reporter, signal}, phases, cache} = context;
 	const sessionId = newSessionId();
 	const scratch = await createHostScratch(sessionId);
 	const forgetScratch = addExitCleanup(scratch.remove);
 	let booted: BootedSandbox | undefined;
 	try {
 		const staged = await stageInputs(request, inputs, scratch);
-		booted = await bootSandbox(runtime, {
+		booted = await bootSandbox(driver, {
 			sessionId,
 			builderImage: context.builderImage,
 			mounts: buildMounts(staged.request, staged.contexts, scratch, cache, staged.secretFiles),
@@ -103,7 +103,7 @@ const buildIn = async (request: BuildRequest, inputs: ResolvedInputs, context: {
 		});
 		await tearDown(booted, phases);
 		const image = await readExportedImage(scratch.outDir, signal);
-		await deliverOutputs({request, image, runtime, outDir: scratch.outDir, phases, reporter, ...(signal === undefined ? {} : {signal})});
+		await deliverOutputs({request, image, driver, outDir: scratch.outDir, phases, reporter, ...(signal === undefined ? {} : {signal})});
 		return {
 			digest: agent.result.digest,
 			platforms: agent.result.platforms,
@@ -123,30 +123,30 @@ const buildIn = async (request: BuildRequest, inputs: ResolvedInputs, context: {
 };
 
 export const runBuild = async (request: BuildRequest, deps: BuildDeps): Promise<BuildResult> => {
-	const {runtime, builders, reporter, signal} = deps;
+	const {driver, builders, reporter, signal} = deps;
 	const phases = hostPhases(reporter, signal, deps.now);
 
 	// Validate every named context against the requested platforms before anything starts.
 	const inputs = await resolveInputs(request, signal);
-	if (request.load && runtime.loadImage === undefined) {
-		throw new UserError(`--load: the ${runtime.name} driver has no image store to load into`, {
+	if (request.load && driver.loadImage === undefined) {
+		throw new UserError(`--load: the ${driver.name} driver has no image store to load into`, {
 			hint: 'write the image with --output type=oci,dest=FILE instead (--load is for --driver apple-container)',
 			code: 'E_USAGE',
 		});
 	}
 
-	await abortable(runtime.features(), signal);
+	await abortable(driver.features(), signal);
 	// The builder image's record decides what its engine can do, before any sandbox (or a long make) starts.
-	const planned = await abortable(findOrPlanBuilder(builders, runtime), signal);
+	const planned = await abortable(findOrPlanBuilder(builders, driver), signal);
 	const decide = (builder: PlannedBuilder): EngineDecision => decideEngine(request, builder, inputs.bases);
 	let engine = decide(planned);
 	await phases.run('reap-orphans', async () => {
-		const [sandboxes, scratch, partials] = await Promise.all([runtime.reapOrphans(), reapHostScratch(), reapPartials()]);
+		const [sandboxes, scratch, partials] = await Promise.all([driver.reapOrphans(), reapHostScratch(), reapPartials()]);
 		return sandboxes.removed.length + scratch.length + partials.length;
 	}, count => (count > 0 ? `removed ${count} left by killed runs` : undefined));
 
 	const builderImage = await phases.run('builder-image', async () => planned.image ?? builders.ensure({
-		runtime,
+		driver,
 		...(signal === undefined ? {} : {signal}),
 		onProgress(step, detail) {
 			reporter.report({kind: 'host-phase', phase: 'builder-image', state: 'start', detail: detail ? `${step}: ${detail}` : step});

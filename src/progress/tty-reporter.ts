@@ -45,7 +45,6 @@ class PhaseTracker {
 				return result;
 			}
 
-			// eslint-disable-next-line no-await-in-loop
 			await new Promise<void>(resolve => {
 				const listener = (): void => {
 					this.#listeners.delete(listener);

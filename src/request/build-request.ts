@@ -3,14 +3,15 @@
  * absolute and every file checked to exist. Built from CLI options by ./options.ts.
  */
 import {z} from 'zod';
+import {engineKinds} from '../engines/plan.js';
 import type {OutputTarget} from '../outputs/target.js';
 import type {Platform} from '../platforms/parse.js';
-import type {RuntimeOptions} from '../sandboxes/runtime.js';
+import type {DriverName, DriverOptions} from '../sandboxes/driver.js';
 import type {EngineOptions} from '../cli/build-flags/engine-options.js';
 
 export const progressModes = ['auto', 'plain', 'tty', 'quiet', 'rawjson'] as const;
-export const engineNames = ['auto', 'buildkit', 'buildah'] as const;
-export const driverNames = ['linux-userns', 'apple-container'] as const;
+/** `auto` (BuildKit wherever the builder has it) or an engine of src/engines. */
+export const engineNames = ['auto', ...engineKinds] as const;
 
 export const buildContextSchema = z.object({
 	/** The name a `FROM NAME` / `COPY --from=NAME` refers to. */
@@ -56,11 +57,11 @@ export interface BuildRequest {
 	readonly output: OutputSpec | undefined;
 	readonly progress: (typeof progressModes)[number];
 	readonly engine: (typeof engineNames)[number];
-	readonly driver: (typeof driverNames)[number];
-	/** Import the result into the runtime's image store under `tags` (buildx --load). */
+	readonly driver: DriverName;
+	/** Import the result into the driver's image store under `tags` (buildx --load). */
 	readonly load: boolean;
 	/** Push the result to each tag's registry (buildx --push), with the docker config's credentials. */
 	readonly push: boolean;
 	/** The sandbox VM's resources and features (apple-container; refused by linux-userns). */
-	readonly runtimeOptions: RuntimeOptions;
+	readonly driverOptions: DriverOptions;
 }

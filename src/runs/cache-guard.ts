@@ -135,24 +135,20 @@ export const ensureCacheFolder = async (dir: string, env: NodeJS.ProcessEnv = pr
 	const root = await ensureCacheRoot(env);
 	const target = path.resolve(dir);
 	for (const current of foldersBelow(root, target)) {
-		// eslint-disable-next-line no-await-in-loop
 		const stat = await fs.lstat(current).catch(() => undefined);
 		if (stat !== undefined && isOwnFolder(stat)) {
 			continue;
 		}
 
 		if (stat !== undefined) {
-			// eslint-disable-next-line no-await-in-loop
 			await setAside(current, 'unsafe', whyUnsafe(stat));
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await fs.mkdir(current, {mode: 0o700}).catch((error: NodeJS.ErrnoException) => {
 			if (error.code !== 'EEXIST') {
 				throw error;
 			}
 		});
-		// eslint-disable-next-line no-await-in-loop
 		const made = await fs.lstat(current);
 		if (!isOwnFolder(made)) {
 			throw new Error(`internal: ${current} changed while exobuild was making it`);
@@ -175,14 +171,12 @@ export const checkCacheFolder = async (dir: string, env: NodeJS.ProcessEnv = pro
 
 	await ensureCacheRoot(env);
 	for (const current of foldersBelow(root, path.resolve(dir))) {
-		// eslint-disable-next-line no-await-in-loop
 		const stat = await fs.lstat(current).catch(() => undefined);
 		if (stat === undefined) {
 			return false;
 		}
 
 		if (!isOwnFolder(stat)) {
-			// eslint-disable-next-line no-await-in-loop
 			await setAside(current, 'unsafe', whyUnsafe(stat));
 			return false;
 		}

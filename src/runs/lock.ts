@@ -13,7 +13,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import {setTimeout as sleep} from 'node:timers/promises';
 import {setAside, warn} from './cache-guard.js';
-import {ensurePrivateFolder, ownerAlive, ownerFile, ownerRecordText, parseOwner, readOwnerText, reapOwnedDirs, removeTree} from './owned-dir.js';
+import {ensurePrivateFolder, ownerAlive, ownerFile, ownerRecordText, parseOwner, readOwnerText, reapOwnedDirs} from './owned-dir.js';
+import {removeTree} from '../fs/remove-tree.js';
 
 /** How old a lock with an unreadable owner record must be before it is broken. */
 export const lockGraceMs = 5000;
@@ -137,9 +138,7 @@ export const tryLock = async (lock: string, graceMs = lockGraceMs): Promise<Held
 	await ensurePrivateFolder(path.dirname(lock));
 	await reapTemporaries(lock);
 	for (let tries = 0; tries < 10; tries++) {
-		// eslint-disable-next-line no-await-in-loop
 		const held = await attempt(lock);
-		// eslint-disable-next-line no-await-in-loop
 		if (held !== undefined || !(await breakIfStale(lock, graceMs))) {
 			return held;
 		}
@@ -153,7 +152,6 @@ export const takeLock = async (lock: string, onWait: () => void, signal?: AbortS
 	let waited = false;
 	for (;;) {
 		signal?.throwIfAborted();
-		// eslint-disable-next-line no-await-in-loop
 		const held = await tryLock(lock, graceMs);
 		if (held !== undefined) {
 			return held;
@@ -164,7 +162,6 @@ export const takeLock = async (lock: string, onWait: () => void, signal?: AbortS
 			waited = true;
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await sleep(pollMs, undefined, signal === undefined ? {} : {signal}).catch(() => undefined);
 	}
 };

@@ -8,6 +8,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import {execa} from 'execa';
 import {z} from 'zod';
+import {removeTree} from '../fs/remove-tree.js';
 import {checkCacheFolder, ensureCacheFolder, inCache} from './cache-guard.js';
 
 const ownerRecord = z.object({
@@ -65,46 +66,6 @@ export interface OwnedDir {
 	remove(): Promise<void>;
 }
 
-/**
- * Removes a tree, making read-only folders writable first when a plain removal is refused (an
- * image's 0555 folders, when not root), and, when not root on Linux, in a user namespace with the
- * sandbox's id map for what subordinate ids own. A symlink is removed as itself, never followed.
- */
-export const removeTree = async (dir: string): Promise<void> => {
-	const top = await fs.lstat(dir).catch(() => undefined);
-	if (top === undefined) {
-		return;
-	}
-
-	if (!top.isDirectory()) {
-		await fs.rm(dir, {force: true});
-		return;
-	}
-
-	try {
-		await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
-	} catch {
-		const open = async (folder: string): Promise<void> => {
-			await fs.chmod(folder, 0o700).catch(() => undefined);
-			const children = await fs.readdir(folder, {withFileTypes: true}).catch(() => []);
-			await Promise.all(children.filter(child => child.isDirectory()).map(async child => open(path.join(folder, child.name))));
-		};
-
-		await open(dir);
-		try {
-			await fs.rm(dir, {recursive: true, force: true, maxRetries: 3});
-		} catch (error) {
-			// Files a rootless sandbox made belong to subordinate ids: remove them as the sandbox's root.
-			if (process.platform !== 'linux' || process.getuid?.() === 0 || !['EACCES', 'EPERM'].includes((error as NodeJS.ErrnoException).code ?? '')) {
-				throw error;
-			}
-
-			const {removeInUserNamespace} = await import('../sandboxes/linux-userns/namespaces.js');
-			await removeInUserNamespace(dir);
-		}
-	}
-};
-
 /** Makes `dir` mode 0700: inside exobuild's cache every folder on the way is checked (./cache-guard.ts). */
 export const ensurePrivateFolder = async (dir: string): Promise<void> => {
 	await (inCache(dir) ? ensureCacheFolder(dir) : fs.mkdir(dir, {recursive: true, mode: 0o700}));
@@ -161,20 +122,16 @@ export const reapOwnedDirs = async (parent: string, filter: (name: string) => bo
 	const removed: string[] = [];
 	for (const name of names.filter(filter)) {
 		const dir = path.join(parent, name);
-		// eslint-disable-next-line no-await-in-loop
 		const owner = await readOwner(dir);
 		let dead: boolean;
 		if (owner === undefined) {
-			// eslint-disable-next-line no-await-in-loop
 			const stat = await fs.lstat(dir).catch(() => undefined);
 			dead = stat !== undefined && stat.isDirectory() && Date.now() - stat.mtimeMs > graceMs;
 		} else {
-			// eslint-disable-next-line no-await-in-loop
 			dead = !(await ownerAlive(owner));
 		}
 
 		if (dead) {
-			// eslint-disable-next-line no-await-in-loop
 			await removeTree(dir);
 			removed.push(name);
 		}

@@ -11,7 +11,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import {runsDir} from '../paths.js';
 import {addExitCleanup} from './exit-cleanups.js';
-import {createOwnedDir, ownerAlive, readOwner, removeTree, type OwnedDir} from './owned-dir.js';
+import {createOwnedDir, ownerAlive, readOwner, type OwnedDir} from './owned-dir.js';
+import {removeTree} from '../fs/remove-tree.js';
 
 const recordSuffix = '.partials';
 const partialPattern = /^\..+\.[\da-f]{8}\.partial$/;
@@ -103,32 +104,25 @@ export const reapPartials = async (): Promise<string[]> => {
 	const removed: string[] = [];
 	for (const name of names.filter(entry => entry.endsWith(recordSuffix))) {
 		const dir = path.join(parent, name);
-		// eslint-disable-next-line no-await-in-loop
 		const owner = await readOwner(dir);
-		// eslint-disable-next-line no-await-in-loop
 		const stat = await lstatOrUndefined(dir);
-		// eslint-disable-next-line no-await-in-loop
 		const dead = stat?.isDirectory() === true && (owner === undefined ? Date.now() - stat.mtimeMs > 60_000 : !(await ownerAlive(owner)));
 		if (!dead) {
 			continue;
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		for (const entry of await fs.readdir(dir).catch(() => [] as string[])) {
 			if (!/^[\da-f]{16}$/.test(entry)) {
 				continue;
 			}
 
-			// eslint-disable-next-line no-await-in-loop
 			const target = await fs.readFile(path.join(dir, entry), 'utf8').catch(() => '');
 			if (path.isAbsolute(target) && partialPattern.test(path.basename(target))) {
-				// eslint-disable-next-line no-await-in-loop
 				await removePartial(target);
 				removed.push(target);
 			}
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await removeTree(dir);
 	}
 

@@ -1,11 +1,11 @@
 /**
- * Turning a runtime's requirement checks into `exobuild doctor` rows. A requirement is a check
+ * Turning a driver's requirement checks into `exobuild doctor` rows. A requirement is a check
  * that returns a one-line detail when it holds and throws a UserError (whose hint is the fix)
  * when it does not: features() runs them in order and stops at the first failure, diagnose()
  * runs each one and reports them all.
  */
 import {isUserError} from '../errors.js';
-import type {CheckRow} from './runtime.js';
+import type {CheckRow} from './driver.js';
 
 export interface Requirement {
 	readonly check: string;
@@ -27,7 +27,6 @@ export const requirementRow = async (area: string, requirement: Requirement): Pr
 export const requirementRows = async (area: string, requirements: readonly Requirement[]): Promise<CheckRow[]> => {
 	const rows: CheckRow[] = [];
 	for (const requirement of requirements) {
-		// eslint-disable-next-line no-await-in-loop
 		rows.push(await requirementRow(area, requirement));
 	}
 

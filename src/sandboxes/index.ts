@@ -1,22 +1,22 @@
-/** The factory of sandbox runtimes: the only place that maps a driver name to its implementation. */
-import {createAppleContainerRuntime} from './apple-container/index.js';
-import {createLinuxUsernsRuntime} from './linux-userns/index.js';
-import type {RuntimeName, RuntimeOptions, SandboxRuntime} from './runtime.js';
+/** The factory of sandbox drivers: the only place that maps a driver name to its implementation. */
+import {createAppleContainerDriver} from './apple-container/index.js';
+import {createLinuxUsernsDriver} from './linux-userns/index.js';
+import type {DriverName, DriverOptions, SandboxDriver} from './driver.js';
 
-export const runtimeNames: readonly RuntimeName[] = ['linux-userns', 'apple-container'];
+export const driverNames: readonly DriverName[] = ['linux-userns', 'apple-container'];
 
-/** The runtime used when --driver is not given. */
-export const defaultRuntime = (platform: NodeJS.Platform = process.platform): RuntimeName =>
+/** The driver used when --driver is not given. */
+export const defaultDriver = (platform: NodeJS.Platform = process.platform): DriverName =>
 	platform === 'darwin' ? 'apple-container' : 'linux-userns';
 
-export const createRuntime = (name: RuntimeName, options: RuntimeOptions = {}): SandboxRuntime => {
+export const createDriver = (name: DriverName, options: DriverOptions = {}): SandboxDriver => {
 	switch (name) {
 		case 'linux-userns': {
-			return createLinuxUsernsRuntime(options);
+			return createLinuxUsernsDriver(options);
 		}
 
 		case 'apple-container': {
-			return createAppleContainerRuntime(options);
+			return createAppleContainerDriver(options);
 		}
 	}
 };

@@ -1,4 +1,4 @@
-/** The lines of a child's output stream, as they come; resolves when the stream ends (at once for none). Shared by the runtimes. */
+/** The lines of a child's output stream, as they come; resolves when the stream ends (at once for none). Shared by the drivers. */
 import readline from 'node:readline';
 
 export const readLines = async (stream: NodeJS.ReadableStream | null | undefined, onLine: ((line: string) => void) | undefined): Promise<void> => new Promise(resolve => {

@@ -27,7 +27,7 @@ import {PlainReporter} from '../../src/progress/plain-reporter.js';
 import {platformSlug} from '../../src/agent/agent-args.js';
 import {resolvePlatformManifests, writePlatformView} from '../../src/oci/index.js';
 import {parsePlatform} from '../../src/platforms/parse.js';
-import {createRuntime} from '../../src/sandboxes/index.js';
+import {createDriver} from '../../src/sandboxes/index.js';
 import {builderRootfs} from '../../src/sandboxes/linux-userns/index.js';
 import {runInPrivateUserns} from '../../src/sandboxes/linux-userns/namespaces.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
@@ -80,8 +80,7 @@ for (let index = 0; index < runs; index++) {
 		platform: ['linux/ppc64le'], tag: [], buildArg: [], cache: true, buildContext: [`busybox=oci-layout://${layout}`],
 		output: [`type=oci,dest=${path.join(work, 'phases.tar')}`], progress: 'plain', engine: 'buildah', driver: 'linux-userns', cacheTo: [`type=local,dest=${coldCache()}`],
 	}, {cwd: work, env: process.env, warn() {}});
-	// eslint-disable-next-line no-await-in-loop
-	const result = await runBuild(request, {runtime: createRuntime(request.driver), builders: cacheBuilderStore, reporter: new PlainReporter(() => undefined)});
+	const result = await runBuild(request, {driver: createDriver(request.driver), builders: cacheBuilderStore, reporter: new PlainReporter(() => undefined)});
 	phaseRuns.push({...result.phaseMs});
 }
 
@@ -148,10 +147,8 @@ const baselineMs: number[] = [];
 await baselineOnce(); // warm-up
 for (let index = 0; index < runs; index++) {
 	const started = performance.now();
-	// eslint-disable-next-line no-await-in-loop
 	await execa(bin, args(coldCache()), {env: exobuildEnv});
 	exobuildWall.push(performance.now() - started);
-	// eslint-disable-next-line no-await-in-loop
 	baselineMs.push(await baselineOnce());
 }
 
@@ -162,7 +159,6 @@ const rebuildWall: number[] = [];
 let cachedSteps = '';
 for (let index = 0; index < runs; index++) {
 	const started = performance.now();
-	// eslint-disable-next-line no-await-in-loop
 	const rebuild = await execa(bin, args(warm), {env: exobuildEnv});
 	rebuildWall.push(performance.now() - started);
 	const lines = String(rebuild.stderr).split('\n');

@@ -71,7 +71,6 @@ test('--driver apple-container --platform linux/ppc64le,linux/s390x --load -t de
 	const archive = await inspectArchive(dest);
 	assert.deepEqual(archive.images.map(image => image.platform).sort(), ['linux/ppc64le', 'linux/s390x']);
 	for (const image of archive.images) {
-		// eslint-disable-next-line no-await-in-loop
 		assert.equal((await image.readFile('/uname.txt'))?.toString().trim(), image.platform === 'linux/ppc64le' ? 'ppc64le' : 's390x');
 	}
 
@@ -106,7 +105,6 @@ test('where the store refuses a multi-platform index, --load loads one image per
 	assert.equal(result.exitCode, 0, result.all);
 	assert.match(String(result.stderr), /refused the multi-platform index .*; loaded one image per platform instead: split:1-ppc64le, split:1-s390x/);
 	for (const tag of ['split:1-ppc64le', 'split:1-s390x']) {
-		// eslint-disable-next-line no-await-in-loop
 		assert.equal((await container('image', 'inspect', tag)).exitCode, 0, tag);
 	}
 

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
-import {removeTree} from '../../src/runs/owned-dir.js';
+import {removeTree} from '../../src/fs/remove-tree.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {assertNothingLeft, exobuild, fixturesDir, makeContext} from './helpers.js';
 

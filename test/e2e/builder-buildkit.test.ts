@@ -15,7 +15,7 @@ import {test} from 'node:test';
 import {execa} from 'execa';
 import {inspectArchive} from '../../src/oci/index.js';
 import {architectures} from '../../src/platforms/table.js';
-import {removeTree} from '../../src/runs/owned-dir.js';
+import {removeTree} from '../../src/fs/remove-tree.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {bin, exobuild, exobuildEnv, fixturesDir, makeContext, upstreamTarballs} from './helpers.js';
 

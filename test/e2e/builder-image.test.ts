@@ -13,7 +13,7 @@ import {test} from 'node:test';
 import {execa} from 'execa';
 import {inspectArchive} from '../../src/oci/index.js';
 import {architectures} from '../../src/platforms/table.js';
-import {removeTree} from '../../src/runs/owned-dir.js';
+import {removeTree} from '../../src/fs/remove-tree.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {bin, elfMachine, exobuild, exobuildEnv, fixturesDir, makeContext} from './helpers.js';
 
@@ -38,11 +38,9 @@ test('builder build makes (or finds) the image; inspect prints it; its layers ho
 	const agent = await builder!.readFile('/usr/local/bin/exobuild-agent');
 	assert.match(agent?.toString() ?? '', /^#!\/bin\/sh\n/);
 	for (const arch of architectures) {
-		// eslint-disable-next-line no-await-in-loop
 		const probe = await builder!.readFile(`/usr/lib/exobuild/probes/${arch.qemu}/busybox`);
 		assert.ok(probe, `probe of ${arch.qemu}`);
 		assert.equal(elfMachine(probe), machines[arch.qemu], `probe of ${arch.qemu} is a binary of that architecture`);
-		// eslint-disable-next-line no-await-in-loop
 		assert.ok(await builder!.readFile(`/usr/bin/qemu-${arch.qemu}`), `emulator qemu-${arch.qemu}`);
 	}
 

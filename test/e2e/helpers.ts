@@ -97,13 +97,11 @@ export const leftovers = async (): Promise<{processes: string[]; mounts: string[
 export const assertNothingLeft = async (): Promise<void> => {
 	// Give a killed process group a moment to be reaped by its parent.
 	for (let attempt = 0; attempt < 50; attempt++) {
-		// eslint-disable-next-line no-await-in-loop
 		const left = await leftovers();
 		if (left.processes.length === 0 && left.mounts.length === 0 && left.runs.length === 0) {
 			return;
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await new Promise(resolve => setTimeout(resolve, 100));
 	}
 

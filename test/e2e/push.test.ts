@@ -43,13 +43,11 @@ before(async () => {
 	].join('\n'));
 	registry = spawn('docker-registry', ['serve', path.join(work, 'config.yml')], {stdio: 'ignore'});
 	for (let attempt = 0; attempt < 100; attempt++) {
-		// eslint-disable-next-line no-await-in-loop
 		const answer = await got(`http://127.0.0.1:${port}/v2/`, {throwHttpErrors: false, retry: {limit: 0}}).catch(() => undefined);
 		if (answer?.statusCode === 401) {
 			return;
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await sleep(100);
 	}
 
@@ -83,9 +81,7 @@ test('--push sends a two-platform image to the registry with the docker config\'
 	assert.deepEqual(manifests.map(entry => entry.platform.architecture).sort(), ['ppc64le', 's390x']);
 	assert.equal(String(pushed.stdout).trim().length > 0, true);
 	for (const entry of manifests) {
-		// eslint-disable-next-line no-await-in-loop
 		const manifest = await fetchJson(`${base}/manifests/${entry.digest}`, 'application/vnd.oci.image.manifest.v1+json');
-		// eslint-disable-next-line no-await-in-loop
 		const imageConfig = await fetchJson(`${base}/blobs/${(manifest['config'] as {digest: string}).digest}`, '*/*');
 		assert.equal(imageConfig['architecture'], entry.platform.architecture);
 	}

@@ -73,7 +73,6 @@ test('a run killed with SIGKILL leaves no process; the next run reaps its folder
 	await child;
 	// The sandbox dies with its owner (parent-death signal), but the run folders stay behind.
 	for (let attempt = 0; attempt < 100 && (await leftovers()).processes.length > 0; attempt++) {
-		// eslint-disable-next-line no-await-in-loop
 		await new Promise(resolve => setTimeout(resolve, 100));
 	}
 

@@ -150,7 +150,6 @@ test('a builder record naming a file outside the store: `builder rm`, `rm --stal
 			plantLegacyRecord(hash, target);
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		const result = await run(args);
 		assert.notEqual(result.exitCode, 70, result.all);
 		assert.ok(fs.existsSync(target), `${args.join(' ')} deleted the file the record named`);

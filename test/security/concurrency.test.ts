@@ -47,10 +47,8 @@ test('8 builds at once (6 projects, one of them twice more) with prune --max-cac
 	const prunes: Array<{exitCode: number | undefined; all: string | undefined}> = [];
 	const pruning = (async () => {
 		while (building) {
-			// eslint-disable-next-line no-await-in-loop
 			const result = await exobuild(['prune', '--max-cache-size', '0']);
 			prunes.push({exitCode: result.exitCode, all: result.all});
-			// eslint-disable-next-line no-await-in-loop
 			await new Promise(resolve => setTimeout(resolve, 300));
 		}
 	})();
@@ -64,13 +62,10 @@ test('8 builds at once (6 projects, one of them twice more) with prune --max-cac
 	for (const [index, result] of results.entries()) {
 		assert.equal(result.exitCode, 0, `build ${index} (${builds[index]!.name}):\n${result.all}`);
 		assert.match(String(result.stdout).trim(), /^sha256:[a-f0-9]{64}$/);
-		// eslint-disable-next-line no-await-in-loop
 		const archive = await inspectArchive(builds[index]!.dest);
 		const [image] = archive.images;
 		assert.equal(image?.platform, platform);
-		// eslint-disable-next-line no-await-in-loop
 		assert.equal((await image.readFile('/message.txt'))?.toString('utf8'), `message of ${builds[index]!.name}\n`);
-		// eslint-disable-next-line no-await-in-loop
 		assert.match((await image.readFile('/report.txt'))?.toString('utf8') ?? '', /^hello from riscv64 \(TARGETPLATFORM=linux\/riscv64/);
 	}
 
@@ -86,7 +81,6 @@ test('8 builds at once (6 projects, one of them twice more) with prune --max-cac
 	};
 
 	for (let attempt = 0; attempt < 50 && JSON.stringify(await mine()) !== JSON.stringify({runs: [], processes: []}); attempt++) {
-		// eslint-disable-next-line no-await-in-loop
 		await new Promise(resolve => setTimeout(resolve, 100));
 	}
 

@@ -64,13 +64,9 @@ const refusedEarly = async (args: readonly string[], pattern: RegExp): Promise<v
 test('--progress rawjson, --sbom, --provenance and --no-cache-filter with buildah: exit 2 before any sandbox', async () => {
 	// Chosen by --engine buildah, and by auto on a builder image that has buildah only.
 	for (const engine of [['--engine', 'buildah'], []]) {
-		// eslint-disable-next-line no-await-in-loop
 		await refusedEarly([...engine, '--progress', 'rawjson'], /--progress rawjson: buildah has no machine-readable progress/);
-		// eslint-disable-next-line no-await-in-loop
 		await refusedEarly([...engine, '--sbom', 'true'], /--sbom: buildah makes no SBOM attestations/);
-		// eslint-disable-next-line no-await-in-loop
 		await refusedEarly([...engine, '--provenance', 'mode=max'], /--provenance: buildah makes no provenance attestations/);
-		// eslint-disable-next-line no-await-in-loop
 		await refusedEarly([...engine, '--no-cache-filter', 'base'], /--no-cache-filter: buildah cannot skip the cache for some stages only/);
 	}
 
@@ -103,7 +99,6 @@ test('--ssh takes an agent socket or a key file: a folder, a FIFO, a missing pat
 	try {
 		for (const value of [`s=${socket}`, `k=${key}`]) {
 			// The next check that fails (--progress rawjson with buildah) proves --ssh passed.
-			// eslint-disable-next-line no-await-in-loop
 			await refusedEarly(['--engine', 'buildah', '--ssh', value, '--progress', 'rawjson'], /--progress rawjson/);
 		}
 	} finally {

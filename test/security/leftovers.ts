@@ -37,13 +37,11 @@ export const ownLeftovers = async (cacheDir: string = exobuildEnv.EXOBUILD_CACHE
 /** Waits (up to 5 s) for this checkout's builds to have left nothing. */
 export const assertNothingLeftHere = async (cacheDir?: string): Promise<void> => {
 	for (let attempt = 0; attempt < 50; attempt++) {
-		// eslint-disable-next-line no-await-in-loop
 		const left = await ownLeftovers(cacheDir);
 		if (left.processes.length === 0 && left.mounts.length === 0 && left.runs.length === 0) {
 			return;
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await new Promise(resolve => setTimeout(resolve, 100));
 	}
 

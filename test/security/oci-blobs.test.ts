@@ -160,7 +160,6 @@ test('a manifest blob that is a symlink to /dev/zero is refused at once, with bo
 	const layout = await goodLayout();
 	replaceWithSymlink(blobPath(layout.dir, layout.ppc.digest), '/dev/zero');
 	for (const how of ['user', 'engine'] as const) {
-		// eslint-disable-next-line no-await-in-loop
 		const report = await readInChild(layout, how);
 		assert.equal(report.ok, false);
 		assert.ok(report.userError, report.message);
@@ -177,7 +176,6 @@ test('a config blob that is a FIFO fails at once instead of hanging', async () =
 	const {config} = manifestOf(layout, layout.ppc);
 	await replaceWithFifo(blobPath(layout.dir, config.digest));
 	for (const how of ['user', 'engine'] as const) {
-		// eslint-disable-next-line no-await-in-loop
 		const report = await readInChild(layout, how);
 		assert.equal(report.ok, false);
 		assert.ok(report.ms < 1000, `took ${report.ms} ms`);
@@ -273,7 +271,6 @@ test('a nested-index fan-out bomb fails fast with one line', async () => withVic
 
 	writeIndexJson(layout, [below]);
 	for (const how of ['user', 'engine'] as const) {
-		// eslint-disable-next-line no-await-in-loop
 		const report = await readInChild(layout, how);
 		assert.equal(report.ok, false);
 		assert.ok(report.ms < 1000, `took ${report.ms} ms`);

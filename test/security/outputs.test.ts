@@ -31,7 +31,6 @@ process.env['EXOBUILD_CACHE_DIR'] = cache;
 const mounts: string[] = [];
 after(async () => {
 	for (const mount of mounts.reverse()) {
-		// eslint-disable-next-line no-await-in-loop
 		await execa('umount', ['-l', mount], {reject: false});
 	}
 
@@ -145,7 +144,6 @@ test('a character device dest (oci, docker, tar) is written through: it stays th
 	const dev = path.join(fresh('dev'), 'null');
 	const made = await mknod(dev, 'c', 1, 3);
 	for (const target of fileTargets(dev)) {
-		// eslint-disable-next-line no-await-in-loop
 		await writeOutput(layout, target);
 		const now = fs.lstatSync(dev);
 		assert.ok(now.isCharacterDevice(), `type=${target.type} replaced the device with something else`);
@@ -178,13 +176,10 @@ test('a FIFO dest gets the archive\'s bytes through a reader and is still a FIFO
 	const fifo = path.join(folder, 'pipe');
 	await execa('mkfifo', [fifo]);
 	for (const target of fileTargets(fifo)) {
-		// eslint-disable-next-line no-await-in-loop
 		const expected = await bytesOf(layout, target);
 		const reader = execa('cat', [fifo], {encoding: 'buffer', reject: false});
 		try {
-			// eslint-disable-next-line no-await-in-loop
 			await withTimeout(writeOutput(layout, target), 20_000, `type=${target.type} into a FIFO`);
-			// eslint-disable-next-line no-await-in-loop
 			const read = await withTimeout(reader, 20_000, 'the FIFO\'s reader');
 			assert.equal(read.exitCode, 0);
 			assert.ok(Buffer.from(read.stdout).equals(expected), `type=${target.type}: the reader got ${read.stdout.length} bytes, the archive has ${expected.length}`);
@@ -212,12 +207,10 @@ test('a symlink dest is followed (relative, chained, dangling): the target is wr
 	for (const [link, target] of [['link.tar', 'real/image.tar'], ['chain.tar', 'real/image.tar'], ['dangling.tar', 'real/new.tar']] as const) {
 		const linkPath = path.join(folder, link);
 		const linkTarget = fs.readlinkSync(linkPath);
-		// eslint-disable-next-line no-await-in-loop
 		await writeOutput(layout, {type: 'tar', dest: linkPath});
 		assert.ok(fs.lstatSync(linkPath).isSymbolicLink(), `${link} was replaced`);
 		assert.equal(fs.readlinkSync(linkPath), linkTarget);
 		const names: string[] = [];
-		// eslint-disable-next-line no-await-in-loop
 		await tar.t({file: path.join(folder, target), onReadEntry: entry => names.push(entry.path)});
 		assert.ok(names.includes('hello.txt'), `${target} holds ${names.join(', ')}`);
 	}
@@ -257,7 +250,6 @@ test('a full filesystem: exit 1 naming the folder, the previous file byte for by
 		const previous = crypto.randomBytes(200 * 1024);
 		fs.writeFileSync(dest, previous);
 		for (const [layout, target] of [[oci, {type: 'oci', dest}], [rootfs, {type: 'docker', dest}], [rootfs, {type: 'tar', dest}]] as const) {
-			// eslint-disable-next-line no-await-in-loop
 			await assert.rejects(writeOutput(layout, target), (error: unknown) => {
 				assert.ok(isUserError(error), `type=${target.type}: not a UserError: ${String(error)}`);
 				assert.equal(error.exitCode, 1);
@@ -305,7 +297,6 @@ const killWhileWriting = async (layout: string, dest: string, signal: NodeJS.Sig
 		while (!done && partial === undefined) {
 			const name = fs.readdirSync(path.dirname(dest)).find(entry => partialName.test(entry) && (fs.statSync(path.join(path.dirname(dest), entry), {throwIfNoEntry: false})?.size ?? 0) > 1024 * 1024);
 			if (name === undefined) {
-				// eslint-disable-next-line no-await-in-loop
 				await new Promise(resolve => setTimeout(resolve, 2));
 			} else {
 				partial = path.join(path.dirname(dest), name);
@@ -313,7 +304,6 @@ const killWhileWriting = async (layout: string, dest: string, signal: NodeJS.Sig
 			}
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		const code = await exited;
 		if (partial !== undefined && (signal === 'SIGKILL' ? fs.existsSync(partial) : code === 143)) {
 			return partial;

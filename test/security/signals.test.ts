@@ -53,7 +53,6 @@ const startUntil = async (args: readonly string[], ready: (stderr: string) => bo
 	});
 	const deadline = Date.now() + 300_000;
 	for (;;) {
-		// eslint-disable-next-line no-await-in-loop
 		if (await ready(seen)) {
 			return {child, stderr: () => seen};
 		}
@@ -64,7 +63,6 @@ const startUntil = async (args: readonly string[], ready: (stderr: string) => bo
 			throw new Error(`the phase was not reached (exit ${result.exitCode}):\n${seen}`);
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await new Promise(resolve => setTimeout(resolve, 20));
 	}
 };
@@ -166,15 +164,12 @@ test('SIGINT, SIGTERM, SIGHUP and SIGQUIT during the first unpack of the builder
 	const rootfsDir = path.join(fresh, 'linux-userns', 'rootfs');
 	const unpacking = (): boolean => fs.existsSync(rootfsDir) && fs.readdirSync(rootfsDir).some(name => name.startsWith('.unpack-'));
 	for (const [signal, code] of stopSignals) {
-		// eslint-disable-next-line no-await-in-loop
 		const {child} = await startUntil(['build', '--progress', 'plain', '--platform', 'linux/amd64', '--build-context', `busybox=oci-layout://${layout}`, sleeper], () => unpacking(), {env});
-		// eslint-disable-next-line no-await-in-loop
 		const result = await stopWith(child, signal);
 		assert.equal(result.exitCode, code, result.all);
 		assert.ok(result.ms < 2000, `ended ${result.ms} ms after ${signal}`);
 		assert.deepEqual(fs.existsSync(rootfsDir) ? fs.readdirSync(rootfsDir) : [], [], 'no unpack folder and no half rootfs is left');
 		assert.deepEqual(fs.existsSync(path.join(fresh, 'runs')) ? fs.readdirSync(path.join(fresh, 'runs')) : [], [], 'no run folder is left');
-		// eslint-disable-next-line no-await-in-loop
 		const left = await ownLeftovers(fresh);
 		assert.deepEqual(left.processes, []);
 		assert.deepEqual(left.mounts, []);
@@ -208,7 +203,6 @@ test('an env= secret reaches RUN --mount=type=secret, and no file under the cach
 	fs.mkdirSync(layers);
 	await tar.x({file: dest, cwd: layers});
 	for (const blob of fs.readdirSync(path.join(layers, 'blobs', 'sha256'))) {
-		// eslint-disable-next-line no-await-in-loop
 		await tar.t({file: path.join(layers, 'blobs', 'sha256', blob), filter: name => name.replace(/^\.?\//, '') === 'proof', onReadEntry: entry => entry.on('data', (chunk: Buffer) => proof.push(chunk))}).catch(() => undefined);
 	}
 
@@ -224,7 +218,6 @@ test('after a SIGKILL in the middle of the step that mounts an env= secret, no f
 	child.kill('SIGKILL');
 	await child;
 	for (let attempt = 0; attempt < 100 && (await ownLeftovers()).processes.length > 0; attempt++) {
-		// eslint-disable-next-line no-await-in-loop
 		await new Promise(resolve => setTimeout(resolve, 100));
 	}
 

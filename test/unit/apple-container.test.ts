@@ -13,13 +13,13 @@ import * as tar from 'tar';
 import {inspectArchive, LayoutWriter, packLayoutToArchive} from '../../src/oci/index.js';
 import {isUserError} from '../../src/errors.js';
 import {atLeast, parseVersion} from '../../src/sandboxes/apple-container/container-cli.js';
-import {createAppleContainerRuntime, defaultResources, minimumVersion} from '../../src/sandboxes/apple-container/index.js';
+import {createAppleContainerDriver, defaultResources, minimumVersion} from '../../src/sandboxes/apple-container/index.js';
 import {splitArchiveByPlatform} from '../../src/sandboxes/apple-container/per-platform.js';
 import {containerRunArgs, labelArg, validContainerName, vmLabels, type VmRun} from '../../src/sandboxes/apple-container/run-args.js';
 import {
 	parseContainerList, parseImageInspect, parseImageList, parseLoadOutput, parseSystemStatus, versionList,
 } from '../../src/sandboxes/apple-container/shapes.js';
-import {createRuntime} from '../../src/sandboxes/index.js';
+import {createDriver} from '../../src/sandboxes/index.js';
 
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/apple-container/', import.meta.url));
 const fixture = (version: string, name: string): string => fs.readFileSync(path.join(fixtures, version, name), 'utf8');
@@ -140,11 +140,11 @@ test('VM options are checked before anything starts: bad values refused; linux-u
 		assert.throws(make, (error: unknown) => isUserError(error) && pattern.test(error.message) && error.hint !== undefined);
 	};
 
-	refused(() => createAppleContainerRuntime({memory: 'lots'}), /--memory lots is not a size/);
-	refused(() => createAppleContainerRuntime({cpus: 0}), /--cpus 0/);
-	refused(() => createRuntime('linux-userns', {memory: '8G'}), /--memory applies to the apple-container driver/);
-	refused(() => createRuntime('linux-userns', {cpus: 2, virtualization: true}), /--cpus, --virtualization apply/);
-	assert.equal(createRuntime('linux-userns').loadImage, undefined, 'no image store on Linux');
+	refused(() => createAppleContainerDriver({memory: 'lots'}), /--memory lots is not a size/);
+	refused(() => createAppleContainerDriver({cpus: 0}), /--cpus 0/);
+	refused(() => createDriver('linux-userns', {memory: '8G'}), /--memory applies to the apple-container driver/);
+	refused(() => createDriver('linux-userns', {cpus: 2, virtualization: true}), /--cpus, --virtualization apply/);
+	assert.equal(createDriver('linux-userns').loadImage, undefined, 'no image store on Linux');
 });
 
 test('a multi-platform archive splits into one tagged archive per platform (for stores that refuse an index)', async () => {
@@ -168,11 +168,9 @@ test('a multi-platform archive splits into one tagged archive per platform (for 
 			['linux/arm/v7', ['demo:latest-arm-v7', 'registry.example:5000/app:1-arm-v7']],
 		]);
 		for (const part of parts) {
-			// eslint-disable-next-line no-await-in-loop
 			const inspected = await inspectArchive(part.archivePath);
 			assert.equal(inspected.kind, 'manifest');
 			assert.deepEqual(inspected.images.map(image => image.platform), [part.platform]);
-			// eslint-disable-next-line no-await-in-loop
 			assert.equal((await inspected.images[0]!.readFile('/hello'))?.toString(), 'hi');
 		}
 	} finally {
@@ -181,9 +179,8 @@ test('a multi-platform archive splits into one tagged archive per platform (for 
 });
 
 test('image load is given a regular file only: a /dev/fd/N path means nothing to Apple\'s images service (another process)', async () => {
-	const runtime = createAppleContainerRuntime();
+	const driver = createAppleContainerDriver();
 	for (const archive of ['/dev/fd/0', '/dev/stdin', os.tmpdir()]) {
-		// eslint-disable-next-line no-await-in-loop
-		await assert.rejects(runtime.loadImage!(archive, ['demo']), (error: unknown) => isUserError(error) && /needs a regular file/.test(error.message) && error.code === 'E_USAGE', archive);
+		await assert.rejects(driver.loadImage!(archive, ['demo']), (error: unknown) => isUserError(error) && /needs a regular file/.test(error.message) && error.code === 'E_USAGE', archive);
 	}
 });

@@ -12,7 +12,7 @@ import {fileURLToPath} from 'node:url';
 import {execa} from 'execa';
 import * as tar from 'tar';
 import {inspectArchive, LayoutWriter, packLayoutToArchive} from '../../src/oci/index.js';
-import {createAppleContainerRuntime} from '../../src/sandboxes/apple-container/index.js';
+import {createAppleContainerDriver} from '../../src/sandboxes/apple-container/index.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {parseVersion} from '../../src/sandboxes/apple-container/container-cli.js';
 import {
@@ -85,10 +85,8 @@ test('system status: exit 1 with the real message when stopped, JSON when runnin
 	assert.deepEqual(Object.keys(JSON.parse(running.stdout) as object), ['apiServerAppName', 'apiServerBuild', 'apiServerCommit', 'apiServerVersion', 'appRoot', 'installRoot', 'logRoot', 'status'], '1.x: sorted keys');
 	assert.ok(running.stdout.includes('"installRoot":"\\/usr\\/local\\/"'), 'slashes escaped, as Swift\'s JSONEncoder does');
 	for (const [version, parsed] of [['0.12.3', [0, 12, 3]], ['1.2.2', [1, 2, 2]], ['1.4.1', [1, 4, 1]]] as const) {
-		// eslint-disable-next-line no-await-in-loop
 		const status = await container(['system', 'status', '--format', 'json'], {CONTAINER_SIM_VERSION: version});
 		assert.deepEqual(parseSystemStatus(JSON.parse(status.stdout), parsed).data?.status, 'running', version);
-		// eslint-disable-next-line no-await-in-loop
 		const down = await container(['system', 'status', '--format', 'json'], {CONTAINER_SIM_VERSION: version, CONTAINER_SIM_ROOT: path.join(root, 'never-started')});
 		assert.equal(down.exitCode, 1);
 		assert.deepEqual(parseSystemStatus(JSON.parse(down.stdout), parsed).data?.status, 'unregistered', version);
@@ -159,7 +157,6 @@ test('mounting needs --cap-add SYS_ADMIN (or ALL); /proc/sys is read-only from 1
 	assert.notEqual(denied.exitCode, 0);
 	assert.match(denied.stderr, /permission denied/i);
 	for (const cap of ['SYS_ADMIN', 'CAP_SYS_ADMIN', 'ALL']) {
-		// eslint-disable-next-line no-await-in-loop
 		const allowed = await container(['run', '--rm', '--cap-add', cap, 'busybox', 'mount', '-t', 'tmpfs', 'tmpfs', '/tmp']);
 		assert.equal(allowed.exitCode, 0, `${cap}: ${allowed.stderr}`);
 	}
@@ -230,11 +227,9 @@ test('version gates: a flag newer than the simulated version is an unknown optio
 	for (const [args, since] of gates) {
 		const flag = args.find(arg => arg.startsWith('--'))!;
 		const argv = args[0] === 'run' ? [...args, 'nothing-here'] : [...args];
-		// eslint-disable-next-line no-await-in-loop
 		const older = await container(argv, {CONTAINER_SIM_VERSION: previous(since)});
 		assert.equal(older.exitCode, 64, `${flag} before ${since}`);
 		assert.match(older.stderr, new RegExp(`Unknown option '${flag}'`));
-		// eslint-disable-next-line no-await-in-loop
 		const newer = await container(argv, {CONTAINER_SIM_VERSION: since});
 		assert.notEqual(newer.exitCode, 64, `${flag} from ${since}: ${newer.stderr}`);
 	}
@@ -320,8 +315,8 @@ test('the driver\'s buildImage: build -t (no --output), then image save --platfo
 		const work = path.join(root, 'driver-work');
 		fs.mkdirSync(work);
 		const dest = path.join(work, 'builder.tar');
-		const runtime = createAppleContainerRuntime({cpus: 3, memory: '6G'});
-		await runtime.buildImage!({containerfile: path.join(context, 'Containerfile'), contextDir: context, buildArgs: {A: 'b'}, platform: 'linux/ppc64le', dest});
+		const driver = createAppleContainerDriver({cpus: 3, memory: '6G'});
+		await driver.buildImage!({containerfile: path.join(context, 'Containerfile'), contextDir: context, buildArgs: {A: 'b'}, platform: 'linux/ppc64le', dest});
 		const inspected = await inspectArchive(dest);
 		assert.equal(inspected.kind, 'manifest');
 		assert.deepEqual(inspected.images.map(image => image.platform), ['linux/ppc64le']);

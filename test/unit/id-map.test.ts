@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {test} from 'node:test';
 import {isUserError} from '../../src/errors.js';
-import {removeTree} from '../../src/runs/owned-dir.js';
+import {removeTree} from '../../src/fs/remove-tree.js';
 import {identityMapLines, mapArguments, parseSubordinateRanges, sandboxIdMap, subordinateRanges, totalIds} from '../../src/sandboxes/linux-userns/id-map.js';
 import {runInPrivateUserns} from '../../src/sandboxes/linux-userns/namespaces.js';
 

@@ -204,7 +204,6 @@ test('zstd layers are refused with a UserError', async () => {
 	const zstd = await writer.addBlob(Buffer.from([0x28, 0xB5, 0x2F, 0xFD, 1, 2, 3]), 'application/vnd.oci.image.layer.v1.tar+zstd');
 	await writer.finish(await writer.addImage({layers: [], precompressed: [{descriptor: zstd, diffId: sha256(Buffer.from('x'))}], architecture: 'amd64'}));
 	for (const attempt of [async () => writeDockerArchive(dir, path.join(root, 'zstd.tar')), async () => writeTarOutput(dir, '-', {stdout: sink}), async () => writeLocalOutput(dir, path.join(root, 'zstd-rootfs'))]) {
-		// eslint-disable-next-line no-await-in-loop
 		await assert.rejects(attempt(), (error: unknown) => isUserError(error) && /zstd/.test(error.message));
 	}
 
@@ -341,11 +340,8 @@ test('a failing export leaves an existing destination as it was and no partial f
 	const before = {docker: fs.readFileSync(dockerFile), tar: fs.readFileSync(tarFile), local: listing(localDir), oci: listing(ociDir)};
 
 	for (const layout of [cut, corrupt]) {
-		// eslint-disable-next-line no-await-in-loop
 		await assert.rejects(writeDockerArchive(layout, dockerFile), /corrupt|uncompresses|unexpected end/);
-		// eslint-disable-next-line no-await-in-loop
 		await assert.rejects(writeTarOutput(layout, tarFile), /corrupt|unexpected end/);
-		// eslint-disable-next-line no-await-in-loop
 		await assert.rejects(writeLocalOutput(layout, localDir), /corrupt|unexpected end/);
 	}
 

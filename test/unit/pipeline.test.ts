@@ -1,6 +1,6 @@
 /**
- * The build pipeline (src/pipeline) with an in-memory runtime that replays recorded agent runs
- * (test/fixtures/replay-runtime.ts) and a fake builder store: no sandbox, no engine. What is
+ * The build pipeline (src/pipeline) with an in-memory driver that replays recorded agent runs
+ * (test/fixtures/replay-driver.ts) and a fake builder store: no sandbox, no engine. What is
  * asserted is observable: the archive written and its digest, the reported phases and their
  * order, the sandbox stops recorded, error codes and exit codes, the files left (or not) on disk.
  */
@@ -27,10 +27,10 @@ import {resolveInputs, stageInputs} from '../../src/pipeline/stage-inputs.js';
 import {tearDown, tearDownRemaining} from '../../src/pipeline/teardown.js';
 import type {BuildReporter, ProgressEvent} from '../../src/progress/events.js';
 import type {BuildRequest} from '../../src/request/build-request.js';
-import type {Sandbox, SandboxRuntime} from '../../src/sandboxes/runtime.js';
+import type {Sandbox, SandboxDriver} from '../../src/sandboxes/driver.js';
 import {
-	agentPrelude, buildFailedScript, crashScript, createReplayRuntime, holdScript, protocolErrorScript, successScript, writeSmallLayout, type ReplayRecord, type ReplayScript,
-} from '../fixtures/replay-runtime.js';
+	agentPrelude, buildFailedScript, crashScript, createReplayDriver, holdScript, protocolErrorScript, successScript, writeSmallLayout, type ReplayRecord, type ReplayScript,
+} from '../fixtures/replay-driver.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-pipeline-'));
 process.env['EXOBUILD_CACHE_DIR'] = path.join(root, 'cache');
@@ -87,10 +87,10 @@ const agentPhaseStarts = (events: readonly ProgressEvent[]): string[] =>
 	events.flatMap(event => (event.kind === 'agent' && event.event.event === 'phase-start' ? [event.event.phase] : []));
 
 const build = async (script: ReplayScript, options: {request?: BuildRequest; signal?: AbortSignal; onEvent?: (event: ProgressEvent) => void; store?: BuilderStore; startError?: Error} = {}): Promise<{result: BuildResult | undefined; error: unknown; record: ReplayRecord; events: ProgressEvent[]}> => {
-	const {runtime, record} = createReplayRuntime({script, ...(options.startError === undefined ? {} : {startError: options.startError})});
+	const {driver, record} = createReplayDriver({script, ...(options.startError === undefined ? {} : {startError: options.startError})});
 	const reporter = recordingReporter(options.onEvent);
 	const run = runBuild(options.request ?? request(), {
-		runtime, builders: options.store ?? fakeBuilderStore(builderRecord()), reporter, ...(options.signal === undefined ? {} : {signal: options.signal}),
+		driver, builders: options.store ?? fakeBuilderStore(builderRecord()), reporter, ...(options.signal === undefined ? {} : {signal: options.signal}),
 	});
 	const outcome: {result?: BuildResult; error?: unknown} = await run.then(result => ({result}), (error: unknown) => ({error}));
 	return {result: outcome.result, error: outcome.error, record, events: reporter.events};
@@ -267,7 +267,7 @@ test('a builder that is not stored is made through the store, and the build runs
 	assert.equal(record.starts[0]!.builderImage, made);
 });
 
-test('--load on a runtime without an image store is refused before anything starts', async () => {
+test('--load on a driver without an image store is refused before anything starts', async () => {
 	const {error, record} = await build(successScript(['linux/ppc64le']), {request: request({load: true, tag: ['demo:1'], output: [`type=oci,dest=${newDest()}`]})});
 	assert.equal(userError(error).code, 'E_USAGE');
 	assert.equal(record.reaps, 0);
@@ -329,15 +329,15 @@ test('stage inputs: stageInputs writes the stdin Dockerfile, one view per base a
 
 test('boot: a start that rejects is not stopped; a start still running when the build is aborted is stopped once it is up', async () => {
 	const phases = hostPhases(recordingReporter(), undefined);
-	const {runtime, record} = createReplayRuntime({script: successScript(['linux/ppc64le']), startError: new Error('no subuid range')});
+	const {driver, record} = createReplayDriver({script: successScript(['linux/ppc64le']), startError: new Error('no subuid range')});
 	const spec = {sessionId: 'exo-test', builderImage: builderRecord(), mounts: []};
-	await assert.rejects(bootSandbox(runtime, spec, phases), /no subuid range/);
+	await assert.rejects(bootSandbox(driver, spec, phases), /no subuid range/);
 	assert.equal(record.stops.length, 0);
 
 	const controller = new AbortController();
 	let up: ((box: Sandbox) => void) | undefined;
 	const stops: string[] = [];
-	const slow: Pick<SandboxRuntime, 'start'> = {
+	const slow: Pick<SandboxDriver, 'start'> = {
 		async start() {
 			return new Promise<Sandbox>(resolve => {
 				up = resolve;
@@ -360,16 +360,16 @@ test('boot: a start that rejects is not stopped; a start still running when the 
 test('teardown: the phase stops the sandbox once; the finally path then does nothing, and stops one still up', async () => {
 	const reporter = recordingReporter();
 	const phases = hostPhases(reporter, undefined);
-	const {runtime, record} = createReplayRuntime({script: successScript(['linux/ppc64le'])});
+	const {driver, record} = createReplayDriver({script: successScript(['linux/ppc64le'])});
 	const spec = {sessionId: 'exo-teardown', builderImage: builderRecord(), mounts: []};
-	const booted = await bootSandbox(runtime, spec, phases);
+	const booted = await bootSandbox(driver, spec, phases);
 	await tearDown(booted, phases);
 	await tearDownRemaining(booted, reporter);
 	await booted.stop();
 	assert.deepEqual(record.stops, ['replay-exo-teardown']);
 	assert.ok(phases.phaseMs['teardown'] !== undefined);
 
-	const second = await bootSandbox(runtime, {...spec, sessionId: 'exo-teardown-2'}, phases);
+	const second = await bootSandbox(driver, {...spec, sessionId: 'exo-teardown-2'}, phases);
 	const before = reporter.events.length;
 	await tearDownRemaining(second, reporter);
 	assert.deepEqual(record.stops, ['replay-exo-teardown', 'replay-exo-teardown-2']);
@@ -379,9 +379,9 @@ test('teardown: the phase stops the sandbox once; the finally path then does not
 test('run-agent stage: the argv is the agent\'s, env= secrets go on stdin, events become handlers, steps and phase times', async () => {
 	const env = {TOKEN: 's3cr3t'};
 	const built = request({secret: ['id=tok,env=TOKEN']}, env);
-	const {runtime, record} = createReplayRuntime({script: successScript(['linux/ppc64le'])});
+	const {driver, record} = createReplayDriver({script: successScript(['linux/ppc64le'])});
 	const out = fs.mkdtempSync(path.join(root, 'agent-out-'));
-	const sandbox = await runtime.start({sessionId: 'exo-agent', builderImage: builderRecord(), mounts: [{hostPath: out, sandboxPath: sandboxPaths.out, readOnly: false}]});
+	const sandbox = await driver.start({sessionId: 'exo-agent', builderImage: builderRecord(), mounts: [{hostPath: out, sandboxPath: sandboxPaths.out, readOnly: false}]});
 	const reporter = recordingReporter();
 	const added: Array<[string, number]> = [];
 	const staged = {request: built, contexts: [], secretFiles: new Map<string, string>()};
@@ -425,7 +425,7 @@ test('deliver outputs: an empty exported layout is an export failure; no --outpu
 	assert.equal(image.top.digest, top.digest);
 	assert.match(image.configDigest ?? '', /^sha256:/);
 	const reporter = recordingReporter();
-	await deliverOutputs({request: request(), image, runtime: {}, outDir: out, phases: hostPhases(reporter, undefined), reporter});
+	await deliverOutputs({request: request(), image, driver: {}, outDir: out, phases: hostPhases(reporter, undefined), reporter});
 	assert.deepEqual(reporter.events.map(event => event.kind), ['warning']);
 	assert.match((reporter.events[0] as {message: string}).message, /^no --output given: the image was discarded/);
 });
@@ -434,7 +434,7 @@ test('deliver outputs: --load with a local output packs an archive for the store
 	const out = fs.mkdtempSync(path.join(root, 'load-'));
 	const top = await writeSmallLayout(path.join(out, 'oci-layout'), ['linux/ppc64le']);
 	const loads: Array<{archive: string; tags: readonly string[]; topDigest: string}> = [];
-	const runtime: Pick<SandboxRuntime, 'loadImage'> = {
+	const driver: Pick<SandboxDriver, 'loadImage'> = {
 		async loadImage(archive, tags) {
 			loads.push({archive, tags, topDigest: (await inspectArchive(archive)).topDigest});
 			return {loaded: ['demo:1'], notes: ['loaded as demo:1']};
@@ -442,7 +442,7 @@ test('deliver outputs: --load with a local output packs an archive for the store
 	};
 	const reporter = recordingReporter();
 	const localDest = path.join(root, 'local-out');
-	await deliverOutputs({request: request({load: true, tag: ['demo:1'], output: [`type=local,dest=${localDest}`]}), image: await readExportedImage(out), runtime, outDir: out, phases: hostPhases(reporter, undefined), reporter});
+	await deliverOutputs({request: request({load: true, tag: ['demo:1'], output: [`type=local,dest=${localDest}`]}), image: await readExportedImage(out), driver, outDir: out, phases: hostPhases(reporter, undefined), reporter});
 	assert.deepEqual(loads, [{archive: path.join(out, 'load.tar'), tags: ['demo:1'], topDigest: top.digest}]);
 	assert.equal(fs.readFileSync(path.join(localDest, 'hello'), 'utf8'), 'hello from linux/ppc64le\n');
 	assert.deepEqual(hostPhaseStarts(reporter.events), ['archive', 'load']);

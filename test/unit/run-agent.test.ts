@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
 import {runAgent, type RunAgentOptions} from '../../src/agent/run-agent.js';
-import type {AgentExit, AgentRun} from '../../src/sandboxes/runtime.js';
+import type {AgentExit, AgentRun} from '../../src/sandboxes/driver.js';
 
 const line = (event: Record<string, unknown>): string => JSON.stringify({v: 1, ...event});
 const hello = line({event: 'hello', agentVersion: '0.1.0', machine: 'x86_64', kernel: '6.1', engine: 'buildkit'});

@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import {driverNames} from '../../sandboxes/index.js';
 import {engines} from '../../engines/index.js';
 import type {EngineName} from '../../engines/plan.js';
 import {UserError} from '../../errors.js';
@@ -13,7 +14,7 @@ import {parseCache} from './cache-options.js';
 import {parseEngineOptions, type RawEngineOptions, type SshSource} from './engine-options.js';
 import {csv, usage} from './option-values.js';
 import {
-	buildContextSchema, driverNames, engineNames, outputSchema, progressModes,
+	buildContextSchema, engineNames, outputSchema, progressModes,
 	type BuildContext, type BuildRequest, type OutputSpec,
 } from '../../request/build-request.js';
 
@@ -526,7 +527,7 @@ export const toBuildRequest = (
 		driver: oneOf('--driver', raw.driver, driverNames),
 		load: raw.load === true,
 		push,
-		runtimeOptions: {
+		driverOptions: {
 			...(cpus === undefined ? {} : {cpus}),
 			...(raw.memory === undefined ? {} : {memory: raw.memory}),
 			...(raw.virtualization === true ? {virtualization: true} : {}),

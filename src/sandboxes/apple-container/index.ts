@@ -1,5 +1,5 @@
 /**
- * The apple-container sandbox runtime (macOS): one `container run --rm` VM per build, booted from
+ * The apple-container sandbox driver (macOS): one `container run --rm` VM per build, booted from
  * the builder image, with its own kernel and so its own binfmt_misc table. The host's macOS is
  * never touched. Every call to Apple's CLI is checked: version gates, system status, JSON shapes.
  *
@@ -15,8 +15,8 @@ import {ownerAlive, processStartTime} from '../../runs/owned-dir.js';
 import {requirementRow, type Requirement} from '../check-rows.js';
 import {readLines} from '../read-lines.js';
 import type {
-	AgentExit, AgentRun, CheckRow, ImageBuildRequest, LoadReport, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec,
-} from '../runtime.js';
+	AgentExit, AgentRun, CheckRow, ImageBuildRequest, LoadReport, ReapReport, DriverFeatures, DriverOptions, Sandbox, SandboxDriver, SandboxSpec,
+} from '../driver.js';
 import {atLeast, containerCli, firstErrorLine, formatVersion, readVersion, runCli, spawnCli, type Version} from './container-cli.js';
 import {saveSinglePlatform} from './built-image.js';
 import {parseContainerList, parseImageInspect, parseLoadOutput, parseSystemStatus} from './shapes.js';
@@ -49,7 +49,7 @@ const nativeMachine = (): string => ({arm64: 'aarch64', x64: 'x86_64'} as Record
 const cliFailure = (what: string, result: {stdout: string; stderr: string; exitCode: number}, version: Version | undefined, hint: string): UserError =>
 	new UserError(`${what} failed (container ${version === undefined ? '' : `${formatVersion(version)} `}exit ${result.exitCode}: ${firstErrorLine(result) || 'no output'})`, {hint, code: 'E_CONTAINER_CLI'});
 
-export const createAppleContainerRuntime = (options: RuntimeOptions = {}): SandboxRuntime => {
+export const createAppleContainerDriver = (options: DriverOptions = {}): SandboxDriver => {
 	if (options.memory !== undefined && !memoryPattern.test(options.memory)) {
 		throw new UserError(`--memory ${options.memory} is not a size`, {hint: 'e.g. --memory 8G (K, M, G or T; Apple\'s container rounds to MiB)', code: 'E_USAGE'});
 	}
@@ -114,7 +114,6 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 		const printed = parseLoadOutput(loadOutput, await cliVersion());
 		const missing: string[] = [];
 		for (const reference of references) {
-			// eslint-disable-next-line no-await-in-loop
 			if (!(await inStore(reference))) {
 				missing.push(reference);
 			}
@@ -192,9 +191,8 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 	return {
 		name: 'apple-container',
 
-		async features(): Promise<RuntimeFeatures> {
+		async features(): Promise<DriverFeatures> {
 			for (const requirement of requirements) {
-				// eslint-disable-next-line no-await-in-loop
 				await requirement.run();
 			}
 
@@ -212,7 +210,6 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 			const host = await readMacHost();
 			const rows: CheckRow[] = [];
 			for (const requirement of requirements) {
-				// eslint-disable-next-line no-await-in-loop
 				const row = await requirementRow('host', requirement);
 				// A later requirement needs the earlier ones (no CLI: no status); say the first failure only.
 				if (row.status === 'fail') {
@@ -307,12 +304,10 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 				}
 
 				const startTime = entry.labels[vmLabels.ownerStart] || undefined;
-				// eslint-disable-next-line no-await-in-loop
 				if (await ownerAlive({pid, ...(startTime === undefined ? {} : {startTime}), kind: 'apple-container', created: ''})) {
 					continue;
 				}
 
-				// eslint-disable-next-line no-await-in-loop
 				if (await deleteVm(entry.id)) {
 					removed.push(`${entry.id} (${entry.state})`);
 				}
@@ -340,14 +335,12 @@ export const createAppleContainerRuntime = (options: RuntimeOptions = {}): Sandb
 				}
 
 				for (const part of parts) {
-					// eslint-disable-next-line no-await-in-loop
 					const partLoad = await runCli(['image', 'load', '--input', part.archivePath]);
 					if (partLoad.exitCode !== 0) {
 						throw cliFailure(`loading the ${part.platform} image (container image load), after the multi-platform index was refused`, partLoad, version,
 							`the OCI archive is kept at ${archivePath}`);
 					}
 
-					// eslint-disable-next-line no-await-in-loop
 					await expectInStore(part.tags, partLoad.stdout, archivePath);
 				}
 

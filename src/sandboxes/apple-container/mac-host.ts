@@ -6,7 +6,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import {execa} from 'execa';
-import type {CheckRow} from '../runtime.js';
+import type {CheckRow} from '../driver.js';
 
 export interface MacHost {
 	/** `sw_vers -productVersion`, e.g. "15.2"; undefined off macOS or if unreadable. */
@@ -15,7 +15,7 @@ export interface MacHost {
 	readonly chip: string | undefined;
 	/** hw.optional.arm64 (true also for a Node running under Rosetta). */
 	readonly appleSilicon: boolean | undefined;
-	/** Rosetta 2's runtime is installed. */
+	/** Rosetta 2's driver is installed. */
 	readonly rosettaInstalled: boolean | undefined;
 }
 

@@ -39,21 +39,16 @@ export const splitArchiveByPlatform = async (archivePath: string, workDir: strin
 	for (const [index, image] of images.entries()) {
 		const layout = path.join(workDir, `platform-${index}`);
 		const blobs = path.join(layout, 'blobs', 'sha256');
-		// eslint-disable-next-line no-await-in-loop
 		await fs.mkdir(blobs, {recursive: true});
 		for (const name of blobNames) {
-			// eslint-disable-next-line no-await-in-loop
 			await fs.link(path.join(wholeBlobs, name), path.join(blobs, name));
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await fs.copyFile(path.join(whole, 'oci-layout'), path.join(layout, 'oci-layout'));
 		const {platform: _platform, ...descriptor} = image.descriptor;
-		// eslint-disable-next-line no-await-in-loop
 		await fs.writeFile(path.join(layout, 'index.json'), JSON.stringify({schemaVersion: 2, manifests: [descriptor]}));
 		const platformTags = tags.map(tag => perPlatformTag(tag, image.platform));
 		const platformArchive = path.join(workDir, `platform-${index}.tar`);
-		// eslint-disable-next-line no-await-in-loop
 		await packLayoutToArchive(layout, platformArchive, {tags: platformTags});
 		archives.push({platform: image.platform, archivePath: platformArchive, tags: platformTags});
 	}

@@ -3,7 +3,7 @@
  * against the grammar in test/simulators/apple-container/GRAMMAR.md.
  */
 import {UserError} from '../../errors.js';
-import type {Mount} from '../runtime.js';
+import type {Mount} from '../driver.js';
 
 /** Labels every exobuild VM carries, so a later run can find the VMs of killed runs. */
 export const vmLabels = {

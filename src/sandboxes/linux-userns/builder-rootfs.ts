@@ -20,7 +20,8 @@ import {addExitCleanup} from '../../runs/exit-cleanups.js';
 import {checkCacheFolder, ensureCacheFolder, readCacheRecord} from '../../runs/cache-guard.js';
 import {writeCacheJson} from '../../runs/cache-write.js';
 import {withLock} from '../../runs/lock.js';
-import {createOwnedDir, reapOwnedDirs, removeTree} from '../../runs/owned-dir.js';
+import {createOwnedDir, reapOwnedDirs} from '../../runs/owned-dir.js';
+import {removeTree} from '../../fs/remove-tree.js';
 
 const rootfsDir = (): string => path.join(runtimeStateDir('linux-userns'), 'rootfs');
 const unpackPrefix = '.unpack-';

@@ -73,7 +73,6 @@ export const subordinateRanges = async (file: string, user = currentUser()): Pro
 export const idMapTool = async (tool: 'newuidmap' | 'newgidmap'): Promise<string> => {
 	for (const dir of [...(process.env['PATH'] ?? '').split(':').filter(Boolean), '/usr/bin', '/bin']) {
 		const candidate = path.join(dir, tool);
-		// eslint-disable-next-line no-await-in-loop
 		if (await fs.access(candidate, fs.constants.X_OK).then(() => true, () => false)) {
 			return candidate;
 		}
@@ -144,11 +143,9 @@ export const writeIdMaps = async (pid: number, map: IdMap): Promise<void> => {
 	}
 
 	for (const [tool, own, ranges, file] of [['newuidmap', map.uid, map.uids, subuidFile], ['newgidmap', map.gid, map.gids, subgidFile]] as const) {
-		// eslint-disable-next-line no-await-in-loop
 		const result = await execa(await idMapTool(tool), mapArguments(pid, own, ranges), {reject: false, all: true});
 		if (result.exitCode !== 0) {
 			// The process may simply have died (its own exit status then says why): not the map's fault.
-			// eslint-disable-next-line no-await-in-loop
 			if (!(await fs.access(`/proc/${pid}`).then(() => true, () => false))) {
 				return;
 			}

@@ -1,5 +1,5 @@
 /**
- * The linux-userns sandbox runtime: a user namespace (as a normal user: sandbox root is the user,
+ * The linux-userns sandbox driver: a user namespace (as a normal user: sandbox root is the user,
  * ids 1..65536 its subordinate ids; as root: the identity map; see id-map.ts) with its own mount,
  * pid, ipc and uts namespaces, pivoted into an overlay of the builder image's rootfs, with its
  * own binfmt_misc instance (Linux >= 6.7). The host's kernel table is never touched.
@@ -11,7 +11,7 @@ import {UserError} from '../../errors.js';
 import {packageRoot, runsDir} from '../../paths.js';
 import {createOwnedDir, reapOwnedDirs} from '../../runs/owned-dir.js';
 import {requirementRows, type Requirement} from '../check-rows.js';
-import type {AgentExit, AgentRun, CheckRow, ReapReport, RuntimeFeatures, RuntimeOptions, Sandbox, SandboxRuntime, SandboxSpec} from '../runtime.js';
+import type {AgentExit, AgentRun, CheckRow, ReapReport, DriverFeatures, DriverOptions, Sandbox, SandboxDriver, SandboxSpec} from '../driver.js';
 import {builderRootfs, reapRootfsUnpacks} from './builder-rootfs.js';
 import {identityMapSize, idMapTool, requiredSubordinateIds, subgidFile, subordinateRanges, subuidFile, type IdRange} from './id-map.js';
 import {runInNamespaces} from './namespaces.js';
@@ -25,7 +25,6 @@ const runSuffix = '.sandbox';
 /** The path of `command` on $PATH, if it is there. */
 const onPath = async (command: string): Promise<string | undefined> => {
 	for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').filter(Boolean)) {
-		// eslint-disable-next-line no-await-in-loop
 		if (await fs.access(path.join(dir, command), fs.constants.X_OK).then(() => true, () => false)) {
 			return path.join(dir, command);
 		}
@@ -48,9 +47,9 @@ export interface LinuxUsernsOptions {
 }
 
 /** What the apple-container driver's VM options mean here: nothing, so they are refused, naming why. */
-const refuseVmOptions = (runtimeOptions: RuntimeOptions): void => {
+const refuseVmOptions = (driverOptions: DriverOptions): void => {
 	const given = Object.entries({cpus: '--cpus', memory: '--memory', virtualization: '--virtualization', rosetta: '--rosetta'})
-		.filter(([key]) => runtimeOptions[key as keyof RuntimeOptions] !== undefined)
+		.filter(([key]) => driverOptions[key as keyof DriverOptions] !== undefined)
 		.map(([, flag]) => flag);
 	if (given.length > 0) {
 		throw new UserError(`${given.join(', ')} ${given.length === 1 ? 'applies' : 'apply'} to the apple-container driver's VM; a linux-userns sandbox has no VM`, {
@@ -60,9 +59,9 @@ const refuseVmOptions = (runtimeOptions: RuntimeOptions): void => {
 	}
 };
 
-export const createLinuxUsernsRuntime = (runtimeOptions: RuntimeOptions = {}, options: LinuxUsernsOptions = {}): SandboxRuntime => {
-	refuseVmOptions(runtimeOptions);
-	return linuxUsernsRuntime(options);
+export const createLinuxUsernsDriver = (driverOptions: DriverOptions = {}, options: LinuxUsernsOptions = {}): SandboxDriver => {
+	refuseVmOptions(driverOptions);
+	return linuxUsernsDriver(options);
 };
 
 const readNumber = async (file: string): Promise<number | undefined> => {
@@ -187,12 +186,11 @@ export const hostBinfmtRow = async (dir = '/proc/sys/fs/binfmt_misc'): Promise<C
 	return row(`mounted, ${status}, ${entries.length === 0 ? 'no handlers' : `${entries.length} handler${entries.length === 1 ? '' : 's'} (${entries.join(', ')})`}`);
 };
 
-const linuxUsernsRuntime = (options: LinuxUsernsOptions): SandboxRuntime => ({
+const linuxUsernsDriver = (options: LinuxUsernsOptions): SandboxDriver => ({
 	name: 'linux-userns',
 
-	async features(): Promise<RuntimeFeatures> {
+	async features(): Promise<DriverFeatures> {
 		for (const requirement of hostRequirements) {
-			// eslint-disable-next-line no-await-in-loop
 			await requirement.run();
 		}
 

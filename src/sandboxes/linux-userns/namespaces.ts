@@ -120,14 +120,12 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 
 		// Wait for unshare(2), then write the maps as the parent namespace's root.
 		for (;;) {
-			// eslint-disable-next-line no-await-in-loop
 			const userNs = await readlinkOrUndefined(`/proc/${pid}/ns/user`);
 			if (userNs === undefined) {
 				break; // it died; its exit status tells why
 			}
 
 			if (userNs !== ownUserNs) {
-				// eslint-disable-next-line no-await-in-loop
 				await writeIdMaps(pid, idMap);
 				const init = (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim().split(/\s+/)[0];
 				if (init) {
@@ -140,7 +138,6 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 				break;
 			}
 
-			// eslint-disable-next-line no-await-in-loop
 			await sleep(2);
 		}
 
@@ -156,7 +153,6 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 		await killAll();
 		if (nsPid !== undefined) {
 			for (let attempt = 0; attempt < 500; attempt++) {
-				// eslint-disable-next-line no-await-in-loop
 				const left = await processesInPidNamespace(nsPid);
 				if (left.length === 0) {
 					break;
@@ -166,7 +162,6 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 					killQuietly(leftPid);
 				}
 
-				// eslint-disable-next-line no-await-in-loop
 				await sleep(10);
 			}
 		}

@@ -65,7 +65,6 @@ const waitFor = async (check: () => boolean, milliseconds: number): Promise<bool
 			return true;
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await sleep(20);
 	}
 
@@ -210,7 +209,6 @@ export const containerCommand = async (name: string, argv: readonly string[]): P
 						throw new CliError(`invalidState: "container ${record.id} is running and can not be deleted"`);
 					}
 
-					// eslint-disable-next-line no-await-in-loop
 					await killHard(readContainer(record.id) ?? record);
 				}
 
@@ -247,7 +245,6 @@ export const containerCommand = async (name: string, argv: readonly string[]): P
 			if (parsed.flag('follow')) {
 				let offset = text().length;
 				while (isRunning(record.id)) {
-					// eslint-disable-next-line no-await-in-loop
 					await sleep(50);
 					const now = text();
 					process.stdout.write(now.slice(offset));

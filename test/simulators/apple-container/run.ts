@@ -40,7 +40,7 @@ export const runOptions = {
 	kernel: value('-k', '--kernel'), kernelArg: {...value('--kernel-arg'), since: '1.2.0'}, label: value('-l', '--label'), mount: value('--mount'), name: value('--name'), network: value('--network'),
 	os: value('--os'), publish: value('-p', '--publish'), platform: value('--platform'), publishSocket: value('--publish-socket'),
 	readOnly: {...flag('--read-only'), since: '0.8.0'}, readOnlyPath: {...value('--read-only-path'), since: '1.2.1'}, maskedPath: {...value('--masked-path'), since: '1.2.1'},
-	remove: flag('--rm', '--remove'), rosetta: {...flag('--rosetta'), since: '0.7.0'}, runtime: {...value('--runtime'), since: '0.10.0'}, ssh: flag('--ssh'), tmpfs: value('--tmpfs'),
+	remove: flag('--rm', '--remove'), rosetta: {...flag('--rosetta'), since: '0.7.0'}, driver: {...value('--runtime'), since: '0.10.0'}, ssh: flag('--ssh'), tmpfs: value('--tmpfs'),
 	volume: value('-v', '--volume'), virtualization: flag('--virtualization'), scheme: value('--scheme'), progress: value('--progress'),
 } satisfies Record<string, OptionSpec>;
 
@@ -99,7 +99,7 @@ const hostPathOf = (mount: MountRecord): string => {
 	return dir;
 };
 
-/** The mount points a runtime creates in a rootfs that lacks them (an image need not have /proc). */
+/** The mount points a driver creates in a rootfs that lacks them (an image need not have /proc). */
 const mountPoints = ['proc', 'sys', 'dev', 'run', 'tmp', 'etc'];
 
 /** The image's root filesystem, unpacked once per manifest digest (renamed into place when complete). */
@@ -115,7 +115,6 @@ const rootfsOf = async (image: PlatformManifest): Promise<string> => {
 	fs.mkdirSync(partial);
 	try {
 		for (const layer of image.manifest.layers) {
-			// eslint-disable-next-line no-await-in-loop
 			await applyLayer(blobPath(paths.content(), layer.digest), partial);
 		}
 
@@ -328,7 +327,6 @@ export const run = async (argv: readonly string[]): Promise<number> => {
 				break;
 			}
 
-			// eslint-disable-next-line no-await-in-loop
 			await sleep(10);
 		}
 
@@ -382,7 +380,6 @@ export const run = async (argv: readonly string[]): Promise<number> => {
 			return now?.exitCode ?? 1;
 		}
 
-		// eslint-disable-next-line no-await-in-loop
 		await sleep(20);
 	}
 };

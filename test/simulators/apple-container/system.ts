@@ -256,11 +256,9 @@ export const buildCommand = async (argv: readonly string[]): Promise<string> => 
 		let finalMessage = tags.join('\n');
 		for (const exported of exports) {
 			if (exported.type === 'oci') {
-				// eslint-disable-next-line no-await-in-loop
 				const loaded = await loadArchive(exported.dest ?? outTar);
 				for (const tag of tags) {
 					for (const reference of loaded) {
-						// eslint-disable-next-line no-await-in-loop
 						await imageCommand(['tag', reference, tag]);
 					}
 				}

@@ -225,7 +225,6 @@ export const runVm = async (id: string): Promise<void> => {
 	while (!done && mainPid === undefined) {
 		mainPid = findMainPid();
 		if (mainPid === undefined) {
-			// eslint-disable-next-line no-await-in-loop
 			await sleep(5);
 		}
 	}
@@ -240,7 +239,6 @@ export const runVm = async (id: string): Promise<void> => {
 				for (let attempt = 0; attempt < 1000 && waiting === undefined && !done; attempt++) {
 					waiting = descendants(process.pid).find(pid => cmdline(pid).split('\0')[3] === rosettaWait);
 					if (waiting === undefined) {
-						// eslint-disable-next-line no-await-in-loop
 						await sleep(5);
 					}
 				}
@@ -265,7 +263,6 @@ export const runVm = async (id: string): Promise<void> => {
 		// A foreground client still reading the output says when it is done.
 		const client = Number.parseInt(fs.existsSync(files.attached) ? fs.readFileSync(files.attached, 'utf8') : '', 10);
 		for (let attempt = 0; attempt < 1000 && alive(Number.isNaN(client) ? undefined : client) && !fs.existsSync(files.ack); attempt++) {
-			// eslint-disable-next-line no-await-in-loop
 			await sleep(10);
 		}
 

@@ -1,7 +1,7 @@
 /**
- * The one interface every sandbox runtime implements (after docker/buildx's driver packages).
- * Each runtime lives in its own folder (linux-userns/, apple-container/) and is created through
- * `createRuntime` in ./index.ts; nothing outside src/sandboxes knows which one is in use.
+ * The one interface every sandbox driver implements (after docker/buildx's driver packages).
+ * Each driver lives in its own folder (linux-userns/, apple-container/) and is created through
+ * `createDriver` in ./index.ts; nothing outside src/sandboxes knows which one is in use.
  *
  * A sandbox is throwaway: `start` boots it from the builder image with the given mounts,
  * `runAgent` runs vm-image/exobuild-agent in it and streams its stdout/stderr lines, `stop`
@@ -10,7 +10,7 @@
  */
 import type {BuilderImage} from '../builder-image/builder-image.js';
 
-export type RuntimeName = 'linux-userns' | 'apple-container';
+export type DriverName = 'linux-userns' | 'apple-container';
 
 export interface Mount {
 	readonly hostPath: string;
@@ -56,7 +56,7 @@ export interface Sandbox {
 	stop(): Promise<void>;
 }
 
-export interface RuntimeFeatures {
+export interface DriverFeatures {
 	/** The sandbox registers its own binfmt handlers without touching the host's table. */
 	readonly privateBinfmt: boolean;
 	/** CPU architecture the sandbox runs natively (uname -m inside). */
@@ -68,8 +68,8 @@ export interface ReapReport {
 	readonly removed: readonly string[];
 }
 
-/** Options a user gives to the runtime itself (--cpus, --memory, …); a runtime refuses those it has no use for. */
-export interface RuntimeOptions {
+/** Options a user gives to the driver itself (--cpus, --memory, …); a driver refuses those it has no use for. */
+export interface DriverOptions {
 	/** CPUs of the sandbox VM. */
 	readonly cpus?: number;
 	/** Memory of the sandbox VM, e.g. "8G". */
@@ -81,7 +81,7 @@ export interface RuntimeOptions {
 }
 
 export interface LoadReport {
-	/** References now in the runtime's image store. */
+	/** References now in the driver's image store. */
 	readonly loaded: readonly string[];
 	/** What the user should know (e.g. a multi-platform index loaded as per-platform tags). */
 	readonly notes: readonly string[];
@@ -110,22 +110,22 @@ export interface CheckRow {
 	readonly fix?: string;
 }
 
-export interface SandboxRuntime {
-	readonly name: RuntimeName;
-	/** Checks the host can run this runtime; throws a UserError with a fix otherwise. */
-	features(): Promise<RuntimeFeatures>;
+export interface SandboxDriver {
+	readonly name: DriverName;
+	/** Checks the host can run this driver; throws a UserError with a fix otherwise. */
+	features(): Promise<DriverFeatures>;
 	/**
 	 * `exobuild doctor`'s host rows: each check of features() on its own (a failure becomes a
-	 * fail row with the UserError's hint as the fix), plus what only this runtime knows about.
+	 * fail row with the UserError's hint as the fix), plus what only this driver knows about.
 	 * Never throws for a failed check.
 	 */
 	readonly diagnose?: () => Promise<CheckRow[]>;
 	start(spec: SandboxSpec): Promise<Sandbox>;
 	reapOrphans(): Promise<ReapReport>;
-	/** Imports an OCI image archive into the runtime's image store under `tags` (`--load`); absent where there is no store. */
+	/** Imports an OCI image archive into the driver's image store under `tags` (`--load`); absent where there is no store. */
 	readonly loadImage?: (archivePath: string, tags: readonly string[]) => Promise<LoadReport>;
-	/** Pulls REF from a registry and writes it as an OCI archive (`builder pull`); absent where the runtime has no registry client. */
+	/** Pulls REF from a registry and writes it as an OCI archive (`builder pull`); absent where the driver has no registry client. */
 	readonly pullImage?: (reference: string, platform: string, dest: string) => Promise<void>;
-	/** Builds a Containerfile into an OCI archive with the runtime's own builder (`builder build`); absent where there is none. */
+	/** Builds a Containerfile into an OCI archive with the driver's own builder (`builder build`); absent where there is none. */
 	readonly buildImage?: (request: ImageBuildRequest) => Promise<void>;
 }
