@@ -44,12 +44,15 @@ export const describeAgentEvent = (event: AgentEvent): string | undefined => {
 };
 
 /**
- * buildctl's own logrus lines below error level (`time="…" level=warning msg="failed check for
- * fsverity support"`, printed by the containerd content store it opens for an OCI folder export):
- * diagnostics, not build output. buildctl has no option to quiet them (cmd/buildctl/main.go at
- * v0.32.2 has --debug and --log-format only).
+ * buildctl's own logrus lines (`time="…" level=warning msg="failed check for fsverity support"`
+ * from the containerd content store it opens for an OCI folder export; `level=error
+ * msg="(*service).Write failed" … locked … unavailable` when two exports of one layer race, which
+ * the store retries): diagnostics of the client, not build output, shown with --debug only. A
+ * failed build is reported by buildctl's exit and its final `error:` line, which are not logrus
+ * lines. buildctl has no option to quiet them (cmd/buildctl/main.go at v0.32.2 has --debug and
+ * --log-format only).
  */
-const buildctlDiagnostic = /^time="[^"]*" level=(?:trace|debug|info|warning) msg=/;
+const buildctlDiagnostic = /^time="[^"]*" level=[a-z]+ msg=/;
 
 /**
  * Whether plain and TTY progress show an agent event: the engine daemon's log, and BuildKit
