@@ -24,8 +24,8 @@ after(() => fs.rmSync(work, {recursive: true, force: true}));
 const sleeper = makeContext(path.join(work, 'sleeper'), {Dockerfile: 'FROM busybox\nRUN echo step-is-running && sleep 600\n'});
 
 /** Starts a build whose RUN step sleeps, and resolves once that step is running under emulation. */
-const startSleepingBuild = async (dest: string) => {
-	const child = exobuild(['build', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`, '--output', `type=oci,dest=${dest}`, sleeper]);
+const startSleepingBuild = async (dest: string, engine: 'auto' | 'buildkit' | 'buildah' = 'auto') => {
+	const child = exobuild(['build', '--engine', engine, '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`, '--output', `type=oci,dest=${dest}`, sleeper]);
 	let seen = '';
 	await new Promise<void>((resolve, reject) => {
 		const timer = setTimeout(() => reject(new Error(`the RUN step did not start:\n${seen}`)), 300_000);
@@ -58,14 +58,39 @@ for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
 	});
 }
 
-test('an engine that dies mid-build fails the build with a cause and leaves nothing', async () => {
-	const {child} = await startSleepingBuild(path.join(work, 'crash.tar'));
-	await execa('pkill', ['-KILL', '-f', 'buildah.* build'], {reject: false});
-	const result = await child;
-	assert.equal(result.exitCode, 1, result.all);
-	assert.match(String(result.stderr), /^exobuild: /m);
-	await assertNothingLeft();
-});
+/** The pids of `root`'s descendants whose command line matches `pattern` (this build's own, not another's). */
+const descendantsMatching = async (root: number, pattern: RegExp): Promise<number[]> => {
+	const {stdout} = await execa('ps', ['-eo', 'pid=,ppid=,args=']);
+	const rows = stdout.split('\n').map(line => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(line)).filter(row => row !== null).map(row => ({pid: Number(row[1]), ppid: Number(row[2]), args: row[3]!}));
+	const below = new Set([root]);
+	for (let grew = true; grew;) {
+		grew = false;
+		for (const row of rows) {
+			if (below.has(row.ppid) && !below.has(row.pid)) {
+				below.add(row.pid);
+				grew = true;
+			}
+		}
+	}
+
+	return rows.filter(row => below.has(row.pid) && pattern.test(row.args)).map(row => row.pid);
+};
+
+for (const [engine, process] of [['buildkit', /^buildkitd /], ['buildah', /^buildah .* build /]] as const) {
+	test(`${engine}: an engine that dies mid-build fails the build with a cause and leaves nothing`, async () => {
+		const {child} = await startSleepingBuild(path.join(work, `crash-${engine}.tar`), engine);
+		const engines = await descendantsMatching(child.pid!, process);
+		assert.ok(engines.length > 0, `the build runs ${engine}`);
+		for (const pid of engines) {
+			globalThis.process.kill(pid, 'SIGKILL');
+		}
+
+		const result = await child;
+		assert.equal(result.exitCode, 1, result.all);
+		assert.match(String(result.stderr), /^exobuild: /m);
+		await assertNothingLeft();
+	});
+}
 
 test('a run killed with SIGKILL leaves no process; the next run reaps its folders', async () => {
 	const {child} = await startSleepingBuild(path.join(work, 'killed.tar'));
