@@ -173,5 +173,7 @@ export const runBuild = async (request: BuildRequest, deps: BuildDeps): Promise<
 		await fs.mkdir(to, {recursive: true});
 	}
 
-	return run(from !== undefined && from === to ? {dir: from} : {...(from === undefined ? {} : {from}), ...(to === undefined ? {} : {to})});
+	// One folder as both --cache-from and --cache-to stays two mounts: BuildKit reads and writes
+	// the folder itself (buildx's layout), buildah keeps its storage under the written one.
+	return run({...(from === undefined ? {} : {from}), ...(to === undefined ? {} : {to})});
 };

@@ -105,6 +105,7 @@ test('buildah storage root: the project cache, --cache-to (also when the same as
 	assert.equal(rootOf({to: sandboxPaths.cacheTo}), '/exobuild/cache-to/buildah');
 	assert.equal(rootOf({}), '/exobuild/state/containers');
 	assert.throws(() => rootOf({from: sandboxPaths.cacheFrom}), /cannot read a cache it may not write/);
+	assert.equal(rootOf({from: sandboxPaths.cacheFrom, to: sandboxPaths.cacheTo}), '/exobuild/cache-to/buildah', 'one folder as --cache-from and --cache-to: two mounts, the written one is the root');
 	const same = request({cacheFrom: ['type=local,src=cache-in'], cacheTo: ['type=local,dest=cache-in']});
 	assert.equal(buildah.refuse(same), undefined, 'one folder read and written is fine');
 });

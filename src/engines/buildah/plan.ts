@@ -24,7 +24,9 @@ export const imageName = (platformId: string): string => `exobuild-out-${platfor
 
 /**
  * buildah's storage root: the project's cache folder, or --cache-to's, else this run's scratch.
- * A --cache-from other than --cache-to is refused (./capabilities.ts): buildah must write its cache.
+ * A --cache-from other than --cache-to is refused (./capabilities.ts): buildah must write its
+ * cache. With both naming one folder, it is mounted twice (read-only and read-write): the
+ * read-write one is the root.
  */
 export const buildahRoot = (layout: SandboxLayout): string => {
 	const {dir, from, to} = layout.cache;
@@ -32,7 +34,7 @@ export const buildahRoot = (layout: SandboxLayout): string => {
 		return `${dir}/buildah`;
 	}
 
-	if (from !== undefined) {
+	if (from !== undefined && to === undefined) {
 		throw new Error('engine plan: buildah cannot read a cache it may not write (--cache-from is refused for buildah)');
 	}
 
