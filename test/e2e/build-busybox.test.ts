@@ -50,6 +50,17 @@ test('one invocation builds four foreign platforms; each image ran its RUN steps
 	], {env: {FROM_ENV: 'from the environment'}});
 	assert.equal(result.exitCode, 0, result.all);
 	assert.match(String(result.stdout).trim(), /^sha256:[a-f0-9]{64}$/);
+	// Progress hygiene (BuildKit, the default engine here): no engine daemon or client log line, no
+	// goroutine stack from buildkitd's stop, and no step line printed twice (once as BuildKit's own
+	// line under the time prefix, once again as exobuild's step line). BuildKit itself announces a
+	// vertex again when its output resumes after another's: that is its format, not a duplicate.
+	const raw = String(result.stderr).split('\n');
+	const progress = raw.map(line => line.replace(/^#\s+\d+(?:\.\d+)?s /, ''));
+	assert.match(String(result.stderr), /engine buildkit/, 'BuildKit built it');
+	assert.deepEqual(progress.filter(line => /level=|goroutine |forcing shutdown/.test(line)), [], 'no daemon or client log lines');
+	assert.ok(progress.filter(line => /^#\d+ \[linux\//.test(line)).length >= 8, `the steps are shown:\n${result.stderr}`);
+	assert.deepEqual(raw.filter(line => /^#\d+ \[/.test(line)), [], 'each step line comes once, as BuildKit printed it');
+	assert.deepEqual(progress.filter((line, index) => line !== '' && line === progress[index - 1]), [], 'no line repeated at once');
 
 	const archive = await inspectArchive(dest);
 	assert.equal(archive.kind, 'index', 'several platforms give an image index');
