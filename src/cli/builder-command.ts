@@ -12,7 +12,9 @@ import {
 	buildContainerfileBuilder, builderArchitecture, builderEngines, builderKinds, toolSpecs, type ToolName, type ToolRequest, createBuilderImage, exportBuilderImage, findBuilderImage, importBuilderArchive,
 	listWithCurrency, removeBuilderImage, resolveStoredBuilder, type BuilderImage, type StoredBuilder,
 } from '../builder-image/index.js';
+import {baseImageOverrides} from '../builder-image/containerfile.js';
 import {fetchVerified} from '../builder-image/fetch.js';
+import {baseOverridesLabel, containerfilePath} from '../builder-image/identity.js';
 import {UserError} from '../errors.js';
 import {builderImagesDir} from '../paths.js';
 import {ensureCacheFolder, setAside} from '../runs/cache-guard.js';
@@ -74,6 +76,7 @@ interface BuildOptions {
 	buildkitSha256?: string;
 	binfmt?: string;
 	binfmtSha256?: string;
+	baseImage: string[];
 }
 
 /** The upstream tools the options (or their environment variables) name; a checksum without its source is refused. */
@@ -98,9 +101,15 @@ export const registerBuilderCommand = (program: Command): void => {
 
 	const build = async (options: BuildOptions, command: Command): Promise<void> => {
 		const driver = createDriver(options.driver);
-		const recipe = options.recipe ?? (driver.buildImage === undefined ? 'distro' : 'containerfile');
+		const recipe = options.recipe ?? driver.defaultRecipe;
 		if (!(builderKinds as readonly string[]).includes(recipe)) {
 			throw new UserError(`unknown --recipe "${recipe}"`, {hint: `choose one of: ${builderKinds.join(', ')}`, code: 'E_USAGE'});
+		}
+
+		if (recipe === 'distro' && options.baseImage.length > 0) {
+			throw new UserError('--base-image applies to the containerfile recipe (the distro recipe has no base images)', {
+				hint: 'add --recipe containerfile, or drop --base-image', code: 'E_USAGE', exitCode: 2,
+			});
 		}
 
 		const tools = toolRequests(options);
@@ -131,20 +140,30 @@ export const registerBuilderCommand = (program: Command): void => {
 			throw new UserError('--suite applies to the distro recipe', {hint: 'drop --suite, or add --recipe distro', code: 'E_USAGE'});
 		}
 
+		if (options.baseImage.length > 0 && driver.buildImageOverrides !== true) {
+			throw new UserError(`--base-image: the ${driver.name} driver's image builder cannot serve base images from OCI layouts`, {
+				hint: 'drop --base-image: this driver pulls the pinned images from their registry', code: 'E_USAGE', exitCode: 2,
+			});
+		}
+
 		if (!options.force) {
+			// A stored one is reused only if it was made from the same bases (the pins, or these stand-ins).
+			const {digests} = await baseImageOverrides(options.baseImage, `linux/${builderArchitecture()}`, await fs.readFile(containerfilePath, 'utf8'));
 			const existing = await findBuilderImage({kind: 'containerfile'});
-			if (existing !== undefined) {
-				printJson(existing);
+			if (existing !== undefined && baseOverridesLabel(existing.baseOverrides ?? {}) === baseOverridesLabel(digests)) {
+				printJson(described(existing));
 				return;
 			}
 		}
 
 		await driver.features();
-		printJson(await buildContainerfileBuilder(driver, {...(options.mirror === undefined ? {} : {mirror: options.mirror}), onProgress: progress}));
+		printJson(described(await buildContainerfileBuilder(driver, {
+			...(options.mirror === undefined ? {} : {mirror: options.mirror}), baseImages: options.baseImage, onProgress: progress,
+		})));
 	};
 
 	const addBuildOptions = (command: Command): Command => command
-		.addOption(new Option('--recipe <RECIPE>', 'containerfile (Containerfile.builder; default where the driver can build images: macOS) | distro (Debian packages with mmdebstrap; default on Linux)'))
+		.addOption(new Option('--recipe <RECIPE>', 'containerfile (Containerfile.builder; the default on macOS; on Linux built with BuildKit from a builder made with --buildkit) | distro (Debian packages with mmdebstrap; the default on Linux)'))
 		.addOption(driverOption())
 		.addOption(new Option('--mirror <URL>', 'Debian mirror for packages and probe binaries (any apt mirror: the air-gapped path)').env('EXOBUILD_DEBIAN_MIRROR'))
 		.addOption(new Option('--suite <NAME>', 'Debian suite(s) to try in order, repeatable (distro recipe; default: trixie, then stable)').argParser(collect).default([]))
@@ -152,6 +171,7 @@ export const registerBuilderCommand = (program: Command): void => {
 		.addOption(new Option('--buildkit <SOURCE>', 'add buildkitd and buildctl from a moby/buildkit release tarball: a file, an https URL, or none (default: the pinned official release, downloaded)').env('EXOBUILD_BUILDKIT'))
 		.addOption(new Option('--buildkit-sha256 <HEX>', 'the BuildKit tarball\'s SHA-256 (needed for a URL other than the pinned release; checked for a file)').env('EXOBUILD_BUILDKIT_SHA256'))
 		.addOption(new Option('--binfmt <SOURCE>', 'add tonistiigi/binfmt from a tarball holding bin/binfmt: a file, an https URL, or none (the default)').env('EXOBUILD_BINFMT'))
+		.addOption(new Option('--base-image <NAME=oci-layout://DIR>', 'containerfile recipe (linux-userns): serve the base Containerfile.builder pins as ARG NAME_IMAGE (ubuntu, binfmt, buildkit) from an OCI layout, for this build only; the builder records it (baseOverrides), repeatable').argParser(collect).default([]))
 		.addOption(new Option('--binfmt-sha256 <HEX>', 'the binfmt tarball\'s SHA-256 (needed for a URL; checked for a file)').env('EXOBUILD_BINFMT_SHA256'));
 
 	addBuildOptions(builder.command('build').description('Make the builder image and store it in the cache'))
@@ -275,10 +295,11 @@ export const registerBuilderCommand = (program: Command): void => {
 			}
 
 			const sizes = await Promise.all(images.map(async image => (await fs.lstat(image.archivePath).catch(() => ({size: 0}))).size));
-			process.stdout.write(`${['REFERENCE', 'KIND', 'ARCH', 'SIZE', 'CURRENT', 'ENGINES', 'TOOLS'].join('\t')}\n`);
+			process.stdout.write(`${['REFERENCE', 'KIND', 'ARCH', 'SIZE', 'CURRENT', 'ENGINES', 'TOOLS', 'BASES'].join('\t')}\n`);
 			for (const [index, image] of images.entries()) {
 				const tools = [image.buildkit === undefined ? '' : `buildkit ${image.buildkit.version}`, image.binfmt === undefined ? '' : `binfmt ${image.binfmt.version}`].filter(Boolean).join(', ') || '-';
-				process.stdout.write(`${[image.reference, image.kind, image.architecture, `${(sizes[index]! / 1024 / 1024).toFixed(0)}MiB`, image.current ? 'yes' : 'stale', builderEngines(image).join(','), tools].join('\t')}\n`);
+				const bases = image.kind === 'distro' ? '-' : (image.baseOverrides === undefined ? 'pinned' : `stand-ins: ${Object.keys(image.baseOverrides).sort().join(',')}`);
+				process.stdout.write(`${[image.reference, image.kind, image.architecture, `${(sizes[index]! / 1024 / 1024).toFixed(0)}MiB`, image.current ? 'yes' : 'stale', builderEngines(image).join(','), tools, bases].join('\t')}\n`);
 			}
 		});
 
