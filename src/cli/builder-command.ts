@@ -1,8 +1,10 @@
 /**
  * `exobuild builder …`: the builder image's lifecycle. A builder is a verified OCI archive in
  * exobuild's cache (src/builder-image/store.ts); `save` and `load` (or `fetch`) carry it to an
- * air-gapped machine as one file, `build` makes it (Debian recipe on Linux, Containerfile.builder
- * with `container build` on macOS), `pull` takes it from a registry where the driver can.
+ * air-gapped machine as one file, `build` makes it (the driver's default recipe: Debian packages on
+ * Linux, Containerfile.builder with `container build` on macOS; Containerfile.builder on Linux with
+ * BuildKit in the sandbox, its pinned bases replaceable by `--base-image`), `pull` takes it from a
+ * registry where the driver can.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -133,7 +135,10 @@ export const registerBuilderCommand = (program: Command): void => {
 		}
 
 		if (flagged.length > 0) {
-			process.stderr.write(`exobuild: ${Object.keys(tools).map(name => toolSpecs[name as ToolName].env).join(' and ')} apply to the distro recipe; Containerfile.builder pins its own BuildKit and binfmt\n`);
+			const names = Object.keys(tools).map(name => toolSpecs[name as ToolName].env).join(' and ');
+			process.stderr.write(driver.defaultRecipe === 'distro'
+				? `exobuild: ${names} choose the distro builder Containerfile.builder is built in; the builder made has the BuildKit and binfmt of its own buildkit and binfmt images\n`
+				: `exobuild: ${names} apply to the distro recipe; Containerfile.builder pins its own BuildKit and binfmt\n`);
 		}
 
 		if (options.suite.length > 0) {
