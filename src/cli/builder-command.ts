@@ -17,7 +17,8 @@ import {
 import {baseImageOverrides} from '../builder-image/containerfile.js';
 import {fetchVerified} from '../builder-image/fetch.js';
 import {baseOverridesLabel, containerfilePath} from '../builder-image/identity.js';
-import {UserError} from '../errors.js';
+import {interruptedBy, UserError} from '../errors.js';
+import {runExitCleanups} from '../runs/exit-cleanups.js';
 import {builderImagesDir} from '../paths.js';
 import {ensureCacheFolder, setAside} from '../runs/cache-guard.js';
 import {withLock} from '../runs/lock.js';
@@ -25,6 +26,7 @@ import {createOwnedDir} from '../runs/owned-dir.js';
 import {createDriver, defaultDriver, driverNames} from '../sandboxes/index.js';
 import type {DriverName} from '../sandboxes/driver.js';
 import {collect} from './main.js';
+import {watchStopSignals} from './stop-signals.js';
 
 const progress = (step: string, detail?: string): void => {
 	process.stderr.write(`${step}${detail ? `: ${detail}` : ''}\n`);
@@ -162,9 +164,23 @@ export const registerBuilderCommand = (program: Command): void => {
 		}
 
 		await driver.features();
-		printJson(described(await buildContainerfileBuilder(driver, {
-			...(options.mirror === undefined ? {} : {mirror: options.mirror}), baseImages: options.baseImage, onProgress: progress,
-		})));
+		// A signal stops the build in the sandbox, which removes what it started (as `exobuild build` does).
+		const stop = watchStopSignals('builder build');
+		try {
+			printJson(described(await buildContainerfileBuilder(driver, {
+				...(options.mirror === undefined ? {} : {mirror: options.mirror}), baseImages: options.baseImage, onProgress: progress, signal: stop.signal,
+			})));
+		} catch (error) {
+			const caught = stop.caught();
+			if (caught !== undefined) {
+				await runExitCleanups();
+				throw interruptedBy(caught, 'builder build', error);
+			}
+
+			throw error;
+		} finally {
+			stop.end();
+		}
 	};
 
 	const addBuildOptions = (command: Command): Command => command
