@@ -105,7 +105,7 @@ export interface ImageBuildRequest {
 	readonly platform: string;
 	/** Base images served from OCI layouts instead of a registry (drivers without `buildImageOverrides` refuse them). */
 	readonly baseImages?: readonly BaseImageOverride[];
-	/** Labels added to the built image's config. */
+	/** Labels added to the built image's config (given only with baseImages, so only to drivers with `buildImageOverrides`). */
 	readonly labels?: Readonly<Record<string, string>>;
 	/** OCI image archive to write. */
 	readonly dest: string;
