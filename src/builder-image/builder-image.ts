@@ -21,6 +21,11 @@ export interface BuilderImage {
 	readonly buildkit?: ToolRef;
 	/** Distro builders: the tonistiigi/binfmt tarball whose installer it carries. */
 	readonly binfmt?: ToolRef;
+	/**
+	 * Containerfile builders made with `--base-image`: each pinned base that a stand-in replaced
+	 * (ubuntu, binfmt, buildkit) and the digest of the OCI layout that served it. Absent: made from the pins.
+	 */
+	readonly baseOverrides?: Readonly<Record<string, string>>;
 }
 
 export type BuilderEngine = 'buildkit' | 'buildah';

@@ -301,8 +301,9 @@ export const createBuilderImage = async (options: BuilderOptions = {}): Promise<
 
 /**
  * The builder image a build uses, made on first use: a stored current one if there is one (see
- * findBuilderImage), else made by the driver's image builder from Containerfile.builder where
- * the driver has one (macOS), else from Debian packages (Linux).
+ * findBuilderImage), else made by the recipe the driver defaults to: Containerfile.builder with
+ * its image builder (macOS), or Debian packages (Linux, where Containerfile.builder needs a
+ * builder with BuildKit to be built with).
  */
 export const ensureBuilderImage = async (options: BuilderOptions & {driver?: SandboxDriver} = {}): Promise<BuilderImage> => {
 	if (!options.force) {
@@ -314,7 +315,7 @@ export const ensureBuilderImage = async (options: BuilderOptions & {driver?: San
 		}
 	}
 
-	if (options.driver?.buildImage !== undefined) {
+	if (options.driver?.defaultRecipe === 'containerfile') {
 		options.onProgress?.('Building the builder image from Containerfile.builder (first use; several minutes)');
 		return buildContainerfileBuilder(options.driver, options);
 	}

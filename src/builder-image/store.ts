@@ -21,7 +21,7 @@ import {writeCacheJson} from '../runs/cache-write.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
 import type {BuilderImage} from './builder-image.js';
 import {builderEngines} from './builder-image.js';
-import {builderKinds, builderLabels, builderReference, currentRecipeHashes, toolsFromLabels, type BuilderKind} from './identity.js';
+import {baseOverridesFromLabel, builderKinds, builderLabels, builderReference, currentRecipeHashes, toolsFromLabels, type BuilderKind} from './identity.js';
 import {distroInputHash} from './recipe.js';
 import {noTool, planTool, toolRequestsFromEnv, toolRefSchema, type BuilderTools} from './upstream-tools.js';
 
@@ -42,6 +42,8 @@ const builderImageRecord = z.object({
 	recipeHash: z.string().regex(/^[a-f0-9]{64}$/).optional(),
 	buildkit: toolRefSchema.optional(),
 	binfmt: toolRefSchema.optional(),
+	// Containerfile builders made from stand-ins of the pinned bases (`builder build --base-image`).
+	baseOverrides: z.record(z.string().regex(/^[a-z][a-z0-9_]*$/), z.string().regex(/^sha256:[a-f0-9]{64}$/)).optional(),
 	// Written for people and tools reading the record; derived again from kind and buildkit when read.
 	engines: z.array(z.string()).optional(),
 }).refine(record => (record.archive ?? path.basename(record.archivePath ?? '')) === `${record.inputHash}.tar`, {
@@ -73,8 +75,9 @@ export const writeRecord = async (image: BuilderImage): Promise<void> => {
 };
 
 /** A builder's recipe hash and tools, where it has them. */
-const optionalFields = (image: Pick<BuilderImage, 'recipeHash' | 'buildkit' | 'binfmt'>): Pick<BuilderImage, 'recipeHash' | 'buildkit' | 'binfmt'> => ({
+const optionalFields = (image: Pick<BuilderImage, 'recipeHash' | 'buildkit' | 'binfmt' | 'baseOverrides'>): Pick<BuilderImage, 'recipeHash' | 'buildkit' | 'binfmt' | 'baseOverrides'> => ({
 	...(image.recipeHash === undefined ? {} : {recipeHash: image.recipeHash}),
+	...(image.baseOverrides === undefined ? {} : {baseOverrides: image.baseOverrides}),
 	...(image.buildkit === undefined ? {} : {buildkit: image.buildkit}),
 	...(image.binfmt === undefined ? {} : {binfmt: image.binfmt}),
 });
@@ -207,6 +210,7 @@ export interface VerifiedBuilderArchive {
 	readonly recipeHash?: string;
 	readonly buildkit?: BuilderTools['buildkit'];
 	readonly binfmt?: BuilderTools['binfmt'];
+	readonly baseOverrides?: Readonly<Record<string, string>>;
 }
 
 const notABuilder = (file: string, why: string): UserError => new UserError(`${file} is not a usable exobuild builder image: ${why}`, {
@@ -273,7 +277,20 @@ export const verifyBuilderArchive = async (file: string, scratch: string): Promi
 		throw notABuilder(file, `it names upstream tools but no ${builderLabels.recipeHash}`);
 	}
 
-	return {manifestDigest: top.digest, kind: kind.data, inputHash, architecture: config.architecture, ...optionalFields({...tools, ...(recipeHash === undefined ? {} : {recipeHash})})};
+	const overridesLabel = labels[builderLabels.baseOverrides];
+	const baseOverrides = overridesLabel === undefined ? undefined : baseOverridesFromLabel(overridesLabel);
+	if (typeof baseOverrides === 'string') {
+		throw notABuilder(file, baseOverrides);
+	}
+
+	if (baseOverrides !== undefined && kind.data !== 'containerfile') {
+		throw notABuilder(file, `a ${kind.data} builder has no pinned bases to override, yet it carries ${builderLabels.baseOverrides}`);
+	}
+
+	return {
+		manifestDigest: top.digest, kind: kind.data, inputHash, architecture: config.architecture,
+		...optionalFields({...tools, ...(recipeHash === undefined ? {} : {recipeHash}), ...(baseOverrides === undefined ? {} : {baseOverrides})}),
+	};
 };
 
 /** Runs `verify` with a scratch folder of the store (removed after; a killed run's is reaped). */

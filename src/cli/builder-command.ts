@@ -1,8 +1,10 @@
 /**
  * `exobuild builder …`: the builder image's lifecycle. A builder is a verified OCI archive in
  * exobuild's cache (src/builder-image/store.ts); `save` and `load` (or `fetch`) carry it to an
- * air-gapped machine as one file, `build` makes it (Debian recipe on Linux, Containerfile.builder
- * with `container build` on macOS), `pull` takes it from a registry where the driver can.
+ * air-gapped machine as one file, `build` makes it (the driver's default recipe: Debian packages on
+ * Linux, Containerfile.builder with `container build` on macOS; Containerfile.builder on Linux with
+ * BuildKit in the sandbox, its pinned bases replaceable by `--base-image`), `pull` takes it from a
+ * registry where the driver can.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -12,8 +14,11 @@ import {
 	buildContainerfileBuilder, builderArchitecture, builderEngines, builderKinds, toolSpecs, type ToolName, type ToolRequest, createBuilderImage, exportBuilderImage, findBuilderImage, importBuilderArchive,
 	listWithCurrency, removeBuilderImage, resolveStoredBuilder, type BuilderImage, type StoredBuilder,
 } from '../builder-image/index.js';
+import {baseImageOverrides} from '../builder-image/containerfile.js';
 import {fetchVerified} from '../builder-image/fetch.js';
-import {UserError} from '../errors.js';
+import {baseOverridesLabel, containerfilePath} from '../builder-image/identity.js';
+import {interruptedBy, UserError} from '../errors.js';
+import {runExitCleanups} from '../runs/exit-cleanups.js';
 import {builderImagesDir} from '../paths.js';
 import {ensureCacheFolder, setAside} from '../runs/cache-guard.js';
 import {withLock} from '../runs/lock.js';
@@ -21,6 +26,7 @@ import {createOwnedDir} from '../runs/owned-dir.js';
 import {createDriver, defaultDriver, driverNames} from '../sandboxes/index.js';
 import type {DriverName} from '../sandboxes/driver.js';
 import {collect} from './main.js';
+import {watchStopSignals} from './stop-signals.js';
 
 const progress = (step: string, detail?: string): void => {
 	process.stderr.write(`${step}${detail ? `: ${detail}` : ''}\n`);
@@ -74,6 +80,7 @@ interface BuildOptions {
 	buildkitSha256?: string;
 	binfmt?: string;
 	binfmtSha256?: string;
+	baseImage: string[];
 }
 
 /** The upstream tools the options (or their environment variables) name; a checksum without its source is refused. */
@@ -98,9 +105,15 @@ export const registerBuilderCommand = (program: Command): void => {
 
 	const build = async (options: BuildOptions, command: Command): Promise<void> => {
 		const driver = createDriver(options.driver);
-		const recipe = options.recipe ?? (driver.buildImage === undefined ? 'distro' : 'containerfile');
+		const recipe = options.recipe ?? driver.defaultRecipe;
 		if (!(builderKinds as readonly string[]).includes(recipe)) {
 			throw new UserError(`unknown --recipe "${recipe}"`, {hint: `choose one of: ${builderKinds.join(', ')}`, code: 'E_USAGE'});
+		}
+
+		if (recipe === 'distro' && options.baseImage.length > 0) {
+			throw new UserError('--base-image applies to the containerfile recipe (the distro recipe has no base images)', {
+				hint: 'add --recipe containerfile, or drop --base-image', code: 'E_USAGE', exitCode: 2,
+			});
 		}
 
 		const tools = toolRequests(options);
@@ -124,27 +137,54 @@ export const registerBuilderCommand = (program: Command): void => {
 		}
 
 		if (flagged.length > 0) {
-			process.stderr.write(`exobuild: ${Object.keys(tools).map(name => toolSpecs[name as ToolName].env).join(' and ')} apply to the distro recipe; Containerfile.builder pins its own BuildKit and binfmt\n`);
+			const names = Object.keys(tools).map(name => toolSpecs[name as ToolName].env).join(' and ');
+			process.stderr.write(driver.defaultRecipe === 'distro'
+				? `exobuild: ${names} choose the distro builder Containerfile.builder is built in; the builder made has the BuildKit and binfmt of its own buildkit and binfmt images\n`
+				: `exobuild: ${names} apply to the distro recipe; Containerfile.builder pins its own BuildKit and binfmt\n`);
 		}
 
 		if (options.suite.length > 0) {
 			throw new UserError('--suite applies to the distro recipe', {hint: 'drop --suite, or add --recipe distro', code: 'E_USAGE'});
 		}
 
+		if (options.baseImage.length > 0 && driver.buildImageOverrides !== true) {
+			throw new UserError(`--base-image: the ${driver.name} driver's image builder cannot serve base images from OCI layouts`, {
+				hint: 'drop --base-image: this driver pulls the pinned images from their registry', code: 'E_USAGE', exitCode: 2,
+			});
+		}
+
 		if (!options.force) {
+			// A stored one is reused only if it was made from the same bases (the pins, or these stand-ins).
+			const {digests} = await baseImageOverrides(options.baseImage, `linux/${builderArchitecture()}`, await fs.readFile(containerfilePath, 'utf8'));
 			const existing = await findBuilderImage({kind: 'containerfile'});
-			if (existing !== undefined) {
-				printJson(existing);
+			if (existing !== undefined && baseOverridesLabel(existing.baseOverrides ?? {}) === baseOverridesLabel(digests)) {
+				printJson(described(existing));
 				return;
 			}
 		}
 
 		await driver.features();
-		printJson(await buildContainerfileBuilder(driver, {...(options.mirror === undefined ? {} : {mirror: options.mirror}), onProgress: progress}));
+		// A signal stops the build in the sandbox, which removes what it started (as `exobuild build` does).
+		const stop = watchStopSignals('builder build');
+		try {
+			printJson(described(await buildContainerfileBuilder(driver, {
+				...(options.mirror === undefined ? {} : {mirror: options.mirror}), baseImages: options.baseImage, onProgress: progress, signal: stop.signal,
+			})));
+		} catch (error) {
+			const caught = stop.caught();
+			if (caught !== undefined) {
+				await runExitCleanups();
+				throw interruptedBy(caught, 'builder build', error);
+			}
+
+			throw error;
+		} finally {
+			stop.end();
+		}
 	};
 
 	const addBuildOptions = (command: Command): Command => command
-		.addOption(new Option('--recipe <RECIPE>', 'containerfile (Containerfile.builder; default where the driver can build images: macOS) | distro (Debian packages with mmdebstrap; default on Linux)'))
+		.addOption(new Option('--recipe <RECIPE>', 'containerfile (Containerfile.builder; the default on macOS; on Linux built with BuildKit from a builder made with --buildkit) | distro (Debian packages with mmdebstrap; the default on Linux)'))
 		.addOption(driverOption())
 		.addOption(new Option('--mirror <URL>', 'Debian mirror for packages and probe binaries (any apt mirror: the air-gapped path)').env('EXOBUILD_DEBIAN_MIRROR'))
 		.addOption(new Option('--suite <NAME>', 'Debian suite(s) to try in order, repeatable (distro recipe; default: trixie, then stable)').argParser(collect).default([]))
@@ -152,6 +192,7 @@ export const registerBuilderCommand = (program: Command): void => {
 		.addOption(new Option('--buildkit <SOURCE>', 'add buildkitd and buildctl from a moby/buildkit release tarball: a file, an https URL, or none (default: the pinned official release, downloaded)').env('EXOBUILD_BUILDKIT'))
 		.addOption(new Option('--buildkit-sha256 <HEX>', 'the BuildKit tarball\'s SHA-256 (needed for a URL other than the pinned release; checked for a file)').env('EXOBUILD_BUILDKIT_SHA256'))
 		.addOption(new Option('--binfmt <SOURCE>', 'add tonistiigi/binfmt from a tarball holding bin/binfmt: a file, an https URL, or none (the default)').env('EXOBUILD_BINFMT'))
+		.addOption(new Option('--base-image <NAME=oci-layout://DIR>', 'containerfile recipe (linux-userns): serve the base Containerfile.builder pins as ARG NAME_IMAGE (ubuntu, binfmt, buildkit) from an OCI layout, for this build only; the builder records it (baseOverrides), repeatable').argParser(collect).default([]))
 		.addOption(new Option('--binfmt-sha256 <HEX>', 'the binfmt tarball\'s SHA-256 (needed for a URL; checked for a file)').env('EXOBUILD_BINFMT_SHA256'));
 
 	addBuildOptions(builder.command('build').description('Make the builder image and store it in the cache'))
@@ -275,10 +316,11 @@ export const registerBuilderCommand = (program: Command): void => {
 			}
 
 			const sizes = await Promise.all(images.map(async image => (await fs.lstat(image.archivePath).catch(() => ({size: 0}))).size));
-			process.stdout.write(`${['REFERENCE', 'KIND', 'ARCH', 'SIZE', 'CURRENT', 'ENGINES', 'TOOLS'].join('\t')}\n`);
+			process.stdout.write(`${['REFERENCE', 'KIND', 'ARCH', 'SIZE', 'CURRENT', 'ENGINES', 'TOOLS', 'BASES'].join('\t')}\n`);
 			for (const [index, image] of images.entries()) {
 				const tools = [image.buildkit === undefined ? '' : `buildkit ${image.buildkit.version}`, image.binfmt === undefined ? '' : `binfmt ${image.binfmt.version}`].filter(Boolean).join(', ') || '-';
-				process.stdout.write(`${[image.reference, image.kind, image.architecture, `${(sizes[index]! / 1024 / 1024).toFixed(0)}MiB`, image.current ? 'yes' : 'stale', builderEngines(image).join(','), tools].join('\t')}\n`);
+				const bases = image.kind === 'distro' ? '-' : (image.baseOverrides === undefined ? 'pinned' : `stand-ins: ${Object.keys(image.baseOverrides).sort().join(',')}`);
+				process.stdout.write(`${[image.reference, image.kind, image.architecture, `${(sizes[index]! / 1024 / 1024).toFixed(0)}MiB`, image.current ? 'yes' : 'stale', builderEngines(image).join(','), tools, bases].join('\t')}\n`);
 			}
 		});
 

@@ -72,7 +72,17 @@ export async function * tarEntries(input: Readable, signal?: AbortSignal): Async
 		}
 	};
 
+	// An archive of only its two zero end blocks is legal (POSIX ustar) and common: it is the empty
+	// layer (sha256:4f4fb700…) BuildKit and Docker write for a RUN that changes nothing. node-tar
+	// 7 reports it as TAR_BAD_ARCHIVE "Unrecognized archive format" (parse.js, on DONE, when no
+	// valid entry was seen); after its end-of-archive marker with no entries, that is no error.
+	let sawEntry = false;
+	let sawEndMarker = false;
+	parser.on('eof', () => {
+		sawEndMarker = true;
+	});
 	parser.on('entry', (entry: tar.ReadEntry) => {
+		sawEntry = true;
 		entry.on('error', () => undefined);
 		queue.push(entry);
 		signalReader();
@@ -87,7 +97,13 @@ export async function * tarEntries(input: Readable, signal?: AbortSignal): Async
 		ended = true;
 		signalReader();
 	});
-	parser.on('error', fail);
+	parser.on('error', (error: Error & {code?: string}) => {
+		if (error.code === 'TAR_BAD_ARCHIVE' && sawEndMarker && !sawEntry) {
+			return;
+		}
+
+		fail(error);
+	});
 	input.on('error', fail);
 	const onAbort = (): void => {
 		fail(signal!.reason ?? new Error('aborted'));

@@ -9,6 +9,7 @@
  * idempotent. A run killed hard leaves state that `reapOrphans` of a later run removes.
  */
 import type {BuilderImage} from '../builder-image/builder-image.js';
+import type {BuilderKind} from '../builder-image/identity.js';
 
 export type DriverName = 'linux-userns' | 'apple-container';
 
@@ -87,11 +88,25 @@ export interface LoadReport {
 	readonly notes: readonly string[];
 }
 
+/** A base image the Containerfile names by a build arg, served from an OCI layout for this build only. */
+export interface BaseImageOverride {
+	/** The build arg whose value is the image reference, e.g. UBUNTU_IMAGE. */
+	readonly arg: string;
+	/** The named context (and the build arg's value) that stands for the image in this build. */
+	readonly contextName: string;
+	/** Absolute path of the OCI image layout folder serving it. */
+	readonly layoutDir: string;
+}
+
 export interface ImageBuildRequest {
 	readonly containerfile: string;
 	readonly contextDir: string;
 	readonly buildArgs: Readonly<Record<string, string>>;
 	readonly platform: string;
+	/** Base images served from OCI layouts instead of a registry (drivers without `buildImageOverrides` refuse them). */
+	readonly baseImages?: readonly BaseImageOverride[];
+	/** Labels added to the built image's config (given only with baseImages, so only to drivers with `buildImageOverrides`). */
+	readonly labels?: Readonly<Record<string, string>>;
 	/** OCI image archive to write. */
 	readonly dest: string;
 	readonly onLine?: (line: string) => void;
@@ -112,6 +127,10 @@ export interface CheckRow {
 
 export interface SandboxDriver {
 	readonly name: DriverName;
+	/** The builder recipe `builder build` uses, and a build that has no builder makes, by default. */
+	readonly defaultRecipe: BuilderKind;
+	/** `buildImage` can serve base images from OCI layouts (ImageBuildRequest.baseImages). */
+	readonly buildImageOverrides?: boolean;
 	/** Checks the host can run this driver; throws a UserError with a fix otherwise. */
 	features(): Promise<DriverFeatures>;
 	/**

@@ -126,3 +126,26 @@ test('a distro builder with BuildKit and binfmt: its labels give its record and 
 	await removeBuilderImage(loaded);
 	await removeBuilderImage(buildahOnly);
 });
+
+test('a containerfile builder made from stand-ins: its dev.exobuild.base-overrides label gives baseOverrides in its record; a malformed one, or one on a distro builder, is refused', async () => {
+	const {containerfile: hash, distro: recipe} = await currentRecipeHashes();
+	const digest = (text: string): string => `sha256:${crypto.createHash('sha256').update(text).digest('hex')}`;
+	const overrides = {binfmt: digest('b'), buildkit: digest('k'), ubuntu: digest('u')};
+	const label = `binfmt@${overrides.binfmt},buildkit@${overrides.buildkit},ubuntu@${overrides.ubuntu}`;
+	const kind = {'dev.exobuild.builder-kind': 'containerfile', 'dev.exobuild.input-hash': hash};
+	const loaded = await importBuilderArchive(await archiveOf('standins', {...kind, 'dev.exobuild.base-overrides': label}));
+	assert.equal(loaded.current, true, 'stand-ins do not change the input hash: builder load takes it as current');
+	assert.deepEqual(loaded.baseOverrides, overrides);
+	assert.deepEqual((await listWithCurrency()).find(image => image.inputHash === hash)?.baseOverrides, overrides, 'the record keeps them');
+	const pinned = await importBuilderArchive(await archiveOf('pinned', kind));
+	assert.equal(pinned.baseOverrides, undefined, 'made from the pins: no baseOverrides');
+
+	for (const bad of ['ubuntu', `ubuntu@${overrides.ubuntu},ubuntu@${overrides.ubuntu}`, `Ubuntu@${overrides.ubuntu}`, `ubuntu@sha256:12`, '']) {
+		await rejects(importBuilderArchive(await archiveOf(`bad-overrides-${bad.length}`, {...kind, 'dev.exobuild.base-overrides': bad})), /dev\.exobuild\.base-overrides label is not a list of NAME@sha256:DIGEST/);
+	}
+
+	await rejects(importBuilderArchive(await archiveOf('distro-overrides', {
+		'dev.exobuild.builder-kind': 'distro', 'dev.exobuild.input-hash': distroInputHash(recipe, {}), 'dev.exobuild.recipe-hash': recipe, 'dev.exobuild.base-overrides': label,
+	})), /a distro builder has no pinned bases to override/);
+	await removeBuilderImage(pinned);
+});

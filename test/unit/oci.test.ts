@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import {after, test} from 'node:test';
 import * as tar from 'tar';
 import {isUserError} from '../../src/errors.js';
@@ -64,6 +66,19 @@ test('unpacking applies layers in order with whiteouts and opaque folders', asyn
 	await applyLayer(await layerOf('a2', {'etc/.wh.gone': '', 'opaque/.wh..wh..opq': '', 'opaque/new': 'new'}), dest);
 	assert.deepEqual(fs.readdirSync(path.join(dest, 'etc')).sort(), ['keep']);
 	assert.deepEqual(fs.readdirSync(path.join(dest, 'opaque')), ['new']);
+});
+
+test('an empty layer (only the two zero end blocks, BuildKit\'s sha256:4f4fb700…) applies as nothing; a layer that is not a tar is refused', async () => {
+	const dest = path.join(root, 'empty-layer');
+	fs.mkdirSync(dest);
+	const empty = path.join(root, 'empty-layer.tar.gz');
+	fs.writeFileSync(empty, zlib.gzipSync(Buffer.alloc(1024)));
+	assert.equal(crypto.createHash('sha256').update(Buffer.alloc(1024)).digest('hex'), '5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef');
+	await applyLayer(empty, dest);
+	assert.deepEqual(fs.readdirSync(dest), []);
+	const garbage = path.join(root, 'garbage-layer.tar');
+	fs.writeFileSync(garbage, Buffer.alloc(1024, 7));
+	await assert.rejects(applyLayer(garbage, dest));
 });
 
 test('an image archive unpacks to a root filesystem; a corrupt layer is refused', async () => {

@@ -190,6 +190,7 @@ export const createAppleContainerDriver = (options: DriverOptions = {}): Sandbox
 
 	return {
 		name: 'apple-container',
+		defaultRecipe: 'containerfile',
 
 		async features(): Promise<DriverFeatures> {
 			for (const requirement of requirements) {

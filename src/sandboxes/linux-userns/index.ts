@@ -11,8 +11,9 @@ import {UserError} from '../../errors.js';
 import {packageRoot, runsDir} from '../../paths.js';
 import {createOwnedDir, reapOwnedDirs} from '../../runs/owned-dir.js';
 import {requirementRows, type Requirement} from '../check-rows.js';
-import type {AgentExit, AgentRun, CheckRow, ReapReport, DriverFeatures, DriverOptions, Sandbox, SandboxDriver, SandboxSpec} from '../driver.js';
+import type {AgentExit, AgentRun, CheckRow, ReapReport, DriverFeatures, DriverOptions, ImageBuildRequest, Sandbox, SandboxDriver, SandboxSpec} from '../driver.js';
 import {builderRootfs, reapRootfsUnpacks} from './builder-rootfs.js';
+import {buildImageInSandbox} from './image-build.js';
 import {identityMapSize, idMapTool, requiredSubordinateIds, subgidFile, subordinateRanges, subuidFile, type IdRange} from './id-map.js';
 import {runInNamespaces} from './namespaces.js';
 
@@ -188,6 +189,14 @@ export const hostBinfmtRow = async (dir = '/proc/sys/fs/binfmt_misc'): Promise<C
 
 const linuxUsernsDriver = (options: LinuxUsernsOptions): SandboxDriver => ({
 	name: 'linux-userns',
+	// The containerfile recipe needs a builder with BuildKit to be built with: distro comes first.
+	defaultRecipe: 'distro',
+	buildImageOverrides: true,
+
+	async buildImage(request: ImageBuildRequest): Promise<void> {
+		// A driver of the same options runs the sandbox (the drivers hold no state).
+		await buildImageInSandbox(linuxUsernsDriver(options), request);
+	},
 
 	async features(): Promise<DriverFeatures> {
 		for (const requirement of hostRequirements) {
