@@ -72,7 +72,7 @@ const findOrPlanBuilder = async (builders: BuilderStore, driver: SandboxDriver):
 		return {kind: image.kind, reference: image.reference, image};
 	}
 
-	const kind = driver.buildImage === undefined ? 'distro' : 'containerfile';
+	const kind = driver.defaultRecipe;
 	return {kind, reference: `(a ${kind} builder, to be made)`, image: undefined};
 };
 
