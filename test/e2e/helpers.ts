@@ -83,11 +83,29 @@ const ownedUid = (): ((uid: number) => boolean) => {
 
 /** Processes, mounts and run folders a build could leave behind. */
 export const leftovers = async (): Promise<{processes: string[]; mounts: string[]; runs: string[]}> => {
-	const ps = await execa('ps', ['-eo', 'pid=,uid=,args='], {reject: false});
+	const ps = await execa('ps', ['-eo', 'pid=,ppid=,uid=,args='], {reject: false});
 	const ours = ownedUid();
-	const processes = ps.stdout.split('\n')
-		.filter(line => ours(Number(line.trim().split(/\s+/)[1])))
-		.filter(line => /buildah|buildkitd|qemu-|exobuild-agent|unshare --user|enter-sandbox/.test(line) && !/ps -eo/.test(line));
+	const rows = ps.stdout.split('\n').map(line => {
+		const [pid, ppid, uid, ...args] = line.trim().split(/\s+/);
+		return {pid: Number(pid), ppid: Number(ppid), uid: Number(uid), line: `${pid} ${uid} ${args.join(' ')}`, args: args.join(' ')};
+	});
+	const byPid = new Map(rows.map(row => [row.pid, row]));
+	// A sandbox of this checkout has an ancestor naming it (exobuild's own process, or the sandbox's
+	// unshare naming this checkout's cache): builds of other checkouts on the machine are not ours.
+	const ofThisCheckout = (pid: number): boolean => {
+		for (let row = byPid.get(pid), hops = 0; row !== undefined && hops < 64; row = byPid.get(row.ppid), hops++) {
+			if (row.args.includes(repoRoot.replace(/\/$/, ''))) {
+				return true;
+			}
+		}
+
+		return false;
+	};
+
+	const processes = rows
+		.filter(row => ours(row.uid) && ofThisCheckout(row.pid))
+		.filter(row => /buildah|buildkitd|qemu-|exobuild-agent|unshare --user|enter-sandbox/.test(row.args) && !/ps -eo/.test(row.args))
+		.map(row => row.line);
 	const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(line => line.includes('exobuild'));
 	const runsPath = path.join(exobuildEnv.EXOBUILD_CACHE_DIR, 'runs');
 	const runs = fs.existsSync(runsPath) ? fs.readdirSync(runsPath) : [];
