@@ -207,13 +207,20 @@ export interface StateSlot {
 	readonly bytes: number;
 }
 
-/** The bytes of the regular files under `dir` that this user can list (no symlink followed). */
+/**
+ * The bytes of the regular files under `dir` that this user can list (no symlink followed). A
+ * folder only the sandbox's subordinate ids can read (an image's 0700 folder) is skipped, not
+ * the whole count: most of a slot (content store, databases, most snapshots) is this user's.
+ */
 const sizeOf = async (dir: string): Promise<number> => {
 	let total = 0;
-	const entries = await fs.readdir(dir, {withFileTypes: true, recursive: true}).catch(() => []);
-	for (const entry of entries) {
-		if (entry.isFile()) {
-			total += (await fs.lstat(path.join(entry.parentPath, entry.name)).catch(() => ({size: 0}))).size;
+	const children = await fs.readdir(dir, {withFileTypes: true}).catch(() => []);
+	for (const child of children) {
+		const full = path.join(dir, child.name);
+		if (child.isDirectory()) {
+			total += await sizeOf(full);
+		} else if (child.isFile()) {
+			total += (await fs.lstat(full).catch(() => ({size: 0}))).size;
 		}
 	}
 
