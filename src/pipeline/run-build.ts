@@ -192,5 +192,8 @@ export const runBuild = async (request: BuildRequest, deps: BuildDeps): Promise<
 		await fs.mkdir(to, {recursive: true});
 	}
 
-	return run(from !== undefined && from === to ? {dir: from} : {...(from === undefined ? {} : {from}), ...(to === undefined ? {} : {to})});
+	// One folder for both is buildah's image storage, used in place (CACHE/buildah). BuildKit reads and
+	// writes a local cache export at the folder itself either way (`--cache-to` alone writes there too).
+	const sameFolder = from !== undefined && from === to && engine.engine.name === 'buildah';
+	return run(sameFolder ? {dir: from} : {...(from === undefined ? {} : {from}), ...(to === undefined ? {} : {to})});
 };

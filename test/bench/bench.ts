@@ -147,14 +147,38 @@ if (ready !== 'anchor-ready') {
 }
 
 const args = ['build', '--progress', 'plain', '--no-cache', '--platform', 'linux/ppc64le', '--build-context', `debian=oci-layout://${layout}`, '--output', `type=oci,dest=${path.join(work, 'out.tar')}`, context];
+/**
+ * Where the CLI's wall time goes outside the pipeline's phases, from when each progress line
+ * arrives: start-up (process start to the first line), sandbox boot to the agent's first word
+ * (the sandbox-start phase ends when the namespace exists, before the agent runs), and the end
+ * (the output written to process exit).
+ */
+const cliSplits: Array<Record<'cliStart' | 'bootToAgent' | 'exit', number>> = [];
 const exobuildOnce = async (): Promise<number> => {
 	const started = performance.now();
-	const result = await execa(bin, args, {env: exobuildEnv, reject: false});
+	const marks = new Map<string, number>();
+	const child = execa(bin, args, {env: exobuildEnv, reject: false});
+	let pending = '';
+	child.stderr?.on('data', (chunk: Buffer) => {
+		const lines = (pending + chunk.toString('utf8')).split('\n');
+		pending = lines.pop() ?? '';
+		for (const line of lines) {
+			const now = performance.now() - started;
+			const text = line.replace(/^#\s+\d+(?:\.\d+)?s /, '');
+			const mark = marks.size === 0 ? 'first' : (/^Start sandbox: done/.test(text) ? 'sandbox' : (/^agent \S+ on /.test(text) ? 'agent' : (/^Write the output: done/.test(text) ? 'written' : undefined)));
+			if (mark !== undefined && !marks.has(mark)) {
+				marks.set(mark, now);
+			}
+		}
+	});
+	const result = await child;
+	const wall = performance.now() - started;
 	if (result.exitCode !== 0) {
 		throw new Error(`exobuild failed:\n${result.stderr}`);
 	}
 
-	return performance.now() - started;
+	cliSplits.push({cliStart: marks.get('first') ?? 0, bootToAgent: (marks.get('agent') ?? 0) - (marks.get('sandbox') ?? 0), exit: wall - (marks.get('written') ?? wall)});
+	return wall;
 };
 
 // Warm-ups: the base into each side's store, the page cache.
@@ -162,6 +186,7 @@ await anchorBuild();
 await exobuildOnce();
 await exobuildOnce();
 
+cliSplits.length = 0;
 const exobuildWall: number[] = [];
 const anchorMs: number[] = [];
 for (let index = 0; index < runs; index++) {
@@ -196,6 +221,7 @@ const report = {
 	anchorMs: {median: median(anchorMs), all: anchorMs, what: 'persistent buildkitd v0.32.2 (../shared/upstream), handler pre-registered, base in its store; one buildctl build'},
 	ratio: Number((median(exobuildWall) / median(anchorMs)).toFixed(3)),
 	phaseMedianMs: Object.fromEntries(phases.map(phase => [phase, median(phaseRuns.map(run => run[phase] ?? 0))])),
+	cliSplitMedianMs: Object.fromEntries((['cliStart', 'bootToAgent', 'exit'] as const).map(split => [split, Math.round(median(cliSplits.map(run => run[split])))])),
 };
 fs.writeFileSync(path.join(repoRoot, 'test', 'bench', 'last-run.json'), `${JSON.stringify(report, undefined, 2)}\n`);
 process.stdout.write(`FROM debian + RUN, linux/ppc64le, --no-cache, warm; median of ${runs} interleaved runs (load ${report.loadAverage.before} → ${report.loadAverage.after})\n`);
@@ -203,4 +229,5 @@ for (const [phase, ms] of Object.entries(report.phaseMedianMs)) {
 	process.stdout.write(`  ${phase.padEnd(16)} ${String(Math.round(ms)).padStart(7)} ms\n`);
 }
 
+process.stdout.write(`CLI: start-up to first line ${report.cliSplitMedianMs.cliStart} ms, sandbox boot to agent ${report.cliSplitMedianMs.bootToAgent} ms, output written to exit ${report.cliSplitMedianMs.exit} ms\n`);
 process.stdout.write(`exobuild warm (CLI wall) ${report.exobuildWarmWallMs.median} ms\nanchor (persistent buildkitd) ${report.anchorMs.median} ms\nratio ${report.ratio} (issue 10: <= 1.5, goal 1.15)\n`);
