@@ -60,7 +60,27 @@ for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
 
 test('an engine that dies mid-build fails the build with a cause and leaves nothing', async () => {
 	const {child} = await startSleepingBuild(path.join(work, 'crash.tar'));
-	await execa('pkill', ['-KILL', '-f', 'buildah.* build'], {reject: false});
+	// The engine of this build only (its daemon, buildkitd, or buildah): a process below this
+	// exobuild, never one of another build running on the machine.
+	const ps = await execa('ps', ['-eo', 'pid=,ppid=,args=']);
+	const rows = ps.stdout.split('\n').map(line => line.trim().split(/\s+/)).map(([pid, ppid, ...args]) => ({pid: Number(pid), ppid: Number(ppid), args: args.join(' ')}));
+	const below = new Set([child.pid!]);
+	for (let grew = true; grew;) {
+		grew = false;
+		for (const row of rows) {
+			if (below.has(row.ppid) && !below.has(row.pid)) {
+				below.add(row.pid);
+				grew = true;
+			}
+		}
+	}
+
+	const engine = rows.filter(row => below.has(row.pid) && /^(buildkitd |buildah .*\bbuild\b)/.test(row.args));
+	assert.ok(engine.length > 0, `the engine of the build was found:\n${ps.stdout}`);
+	for (const row of engine) {
+		process.kill(row.pid, 'SIGKILL');
+	}
+
 	const result = await child;
 	assert.equal(result.exitCode, 1, result.all);
 	assert.match(String(result.stderr), /^exobuild: /m);
