@@ -20,6 +20,8 @@ export const sandboxPaths = {
 	cache: '/exobuild/cache',
 	cacheFrom: '/exobuild/cache-from',
 	cacheTo: '/exobuild/cache-to',
+	/** BuildKit's kept root (a state slot of exobuild's cache, src/pipeline/engine-state.ts). */
+	engineState: '/exobuild/engine-state',
 	secrets: '/exobuild/secrets',
 	ssh: '/exobuild/ssh',
 	localContexts: '/exobuild/local-contexts',
@@ -52,6 +54,8 @@ export interface CacheFolders {
 	readonly dir?: string;
 	readonly from?: string;
 	readonly to?: string;
+	/** A state slot's root, kept between builds (BuildKit's --root; src/pipeline/engine-state.ts). */
+	readonly engineState?: string;
 }
 
 /** A platform id as a file name: linux/arm/v7 → linux-arm-v7. */
@@ -80,6 +84,7 @@ export const buildMounts = (request: BuildRequest, contexts: readonly ResolvedBu
 	...(cache.dir === undefined ? [] : [{hostPath: cache.dir, sandboxPath: sandboxPaths.cache, readOnly: false}]),
 	...(cache.from === undefined ? [] : [{hostPath: cache.from, sandboxPath: sandboxPaths.cacheFrom, readOnly: true}]),
 	...(cache.to === undefined ? [] : [{hostPath: cache.to, sandboxPath: sandboxPaths.cacheTo, readOnly: false}]),
+	...(cache.engineState === undefined ? [] : [{hostPath: cache.engineState, sandboxPath: sandboxPaths.engineState, readOnly: false}]),
 	{hostPath: path.dirname(request.dockerfile), sandboxPath: sandboxPaths.dockerfileDir, readOnly: true},
 	...contexts.map((context, index) => ({hostPath: context.layoutDir, sandboxPath: `${sandboxPaths.contexts}/${index}`, readOnly: true})),
 	...(contexts.length > 0 ? [{hostPath: scratch.viewsDir, sandboxPath: sandboxPaths.views, readOnly: true}] : []),
@@ -100,6 +105,7 @@ export const sandboxLayout = (request: BuildRequest, contexts: readonly Resolved
 	dockerfile: `${sandboxPaths.dockerfileDir}/${path.basename(request.dockerfile)}`,
 	outputLayout: outputLayoutPath,
 	state: sandboxPaths.state,
+	...(cache.engineState === undefined ? {} : {engineState: sandboxPaths.engineState}),
 	cache: {
 		...(cache.dir === undefined ? {} : {dir: sandboxPaths.cache}),
 		...(cache.from === undefined ? {} : {from: sandboxPaths.cacheFrom}),

@@ -56,6 +56,8 @@ export interface SandboxLayout {
 	readonly outputLayout: string;
 	/** Scratch space of this run, gone with the sandbox. */
 	readonly state: string;
+	/** The engine's own state kept between builds (BuildKit's --root), when the host keeps one; else it lives in `state`. */
+	readonly engineState?: string;
 	/** Engine cache: one read-write folder, or a folder to read and one to write. */
 	readonly cache: {
 		readonly dir?: string;

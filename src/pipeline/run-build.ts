@@ -27,6 +27,7 @@ import type {BuildRequest} from '../request/build-request.js';
 import {abortable} from './abort.js';
 import {bootSandbox, type BootedSandbox} from './boot.js';
 import {withProjectCache} from './build-cache.js';
+import {withEngineState} from './engine-state.js';
 import type {BuildResult} from './build-result.js';
 import type {BuildDeps, BuilderStore} from './deps.js';
 import {deliverOutputs, readExportedImage} from './deliver-outputs.js';
@@ -161,7 +162,25 @@ export const runBuild = async (request: BuildRequest, deps: BuildDeps): Promise<
 		reporter.report({kind: 'warning', message});
 	}
 
-	const run = async (cache: CacheFolders): Promise<BuildResult> => buildIn(request, inputs, {deps, phases, builderImage, engine, cache});
+	const build = async (cache: CacheFolders): Promise<BuildResult> => buildIn(request, inputs, {deps, phases, builderImage, engine, cache});
+	// BuildKit in the Linux sandbox keeps its whole root between builds (./engine-state.ts): that
+	// state is the cache, so the project cache (a local cache export of every layer) is not made;
+	// --cache-to/--cache-from still export and import where the user names them.
+	const keepsState = engine.engine.name === 'buildkit' && driver.name === 'linux-userns';
+	const run = keepsState
+		? async (cache: CacheFolders): Promise<BuildResult> => withEngineState({
+			onWait() {
+				reporter.report({kind: 'warning', message: 'waiting for a BuildKit state slot: every slot is in use by other builds'});
+			},
+			onWarning(message) {
+				reporter.report({kind: 'warning', message});
+			},
+		}, async slot => build({...cache, engineState: slot.root}), signal)
+		: build;
+	if (request.cache.kind === 'project' && keepsState) {
+		return run({});
+	}
+
 	if (request.cache.kind === 'project') {
 		return withProjectCache(request.contextDir, request.dockerfile, () => {
 			reporter.report({kind: 'warning', message: 'waiting for another build of this project to finish: its cache is in use'});

@@ -80,7 +80,7 @@ export const planBuildKit = (request: BuildRequest, layout: SandboxLayout): Engi
 		{
 			kind: 'daemon',
 			argv: [
-				'buildkitd', '--addr', buildkitAddress, '--root', `${layout.state}/buildkit`,
+				'buildkitd', '--addr', buildkitAddress, '--root', layout.engineState ?? `${layout.state}/buildkit`,
 				'--oci-worker=true', '--containerd-worker=false', '--config', buildkitConfig,
 				...(request.engineOptions.network === 'host' ? ['--allow-insecure-entitlement', 'network.host'] : []),
 			],
