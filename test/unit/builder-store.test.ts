@@ -16,6 +16,11 @@ import {distroInputHash} from '../../src/builder-image/recipe.js';
 import {isUserError} from '../../src/errors.js';
 import {LayoutWriter} from '../../src/oci/index.js';
 
+// The tool tarballs of the environment (test/run.sh exports them for the e2e suite) must not steer these tests.
+for (const name of ['EXOBUILD_BUILDKIT', 'EXOBUILD_BUILDKIT_SHA256', 'EXOBUILD_BINFMT', 'EXOBUILD_BINFMT_SHA256']) {
+	delete process.env[name];
+}
+
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-store-'));
 process.env['EXOBUILD_CACHE_DIR'] = path.join(root, 'cache');
 after(() => fs.rmSync(root, {recursive: true, force: true}));

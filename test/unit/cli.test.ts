@@ -6,6 +6,11 @@ import {after, test} from 'node:test';
 import {fileURLToPath} from 'node:url';
 import {execa} from 'execa';
 
+// The tool tarballs of the environment (test/run.sh exports them for the e2e suite) must not steer these tests.
+for (const name of ['EXOBUILD_BUILDKIT', 'EXOBUILD_BUILDKIT_SHA256', 'EXOBUILD_BINFMT', 'EXOBUILD_BINFMT_SHA256']) {
+	delete process.env[name];
+}
+
 const bin = fileURLToPath(new URL('../../../bin/exobuild', import.meta.url));
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-cli-'));
 after(() => fs.rmSync(root, {recursive: true, force: true}));

@@ -15,6 +15,11 @@ import {isUserError} from '../../src/errors.js';
 import {LayoutWriter} from '../../src/oci/index.js';
 import {createDriver} from '../../src/sandboxes/index.js';
 
+// The tool tarballs of the environment (test/run.sh exports them for the e2e suite) must not steer these tests.
+for (const name of ['EXOBUILD_BUILDKIT', 'EXOBUILD_BUILDKIT_SHA256', 'EXOBUILD_BINFMT', 'EXOBUILD_BINFMT_SHA256']) {
+	delete process.env[name];
+}
+
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-image-build-'));
 process.env['EXOBUILD_CACHE_DIR'] = path.join(root, 'cache');
 delete process.env['EXOBUILD_BUILDKIT'];
