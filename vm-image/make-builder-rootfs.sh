@@ -27,7 +27,9 @@ done
 
 include=$(printf '%s' "$packages" | tr ' ' ',')
 # As root, mmdebstrap works in a chroot; as a normal user it maps the user's subordinate ids
-# (/etc/subuid, /etc/subgid) through newuidmap/newgidmap itself.
+# (/etc/subuid, /etc/subgid) through newuidmap/newgidmap itself. The probes tree is copied in with
+# mmdebstrap's sync-in, which reads it as the calling user: in unshare mode a hook runs as the
+# namespace's root, which cannot enter the user's 0700 cache folders.
 mode=root
 [ "$(id -u)" -eq 0 ] || mode=unshare
 for suite in $suites; do
@@ -38,7 +40,7 @@ for suite in $suites; do
 		--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
 		--customize-hook="cd \"\$1/usr/bin\" && for f in qemu-*; do case \" $keep \" in *\" \${f%-static} \"*) ;; *) rm -f \"\$f\" ;; esac; done" \
 		--customize-hook="cd \"\$1/usr/bin\" && for f in qemu-*-static; do [ -e \"\${f%-static}\" ] || ln \"\$f\" \"\${f%-static}\"; done" \
-		--customize-hook="cp -a '$work/tree/.' \"\$1/\"" \
+		--customize-hook="sync-in '$work/tree' /" \
 		--customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*.log' \
 		"$suite" "$out" "$mirror"; then
 		exit 0
