@@ -13,7 +13,7 @@ import {ensureBuilderImage} from '../../src/builder-image/index.js';
 import {inspectArchive} from '../../src/oci/index.js';
 import {parseImageInspect} from '../../src/sandboxes/apple-container/shapes.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
-import {assertNothingLeft, exobuild, exobuildEnv, fixturesDir, hostBinfmtSnapshot, makeContext, repoRoot} from './helpers.js';
+import {assertNothingLeft, exobuild, exobuildEnv, failure, fixturesDir, hostBinfmtSnapshot, makeContext, repoRoot} from './helpers.js';
 
 const simulator = path.join(repoRoot, 'test', 'simulators', 'apple-container', 'container');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-apple-'));
@@ -65,7 +65,7 @@ test('--driver apple-container --platform linux/ppc64le,linux/s390x --load -t de
 	const dest = path.join(work, 'demo.tar');
 	const result = await exobuild(['build', '--progress', 'plain', '--driver', 'apple-container', '--platform', 'linux/ppc64le,linux/s390x',
 		'--build-context', `busybox=oci-layout://${layout}`, '--load', '-t', 'demo', '--output', `type=oci,dest=${dest}`, hello], {env: simEnv});
-	assert.equal(result.exitCode, 0, result.all);
+	assert.equal(result.exitCode, 0, failure(result));
 
 	// The archive is right for each platform.
 	const archive = await inspectArchive(dest);
@@ -102,7 +102,7 @@ test('--driver apple-container --platform linux/ppc64le,linux/s390x --load -t de
 test('where the store refuses a multi-platform index, --load loads one image per platform and says so', async () => {
 	const result = await exobuild(['build', '--progress', 'plain', '--driver', 'apple-container', '--platform', 'linux/ppc64le,linux/s390x',
 		'--build-context', `busybox=oci-layout://${layout}`, '--load', '-t', 'split:1', hello], {env: {...simEnv, CONTAINER_SIM_REFUSE_INDEX: '1'}});
-	assert.equal(result.exitCode, 0, result.all);
+	assert.equal(result.exitCode, 0, failure(result));
 	assert.match(String(result.stderr), /refused the multi-platform index .*; loaded one image per platform instead: split:1-ppc64le, split:1-s390x/);
 	for (const tag of ['split:1-ppc64le', 'split:1-s390x']) {
 		assert.equal((await container('image', 'inspect', tag)).exitCode, 0, tag);
@@ -134,7 +134,7 @@ test('SIGKILL mid-build leaves a running VM that the next run finds by its label
 	assert.equal((left[0]!['status'] as {state: string}).state, 'running');
 
 	const pruned = await exobuild(['prune', '--driver', 'apple-container'], {env: simEnv});
-	assert.equal(pruned.exitCode, 0, pruned.all);
+	assert.equal(pruned.exitCode, 0, failure(pruned));
 	assert.match(String(pruned.stdout), /^sandbox exobuild-exo-/m);
 	assert.deepEqual(await vms(), []);
 	await assertNothingLeft();
@@ -163,7 +163,7 @@ test('--rosetta: the agent finds Rosetta\'s binfmt entry (vminitd\'s, flags CF) 
 	const build = async (rosetta: boolean, dest: string) => exobuild(['build', '--progress', 'plain', '--driver', 'apple-container', ...(rosetta ? ['--rosetta'] : []), '--platform', platform,
 		'--build-context', `busybox=oci-layout://${layout}`, '--output', `type=oci,dest=${dest}`, hello], {env: simEnv});
 	const withRosetta = await build(true, path.join(work, 'rosetta.tar'));
-	assert.equal(withRosetta.exitCode, 0, withRosetta.all);
+	assert.equal(withRosetta.exitCode, 0, failure(withRosetta));
 	assert.match(String(withRosetta.stderr), new RegExp(`${platform}: native \\(uname -m: ${machine}\\)`), 'the probe ran through Rosetta\'s entry');
 	assert.doesNotMatch(String(withRosetta.stderr), new RegExp(`${qemu} →`), `no ${qemu} registered over Rosetta's entry`);
 	assert.ok(calls().filter(argv => argv[0] === 'run').at(-1)!.includes('--rosetta'));
@@ -171,7 +171,7 @@ test('--rosetta: the agent finds Rosetta\'s binfmt entry (vminitd\'s, flags CF) 
 	assert.equal((await archive.images[0]!.readFile('/uname.txt'))?.toString().trim(), machine, 'the RUN step ran through Rosetta\'s entry');
 
 	const withoutRosetta = await build(false, path.join(work, 'no-rosetta.tar'));
-	assert.equal(withoutRosetta.exitCode, 0, withoutRosetta.all);
+	assert.equal(withoutRosetta.exitCode, 0, failure(withoutRosetta));
 	assert.match(String(withoutRosetta.stderr), new RegExp(`${platform}: ${qemu} → `), 'without Rosetta the agent registers QEMU');
 	await assertNothingLeft();
 });

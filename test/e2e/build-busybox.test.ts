@@ -9,7 +9,7 @@ import path from 'node:path';
 import {after, before, test} from 'node:test';
 import {inspectArchive} from '../../src/oci/index.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
-import {assertNothingLeft, exobuild, fixturesDir, hostBinfmtSnapshot, makeContext} from './helpers.js';
+import {assertNothingLeft, exobuild, failure, fixturesDir, hostBinfmtSnapshot, makeContext} from './helpers.js';
 
 const platforms = ['linux/ppc64le', 'linux/s390x', 'linux/riscv64', 'linux/arm64'];
 const unames: Record<string, string> = {'linux/ppc64le': 'ppc64le', 'linux/s390x': 's390x', 'linux/riscv64': 'riscv64', 'linux/arm64': 'aarch64', 'linux/amd64': 'x86_64'};
@@ -48,7 +48,7 @@ test('one invocation builds four foreign platforms; each image ran its RUN steps
 		'--build-context', `busybox=oci-layout://${layout}`, '--build-arg', 'GREETING=hi there', '--build-arg', 'FROM_ENV',
 		'-t', 'e2e/multi:1', '-t', 'e2e/multi:latest', '--output', `type=oci,dest=${dest}`, context,
 	], {env: {FROM_ENV: 'from the environment'}});
-	assert.equal(result.exitCode, 0, result.all);
+	assert.equal(result.exitCode, 0, failure(result));
 	assert.match(String(result.stdout).trim(), /^sha256:[a-f0-9]{64}$/);
 	// Progress hygiene (BuildKit, the default engine here): no engine daemon or client log line, no
 	// goroutine stack from buildkitd's stop, and no step line printed twice (once as BuildKit's own
@@ -86,7 +86,7 @@ test('one invocation builds four foreign platforms; each image ran its RUN steps
 test('one platform gives a single manifest; the native platform needs no handler', async () => {
 	const dest = path.join(work, 'single.oci.tar');
 	const result = await exobuild(['build', '--progress', 'plain', '--platform', 'linux/amd64', '--build-context', `busybox=oci-layout://${layout}`, '--output', `type=oci,dest=${dest}`, context]);
-	assert.equal(result.exitCode, 0, result.all);
+	assert.equal(result.exitCode, 0, failure(result));
 	const archive = await inspectArchive(dest);
 	assert.equal(archive.kind, 'manifest');
 	assert.equal(archive.images.length, 1);

@@ -16,7 +16,7 @@ import * as tar from 'tar';
 import type {EngineName} from '../../src/engines/plan.js';
 import {inspectArchive} from '../../src/oci/index.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
-import {assertNothingLeft, bin, exobuild, exobuildEnv, fixturesDir, makeContext} from './helpers.js';
+import {assertNothingLeft, bin, exobuild, exobuildEnv, failure, fixturesDir, makeContext} from './helpers.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-flags-'));
 after(() => fs.rmSync(work, {recursive: true, force: true}));
@@ -65,7 +65,7 @@ const missingEngine = async (engine: EngineName): Promise<string | undefined> =>
 				return String(result.stderr).split('\n').find(line => /has no/.test(line));
 			}
 
-			assert.equal(result.exitCode, 0, result.all);
+			assert.equal(result.exitCode, 0, failure(result));
 			return undefined;
 		})());
 	}
@@ -105,7 +105,7 @@ for (const engine of engineColumns) {
 			'--network', 'none', '--pull', '-t', 'flags/test:1',
 			'--metadata-file', metadata, '--iidfile', iid, '--output', `type=oci,dest=${oci}`, context,
 		], {env: {EXO_TEST_SECRET: envSecret, SOURCE_DATE_EPOCH: '86400'}});
-		assert.equal(result.exitCode, 0, result.all);
+		assert.equal(result.exitCode, 0, failure(result));
 
 		const [image] = (await inspectArchive(oci)).images;
 		const read = async (name: string): Promise<string> => (await image!.readFile(name))?.toString('utf8').trim() ?? `<no ${name}>`;
@@ -154,7 +154,7 @@ for (const engine of engineColumns) {
 			'-t', 'flags/docker:1', '--output', `type=docker,dest=${docker}`, path.join(work, 'assets')], {
 			reject: false, all: true, env: exobuildEnv, input: 'FROM busybox\nCOPY hello.txt /\nRUN uname -m > /m\n',
 		});
-		assert.equal(quiet.exitCode, 0, quiet.all);
+		assert.equal(quiet.exitCode, 0, failure(quiet));
 		assert.match(quiet.stdout, /^sha256:[a-f\d]{64}$/);
 		assert.equal(quiet.stderr, '', '-q: nothing on stderr');
 		const entries: string[] = [];
@@ -166,7 +166,7 @@ for (const engine of engineColumns) {
 		const local = file('rootfs');
 		const withDockerfile = makeContext(file('local-ctx'), {Dockerfile: 'FROM busybox\nRUN uname -m > /m\n'});
 		const localBuild = await exobuild(['build', ...engineArgs, '--platform', 'linux/s390x,linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`, '-o', local, withDockerfile]);
-		assert.equal(localBuild.exitCode, 0, localBuild.all);
+		assert.equal(localBuild.exitCode, 0, failure(localBuild));
 		assert.equal(fs.readFileSync(path.join(local, 'linux_s390x', 'm'), 'utf8').trim(), 's390x');
 		assert.equal(fs.readFileSync(path.join(local, 'linux_ppc64le', 'm'), 'utf8').trim(), 'ppc64le');
 		assert.ok(fs.lstatSync(path.join(local, 'linux_s390x', 'bin', 'sh')).isFile() || fs.lstatSync(path.join(local, 'linux_s390x', 'bin', 'sh')).isSymbolicLink());
@@ -198,7 +198,7 @@ for (const engine of engineColumns) {
 			const dest = file('ssh.tar');
 			const result = await exobuild(['build', ...engineArgs, '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`,
 				'--ssh', `deploy=${key}`, '--ssh', 'default', '--output', `type=oci,dest=${dest}`, sshContext], {env: {SSH_AUTH_SOCK: socket}});
-			assert.equal(result.exitCode, 0, result.all);
+			assert.equal(result.exitCode, 0, failure(result));
 			const [image] = (await inspectArchive(dest)).images;
 			assert.equal((await image!.readFile('/deploy'))?.toString().trim(), 'deploy-ok');
 			assert.equal((await image!.readFile('/default'))?.toString().trim(), 'default-ok');
@@ -221,7 +221,7 @@ for (const engine of engineColumns) {
 		const folder = file('layout-out');
 		const result = await exobuild(['build', ...engineArgs, '--progress', 'tty', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`,
 			'--target', 'first', '--output', `type=oci,dest=${folder},tar=false`, staged]);
-		assert.equal(result.exitCode, 0, result.all);
+		assert.equal(result.exitCode, 0, failure(result));
 		assert.match(String(result.stderr), /Build/, 'listr2 drew its phases, on stderr');
 		assert.match(String(result.stdout), /^sha256:[a-f\d]{64}$/, 'stdout carries the digest and nothing else');
 		assert.ok(fs.existsSync(path.join(folder, 'index.json')) && fs.existsSync(path.join(folder, 'oci-layout')), 'an OCI layout folder');
@@ -245,7 +245,7 @@ test('buildkit: --no-cache-filter runs the named stage again and takes the other
 		const dest = path.join(work, `buildkit-filter-${name}.tar`);
 		const result = await exobuild(['build', '--engine', 'buildkit', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`,
 			...extra, '--output', `type=oci,dest=${dest}`, staged]);
-		assert.equal(result.exitCode, 0, result.all);
+		assert.equal(result.exitCode, 0, failure(result));
 		const [image] = (await inspectArchive(dest)).images;
 		return {output: String(result.all), stamp: (await image!.readFile('/stamp'))?.toString().trim()};
 	};
@@ -273,7 +273,7 @@ test('buildkit: --provenance mode=max attaches a provenance attestation, made of
 	const withDockerfile = makeContext(path.join(work, 'buildkit-provenance-ctx'), {Dockerfile: 'FROM busybox\nRUN uname -m > /m\n'});
 	const result = await exobuild(['build', '--engine', 'buildkit', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`,
 		'--provenance', 'mode=max', '--output', `type=oci,dest=${folder},tar=false`, withDockerfile]);
-	assert.equal(result.exitCode, 0, result.all);
+	assert.equal(result.exitCode, 0, failure(result));
 	const blob = (digest: string): unknown => JSON.parse(fs.readFileSync(path.join(folder, 'blobs', 'sha256', digest.slice(7)), 'utf8'));
 	type Descriptor = {digest: string; mediaType: string; annotations?: Record<string, string>};
 	const top = JSON.parse(fs.readFileSync(path.join(folder, 'index.json'), 'utf8')) as {manifests: Descriptor[]};
@@ -293,7 +293,7 @@ test('buildkit: --progress rawjson passes BuildKit\'s SolveStatus JSON through',
 	const withDockerfile = makeContext(path.join(work, 'buildkit-rawjson'), {Dockerfile: 'FROM busybox\nRUN uname -m > /m\n'});
 	const result = await exobuild(['build', '--engine', 'buildkit', '--progress', 'rawjson', '--no-cache', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`,
 		'--output', `type=oci,dest=${path.join(work, 'buildkit-rawjson.tar')}`, withDockerfile]);
-	assert.equal(result.exitCode, 0, result.all);
+	assert.equal(result.exitCode, 0, failure(result));
 	const statuses = String(result.all).split('\n').filter(line => line.startsWith('{')).map(line => JSON.parse(line) as {vertexes?: Array<{name?: string}>});
 	assert.ok(statuses.some(status => status.vertexes?.some(vertex => vertex.name?.includes('RUN uname -m'))), 'a vertex of the RUN step');
 	await assertNothingLeft();
@@ -342,7 +342,7 @@ test('buildah: a base whose config has no history never hits the layer cache (wh
 		for (const round of [1, 2]) {
 			const result = await exobuild(['build', '--engine', 'buildah', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${base}`,
 				'--output', `type=oci,dest=${path.join(work, `history-${name}-${round}.tar`)}`, project]);
-			assert.equal(result.exitCode, 0, result.all);
+			assert.equal(result.exitCode, 0, failure(result));
 			cached = /^#\d+ CACHED$/m.test(String(result.all));
 			warnings = String(result.stderr).split('\n').filter(line => line.includes('layer cache cannot match steps on base busybox')).length;
 		}

@@ -15,16 +15,16 @@ import {inspectArchive} from '../../src/oci/index.js';
 import {architectures} from '../../src/platforms/table.js';
 import {removeTree} from '../../src/fs/remove-tree.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
-import {bin, elfMachine, exobuild, exobuildEnv, fixturesDir, makeContext} from './helpers.js';
+import {bin, elfMachine, exobuild, exobuildEnv, failure, fixturesDir, makeContext} from './helpers.js';
 
 // ELF e_machine of each architecture's binaries.
 const machines: Record<string, number> = {x86_64: 62, i386: 3, aarch64: 183, arm: 40, ppc64le: 21, s390x: 22, riscv64: 243};
 
 test('builder build makes (or finds) the image; inspect prints it; its layers hold what the agent needs', async () => {
 	const created = await exobuild(['builder', 'build']);
-	assert.equal(created.exitCode, 0, created.all);
+	assert.equal(created.exitCode, 0, failure(created));
 	const inspected = await exobuild(['builder', 'inspect']);
-	assert.equal(inspected.exitCode, 0, inspected.all);
+	assert.equal(inspected.exitCode, 0, failure(inspected));
 	const image = JSON.parse(String(inspected.stdout)) as {archivePath: string; manifestDigest: string; inputHash: string; kind: string; reference: string};
 	assert.equal(image.kind, 'distro');
 	assert.equal(image.reference, `exobuild-builder:distro-${image.inputHash.slice(0, 12)}`);
@@ -54,7 +54,7 @@ test('builder save, then load and build with no network (a fresh cache in an emp
 	try {
 		const saved = path.join(work, 'builder.tar');
 		const save = await exobuild(['builder', 'save', '-o', saved]);
-		assert.equal(save.exitCode, 0, save.all);
+		assert.equal(save.exitCode, 0, failure(save));
 		const layout = await busyboxLayout(['linux/ppc64le'], path.join(fixturesDir, 'busybox'));
 		const context = makeContext(path.join(work, 'ctx'), {Dockerfile: 'FROM busybox\nRUN uname -m > /m\n'});
 		// A normal user needs a user namespace to own the network namespace: root of it (its own uid
@@ -67,11 +67,11 @@ test('builder save, then load and build with no network (a fresh cache in an emp
 		assert.notEqual(noNetwork.exitCode, 0, 'the namespace really has no network');
 
 		const load = await offline('builder', 'load', '-i', saved);
-		assert.equal(load.exitCode, 0, load.all);
+		assert.equal(load.exitCode, 0, failure(load));
 		assert.equal((JSON.parse(String(load.stdout)) as {current: boolean}).current, true);
 		const dest = path.join(work, 'out.tar');
 		const build = await offline('build', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`, '--output', `type=oci,dest=${dest}`, context);
-		assert.equal(build.exitCode, 0, build.all);
+		assert.equal(build.exitCode, 0, failure(build));
 		assert.doesNotMatch(String(build.stderr), /Making the builder image/, 'the loaded builder was used');
 		const [image] = (await inspectArchive(dest)).images;
 		assert.equal((await image!.readFile('/m'))?.toString().trim(), 'ppc64le');
@@ -101,7 +101,7 @@ test('builder fetch downloads over HTTP, checks the SHA-256, and loads; a wrong 
 		assert.equal((await exobuild(['builder', 'ls', '--json'], {env})).stdout, '[]');
 
 		const fetched = await exobuild(['builder', 'fetch', url, '--sha256', sha256], {env});
-		assert.equal(fetched.exitCode, 0, fetched.all);
+		assert.equal(fetched.exitCode, 0, failure(fetched));
 		assert.match(String(fetched.stderr), /SHA-256 verified/);
 		const listed = JSON.parse(String((await exobuild(['builder', 'ls', '--json'], {env})).stdout)) as Array<{current: boolean; kind: string}>;
 		assert.deepEqual(listed.map(image => [image.kind, image.current]), [['distro', true]]);

@@ -18,7 +18,7 @@ import {containerfileHash} from '../../src/builder-image/identity.js';
 import {inspectArchive} from '../../src/oci/index.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {standinImages} from '../fixtures/standin-images.js';
-import {assertNothingLeft, exobuild, fixturesDir, hostBinfmtSnapshot, repoRoot, upstreamTarballs} from './helpers.js';
+import {assertNothingLeft, exobuild, failure, fixturesDir, hostBinfmtSnapshot, repoRoot, upstreamTarballs} from './helpers.js';
 
 const tarballs = upstreamTarballs();
 const skip = 'skip' in tarballs ? tarballs.skip : false;
@@ -69,7 +69,7 @@ test('builder build --recipe containerfile with stand-ins: builder load takes it
 
 	// The BuildKit distro builder it is built in (exobuildEnv names the upstream tarballs): made, or found.
 	const distro = await exobuild(['builder', 'build']);
-	assert.equal(distro.exitCode, 0, distro.all);
+	assert.equal(distro.exitCode, 0, failure(distro));
 	assert.ok((JSON.parse(String(distro.stdout)) as Described).engines.includes('buildkit'), 'the distro builder has BuildKit');
 
 	const made = await exobuild([
@@ -78,7 +78,7 @@ test('builder build --recipe containerfile with stand-ins: builder load takes it
 		'--base-image', `binfmt=oci-layout://${standins.binfmt}`,
 		'--base-image', `buildkit=oci-layout://${standins.buildkit}`,
 	]);
-	assert.equal(made.exitCode, 0, made.all);
+	assert.equal(made.exitCode, 0, failure(made));
 	const builder = JSON.parse(String(made.stdout)) as Described;
 	madeReference = builder.reference;
 	assert.equal(builder.kind, 'containerfile');
@@ -90,10 +90,10 @@ test('builder build --recipe containerfile with stand-ins: builder load takes it
 
 	const archive = path.join(work, 'containerfile-builder.tar');
 	const saved = await exobuild(['builder', 'save', builder.reference, '-o', archive]);
-	assert.equal(saved.exitCode, 0, saved.all);
+	assert.equal(saved.exitCode, 0, failure(saved));
 	// Out of the shared e2e cache again: a stored containerfile builder is what later builds would pick.
 	const removed = await exobuild(['builder', 'rm', builder.reference]);
-	assert.equal(removed.exitCode, 0, removed.all);
+	assert.equal(removed.exitCode, 0, failure(removed));
 
 	// What the stand-ins put in: the upstream buildkitd and binfmt, byte for byte, and the stamped agent.
 	const [image] = (await inspectArchive(archive)).images;
@@ -107,7 +107,7 @@ test('builder build --recipe containerfile with stand-ins: builder load takes it
 	// A fresh cache that has only what `builder load` takes.
 	const fresh = {EXOBUILD_CACHE_DIR: path.join(work, 'fresh-cache'), EXOBUILD_BUILDKIT: '', EXOBUILD_BINFMT: ''};
 	const loaded = await exobuild(['builder', 'load', '-i', archive], {env: fresh});
-	assert.equal(loaded.exitCode, 0, loaded.all);
+	assert.equal(loaded.exitCode, 0, failure(loaded));
 	const stored = JSON.parse(String(loaded.stdout)) as Described;
 	assert.equal(stored.current, true, 'builder load accepts it as current for this checkout');
 	assert.deepEqual(stored.baseOverrides, builder.baseOverrides);
@@ -118,7 +118,7 @@ test('builder build --recipe containerfile with stand-ins: builder load takes it
 		'build', '--progress', 'plain', '--platform', platforms.join(','), '--build-context', `busybox=oci-layout://${busybox}`,
 		'-o', `type=oci,dest=${dest}`, path.join(repoRoot, 'examples', 'hello'),
 	], {env: fresh});
-	assert.equal(built.exitCode, 0, built.all);
+	assert.equal(built.exitCode, 0, failure(built));
 	assert.match(String(built.stderr), new RegExp(`Builder image: done in [\\d.]+s \\(${builder.inputHash.slice(0, 12)}\\)`), 'the loaded containerfile builder ran the build');
 	assert.match(String(built.stderr), /built linux\/ppc64le, linux\/s390x, linux\/riscv64 with buildkit: sha256:/);
 	const hello = await inspectArchive(dest);

@@ -43,6 +43,16 @@ export const upstreamEnv = (): Record<string, string> => {
 /** The e2e tests' environment: their own cache, and the upstream BuildKit and binfmt where this setup has them. */
 export const exobuildEnv: Record<string, string> & {EXOBUILD_CACHE_DIR: string} = {EXOBUILD_CACHE_DIR: path.join(testCacheDir, 'exobuild'), CI: '1', ...upstreamEnv()};
 
+/**
+ * An assertion message for a CLI run that should have succeeded: the exit code and the output's
+ * last lines first (the cause is at the end; CI shows a message's first lines only), then it whole.
+ */
+export const failure = (result: {readonly exitCode?: number | undefined; readonly all?: unknown}, lines = 12): string => {
+	const all = String(result.all ?? '');
+	const last = all.trimEnd().split('\n').slice(-lines).join('\n');
+	return `exit ${result.exitCode ?? '?'}; the output ends:\n${last}\n--- the whole output:\n${all}`;
+};
+
 export const exobuild = (args: readonly string[], options: {env?: Record<string, string>} = {}) =>
 	execa(bin, args, {reject: false, all: true, env: {...exobuildEnv, ...options.env}});
 

@@ -14,7 +14,7 @@ import {after, before, test} from 'node:test';
 import {execa} from 'execa';
 import got from 'got';
 import {busyboxLayout} from '../fixtures/base-images.js';
-import {assertNothingLeft, exobuild, fixturesDir, makeContext} from './helpers.js';
+import {assertNothingLeft, exobuild, failure, fixturesDir, makeContext} from './helpers.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-push-'));
 let registry: ChildProcess | undefined;
@@ -73,7 +73,7 @@ test('--push sends a two-platform image to the registry with the docker config\'
 	const reference = `127.0.0.1:${port}/team/app:1`;
 	const pushed = await exobuild(['build', '--progress', 'plain', '--platform', 'linux/ppc64le,linux/s390x', '--build-context', `busybox=oci-layout://${layout}`,
 		'--push', '-t', reference, context], {env: {DOCKER_CONFIG: config}});
-	assert.equal(pushed.exitCode, 0, pushed.all);
+	assert.equal(pushed.exitCode, 0, failure(pushed));
 
 	const base = `http://127.0.0.1:${port}/v2/team/app`;
 	const index = await fetchJson(`${base}/manifests/1`, 'application/vnd.oci.image.index.v1+json');
@@ -88,7 +88,7 @@ test('--push sends a two-platform image to the registry with the docker config\'
 
 	const viaOutput = await exobuild(['build', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `busybox=oci-layout://${layout}`,
 		'--output', `type=registry,name=127.0.0.1:${port}/team/single:2`, context], {env: {DOCKER_CONFIG: config}});
-	assert.equal(viaOutput.exitCode, 0, viaOutput.all);
+	assert.equal(viaOutput.exitCode, 0, failure(viaOutput));
 	const single = await fetchJson(`http://127.0.0.1:${port}/v2/team/single/manifests/2`, 'application/vnd.oci.image.manifest.v1+json');
 	assert.equal(single['mediaType'], 'application/vnd.oci.image.manifest.v1+json');
 	await assertNothingLeft();

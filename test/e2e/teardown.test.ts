@@ -10,7 +10,7 @@ import path from 'node:path';
 import {after, before, test} from 'node:test';
 import {execa} from 'execa';
 import {busyboxLayout} from '../fixtures/base-images.js';
-import {assertNothingLeft, exobuild, fixturesDir, hostBinfmtSnapshot, leftovers, makeContext} from './helpers.js';
+import {assertNothingLeft, exobuild, failure, fixturesDir, hostBinfmtSnapshot, leftovers, makeContext} from './helpers.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-teardown-'));
 let layout: string;
@@ -108,7 +108,7 @@ test('a run killed with SIGKILL leaves no process; the next run reaps its folder
 
 	const quick = makeContext(path.join(work, 'quick'), {Dockerfile: 'FROM busybox\nRUN true\n'});
 	const next = await exobuild(['build', '--progress', 'plain', '--platform', 'linux/riscv64', '--build-context', `busybox=oci-layout://${layout}`, quick]);
-	assert.equal(next.exitCode, 0, next.all);
+	assert.equal(next.exitCode, 0, failure(next));
 	assert.match(String(next.stderr), /removed \d+ left by killed runs/);
 	assert.equal(hostBinfmtSnapshot(), binfmtBefore);
 	await assertNothingLeft();

@@ -12,7 +12,7 @@ import path from 'node:path';
 import {after, before, test} from 'node:test';
 import {removeTree} from '../../src/fs/remove-tree.js';
 import {debianLayout} from '../fixtures/base-images.js';
-import {assertNothingLeft, exobuild, exobuildEnv, fixturesDir, makeContext} from './helpers.js';
+import {assertNothingLeft, exobuild, exobuildEnv, failure, fixturesDir, makeContext} from './helpers.js';
 
 // The platforms of build-debian-apt.test.ts: the same cached base layout serves both.
 const layoutPlatforms = ['linux/ppc64le', 'linux/s390x', 'linux/arm64'];
@@ -24,7 +24,7 @@ before(async () => {
 	layout = await debianLayout(layoutPlatforms, path.join(fixturesDir, 'debian'));
 	// Every test starts from no kept state at all (other e2e files leave theirs).
 	const pruned = await exobuild(['prune', '--max-cache-size', '0']);
-	assert.equal(pruned.exitCode, 0, pruned.all);
+	assert.equal(pruned.exitCode, 0, failure(pruned));
 });
 after(async () => removeTree(work));
 
@@ -36,7 +36,7 @@ interface Build {
 
 const build = async (context: string, extra: string[] = []): Promise<Build> => {
 	const result = await exobuild(['build', '--engine', 'buildkit', '--progress', 'plain', '--platform', 'linux/ppc64le', '--build-context', `debian=oci-layout://${layout}`, ...extra, context]);
-	assert.equal(result.exitCode, 0, result.all);
+	assert.equal(result.exitCode, 0, failure(result));
 	const stderr = String(result.stderr);
 	return {stderr, lines: stderr.split('\n').map(line => line.replace(/^#\s+\d+(?:\.\d+)?s /, ''))};
 };
@@ -143,7 +143,7 @@ test('a state slot that is a symlink is set aside, never followed; prune --max-c
 	assert.ok(fs.lstatSync(slot0).isDirectory());
 
 	const pruned = await exobuild(['prune', '--max-cache-size', '0']);
-	assert.equal(pruned.exitCode, 0, pruned.all);
+	assert.equal(pruned.exitCode, 0, failure(pruned));
 	assert.deepEqual(fs.readdirSync(slots).filter(name => /^buildkit-\d+$/.test(name)), []);
 	await assertNothingLeft();
 });

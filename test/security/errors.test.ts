@@ -14,7 +14,7 @@ import path from 'node:path';
 import {after, before, test} from 'node:test';
 import {execa} from 'execa';
 import {busyboxLayout} from '../fixtures/base-images.js';
-import {bin, exobuild, exobuildEnv, fixturesDir, makeContext} from '../e2e/helpers.js';
+import {bin, exobuild, exobuildEnv, failure, fixturesDir, makeContext} from '../e2e/helpers.js';
 import {assertNothingLeftHere} from './leftovers.js';
 import {makeVictim, type Victim} from './victim.js';
 
@@ -34,7 +34,7 @@ before(async () => {
 	victim = makeVictim();
 	// A distro builder image (buildah only) in the cache: the engine checks read its record.
 	const warm = await exobuild(['build', '--platform', 'linux/amd64', '--build-context', `busybox=oci-layout://${layout}`, context], {env: buildahOnly});
-	assert.equal(warm.exitCode, 0, warm.all);
+	assert.equal(warm.exitCode, 0, failure(warm));
 });
 after(() => {
 	victim.assertUnchanged();

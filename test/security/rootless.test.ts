@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
 import {execa} from 'execa';
-import {bin, fixturesDir, hostBinfmtSnapshot, makeContext, repoRoot, testCacheDir} from '../e2e/helpers.js';
+import {bin, failure, fixturesDir, hostBinfmtSnapshot, makeContext, repoRoot, testCacheDir} from '../e2e/helpers.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {makeVictim, type Victim} from './victim.js';
 
@@ -141,7 +141,7 @@ test('a normal user\'s build: RUN is uid 0 in the sandbox, the exported files ar
 		// A folder only its (subordinate) owner can list: engine storage keeps one in the cache.
 		+ ' && mkdir /private && touch /private/x && chown -R 77:77 /private && chmod 0700 /private',
 	]);
-	assert.equal(result.exitCode, 0, result.all);
+	assert.equal(result.exitCode, 0, failure(result));
 	assert.equal(fs.readFileSync(path.join(dest, 'uid'), 'utf8').trim(), '0', 'RUN ran as root of the sandbox');
 	const entries = walk(dest);
 	assert.ok(entries.some(([file]) => file.endsWith('suid-root')) && entries.some(([file]) => file.endsWith('sgid')));
@@ -156,7 +156,7 @@ test('a normal user\'s build: RUN is uid 0 in the sandbox, the exported files ar
 	// What the sandbox left in the cache (engine storage owned by subordinate ids) goes with prune,
 	// and the runs folder is empty: nothing stays that the user cannot remove.
 	const prune = await asBuilder(builder, [bin, 'prune', '--max-cache-size', '0'], env());
-	assert.equal(prune.exitCode, 0, prune.all);
+	assert.equal(prune.exitCode, 0, failure(prune));
 	const foreign = walk(cache).filter(([, stat]) => stat.uid !== builder.uid || stat.gid !== builder.gid).map(([file, stat]) => `${file} ${stat.uid}:${stat.gid}`);
 	assert.deepEqual(foreign, [], 'every file left in the cache is the user\'s own');
 	const runs = path.join(cache, 'runs');

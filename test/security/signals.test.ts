@@ -16,7 +16,7 @@ import {after, before, test} from 'node:test';
 import {execa, type ResultPromise} from 'execa';
 import * as tar from 'tar';
 import {busyboxLayout} from '../fixtures/base-images.js';
-import {bin, exobuild, exobuildEnv, fixturesDir, hostBinfmtSnapshot, makeContext} from '../e2e/helpers.js';
+import {bin, exobuild, exobuildEnv, failure, fixturesDir, hostBinfmtSnapshot, makeContext} from '../e2e/helpers.js';
 import {assertNothingLeftHere, ownLeftovers} from './leftovers.js';
 import {makeVictim, treeSnapshot, type Victim} from './victim.js';
 
@@ -31,7 +31,7 @@ before(async () => {
 	victim = makeVictim();
 	// The builder image exists before the timed tests (the first build makes it).
 	const warm = await exobuild(['build', '--platform', 'linux/amd64', '--build-context', `busybox=oci-layout://${layout}`, makeContext(path.join(work, 'warm'), {Dockerfile: 'FROM busybox\nRUN true\n'})]);
-	assert.equal(warm.exitCode, 0, warm.all);
+	assert.equal(warm.exitCode, 0, failure(warm));
 });
 after(() => {
 	victim.assertUnchanged();
@@ -160,7 +160,7 @@ test('SIGINT, SIGTERM, SIGHUP and SIGQUIT during the first unpack of the builder
 	const fresh = path.join(work, 'fresh-cache');
 	const env = {EXOBUILD_CACHE_DIR: fresh};
 	const loaded = await execa(bin, ['builder', 'load', '-i', path.join(store, archive)], {reject: false, all: true, env: {...exobuildEnv, ...env}});
-	assert.equal(loaded.exitCode, 0, loaded.all);
+	assert.equal(loaded.exitCode, 0, failure(loaded));
 	const rootfsDir = path.join(fresh, 'linux-userns', 'rootfs');
 	const unpacking = (): boolean => fs.existsSync(rootfsDir) && fs.readdirSync(rootfsDir).some(name => name.startsWith('.unpack-'));
 	for (const [signal, code] of stopSignals) {
@@ -195,7 +195,7 @@ test('an env= secret reaches RUN --mount=type=secret, and no file under the cach
 		'--secret', 'id=tok,env=EXO_TOKEN', '-o', `type=oci,dest=${dest}`, secretStep], seen => seen.includes('secret-step-running'), {env: {EXO_TOKEN: value}});
 	assert.deepEqual(await grepCache(value), [], 'while the step that mounts it runs');
 	const result = await child;
-	assert.equal(result.exitCode, 0, result.all);
+	assert.equal(result.exitCode, 0, failure(result));
 	assert.deepEqual(await grepCache(value), [], 'after the build');
 	assert.equal(fs.readFileSync(dest).includes(value), false, 'not in the image');
 	const proof: Buffer[] = [];
@@ -224,7 +224,7 @@ test('after a SIGKILL in the middle of the step that mounts an env= secret, no f
 	assert.deepEqual(await grepCache(value), [], 'what the killed run left holds no secret');
 	// The next run reaps what the killed one left.
 	const next = await exobuild(['build', '--platform', 'linux/amd64', '--build-context', `busybox=oci-layout://${layout}`, makeContext(path.join(work, 'after-kill'), {Dockerfile: 'FROM busybox\nRUN true\n'})]);
-	assert.equal(next.exitCode, 0, next.all);
+	assert.equal(next.exitCode, 0, failure(next));
 	victim.assertUnchanged();
 	await assertNothingLeftHere();
 });
