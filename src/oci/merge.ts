@@ -15,8 +15,6 @@ import crypto from 'node:crypto';
 import {constants, type Stats} from 'node:fs';
 import fs, {type FileHandle} from 'node:fs/promises';
 import path from 'node:path';
-import {Transform, type TransformCallback} from 'node:stream';
-import {pipeline} from 'node:stream/promises';
 import {UserError} from '../errors.js';
 import {parseAnnotations, type RequestedAnnotation} from './annotations.js';
 import {
@@ -206,36 +204,35 @@ const chooseImages = (sources: readonly LayoutSource[], contents: readonly PartC
 	return platforms.map(id => byPlatform.get(id)!);
 };
 
-/** Hashes (and counts) what streams through. */
-class Hashing extends Transform {
-	readonly hash = crypto.createHash('sha256');
-	bytes = 0;
-
-	override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-		this.bytes += chunk.length;
-		this.hash.update(chunk);
-		callback(undefined, chunk);
-	}
-}
-
 const emptyDigest = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
-/** The sha256 of the first `size` bytes of an opened file, written to `sink` too when given. */
+/** Writes all of `chunk` at the file's current position. */
+const writeAll = async (sink: FileHandle, chunk: Buffer): Promise<void> => {
+	let offset = 0;
+	while (offset < chunk.length) {
+		const {bytesWritten} = await sink.write(chunk, offset, chunk.length - offset);
+		offset += bytesWritten;
+	}
+};
+
+/** The sha256 of the first `size` bytes of an opened file (never more), written to `sink` too when given. */
 const hashOpened = async (handle: FileHandle, size: number, sink: FileHandle | undefined, signal: AbortSignal | undefined): Promise<{digest: string; bytes: number}> => {
 	if (size === 0) {
 		return {digest: emptyDigest, bytes: 0};
 	}
 
-	const hashing = new Hashing();
-	const read = handle.createReadStream({start: 0, end: size - 1, autoClose: false, highWaterMark: 1024 * 1024});
-	await (sink === undefined
-		? pipeline(read, hashing, async (source: AsyncIterable<Buffer>) => {
-			for await (const _chunk of source) {
-				// Consumed for the hash.
-			}
-		}, signal === undefined ? {} : {signal})
-		: pipeline(read, hashing, sink.createWriteStream({autoClose: false}), signal === undefined ? {} : {signal}));
-	return {digest: `sha256:${hashing.hash.digest('hex')}`, bytes: hashing.bytes};
+	const hash = crypto.createHash('sha256');
+	let bytes = 0;
+	for await (const chunk of handle.createReadStream({start: 0, end: size - 1, autoClose: false, highWaterMark: 1024 * 1024}) as AsyncIterable<Buffer>) {
+		signal?.throwIfAborted();
+		hash.update(chunk);
+		bytes += chunk.length;
+		if (sink !== undefined) {
+			await writeAll(sink, chunk);
+		}
+	}
+
+	return {digest: `sha256:${hash.digest('hex')}`, bytes};
 };
 
 interface BlobWriter {
