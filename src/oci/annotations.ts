@@ -64,3 +64,12 @@ export const parseAnnotation = (key: string, value: string): RequestedAnnotation
 
 /** Every `--annotation` of a build, parsed. */
 export const parseAnnotations = (pairs: ReadonlyArray<readonly [string, string]>): RequestedAnnotation[] => pairs.flatMap(([key, value]) => parseAnnotation(key, value));
+
+/**
+ * The exporter attribute BuildKit reads for an annotation: `annotation.KEY` (manifest),
+ * `annotation-index.KEY`, `annotation-manifest-descriptor[linux/arm64].KEY`… (moby/buildkit
+ * v0.32.2 exporter/containerimage/exptypes/annotations.go ParseAnnotationKey; buildx passes them
+ * so: build/opt.go).
+ */
+export const buildkitAnnotationAttribute = (annotation: RequestedAnnotation): string =>
+	`annotation${annotation.type === 'manifest' ? '' : `-${annotation.type}`}${annotation.platform === undefined ? '' : `[${annotation.platform}]`}.${annotation.key}`;

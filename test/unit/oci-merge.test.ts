@@ -13,7 +13,7 @@ import {after, test} from 'node:test';
 import * as tar from 'tar';
 import {isUserError, type UserError} from '../../src/errors.js';
 import {
-	blobPath, inspectArchive, LayoutWriter, mediaTypes, mergeLayouts, parseAnnotation, producedLayout, readIndexJson, verifyLayout,
+	blobPath, buildkitAnnotationAttribute, inspectArchive, LayoutWriter, mediaTypes, mergeLayouts, parseAnnotation, producedLayout, readIndexJson, verifyLayout,
 	type Descriptor, type ImageIndex, type MergeOptions,
 } from '../../src/oci/index.js';
 import {writeOutput} from '../../src/outputs/index.js';
@@ -311,4 +311,29 @@ test('buildx\'s --annotation grammar: types, a platform, several types at once; 
 	]);
 	assert.throws(() => parseAnnotation('indx:k', 'v'), (error: unknown) => isUserError(error) && error.exitCode === 2 && /unknown annotation type "?indx/.test(error.message));
 	assert.throws(() => parseAnnotation('index:', 'v'), /the key is empty/);
+	assert.deepEqual(['a', 'index:b', 'manifest-descriptor[linux/arm/v7]:c', 'index-descriptor:d'].flatMap(key => parseAnnotation(key, 'v')).map(buildkitAnnotationAttribute), [
+		'annotation.a', 'annotation-index.b', 'annotation-manifest-descriptor[linux/arm/v7].c', 'annotation-index-descriptor.d',
+	]);
+});
+
+test('a merge aborted while it writes blobs stops there and removes what it wrote', async () => {
+	const ppc = await partLayout(['linux/ppc64le']);
+	const s390x = await partLayout(['linux/s390x']);
+	const parent = fresh('aborted');
+	fs.mkdirSync(parent);
+	// Failure injection: a signal that turns aborted at its 4th check (the parts are read after 2; each blob written checks once).
+	let checks = 0;
+	const failingSignal = {
+		get aborted() {
+			return checks >= 4;
+		},
+		throwIfAborted() {
+			if (++checks >= 4) {
+				throw new DOMException('the build was stopped', 'AbortError');
+			}
+		},
+	} as unknown as AbortSignal;
+	await assert.rejects(mergeLayouts([ppc.dir, s390x.dir], path.join(parent, 'oci-layout'), {platforms: ['linux/ppc64le', 'linux/s390x'], signal: failingSignal}), {name: 'AbortError'});
+	assert.ok(checks >= 4, 'it stopped while writing blobs');
+	assert.deepEqual(fs.readdirSync(parent), [], 'the partly written layout is removed');
 });
