@@ -251,7 +251,8 @@ const mismatch = (source: LayoutSource, digest: string, role: string, actual: {d
 
 /** Links the opened blob into dest when that is safe; false when it was not linked (then it is copied). */
 const tryLink = async (writer: BlobWriter, source: LayoutSource, descriptor: Descriptor, opened: Stats, final: string): Promise<boolean> => {
-	if (!writer.link || opened.dev !== writer.destDevice || opened.nlink !== 1 || opened.uid !== process.getuid?.()) {
+	// Someone else's file, one with another name somewhere, or one others may write: copied instead.
+	if (!writer.link || opened.dev !== writer.destDevice || opened.nlink !== 1 || opened.uid !== process.getuid?.() || (opened.mode & 0o022) !== 0) {
 		return false;
 	}
 
@@ -307,7 +308,9 @@ const writeBlob = async (writer: BlobWriter, source: LayoutSource, descriptor: D
 			} catch (error) {
 				await sink.close().catch(() => undefined);
 				await fs.rm(partial, {force: true});
-				throw error;
+				// A write to a handle names no file: a full disk then says which folder.
+				const errno = error as NodeJS.ErrnoException;
+				throw ['ENOSPC', 'EDQUOT'].includes(String(errno.code)) && errno.path === undefined ? Object.assign(errno, {path: partial}) : error;
 			}
 		}
 	} finally {
@@ -415,8 +418,11 @@ export const mergeLayouts = async (parts: readonly LayoutRef[], dest: string, op
 
 		const indexBytes = Buffer.from(JSON.stringify(index));
 		const top: Descriptor = {mediaType: index.mediaType!, digest: `sha256:${crypto.createHash('sha256').update(indexBytes).digest('hex')}`, size: indexBytes.length};
-		await fs.writeFile(blobPath(dest, top.digest), indexBytes, {flag: 'wx'});
-		writer.written.add(top.digest);
+		if (!writer.written.has(top.digest)) {
+			await fs.writeFile(blobPath(dest, top.digest), indexBytes, {flag: 'wx'});
+			writer.written.add(top.digest);
+		}
+
 		const topAnnotations = annotationsOfType(requested, 'index-descriptor');
 		const entry = withAnnotations(top, topAnnotations);
 		await fs.writeFile(path.join(dest, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}\n');

@@ -95,6 +95,17 @@ const partLayout = async (platforms: readonly string[], options: {single?: boole
 
 const readJson = <T>(file: string): T => JSON.parse(fs.readFileSync(file, 'utf8')) as T;
 
+/** A one-image part whose descriptor names no platform and whose config has an empty os and architecture. */
+const platformlessPart = async (): Promise<{dir: string; manifest: Descriptor}> => {
+	const part = await partLayout(['linux/s390x'], {single: true, noPlatform: true});
+	const manifest = readJson<{config: Descriptor; layers: Descriptor[]}>(blobPath(part.dir, part.images.get('linux/s390x')!.digest));
+	const config = {...readJson<Record<string, unknown>>(blobPath(part.dir, manifest.config.digest)), architecture: '', os: ''};
+	const writer = new LayoutWriter(part.dir);
+	const newManifest = await writer.addBlob(JSON.stringify({...manifest, config: await writer.addBlob(JSON.stringify(config), mediaTypes.config)}), mediaTypes.manifest);
+	await writer.finish(newManifest);
+	return {dir: part.dir, manifest: newManifest};
+};
+
 /** The merged layout's image index (index.json's one entry). */
 const mergedIndex = (dir: string): {entry: Descriptor; index: ImageIndex} => {
 	const outer = readJson<ImageIndex>(path.join(dir, 'index.json'));
@@ -243,15 +254,14 @@ test('a platform no part holds, and one that was not asked for, are refused', as
 
 test('an image with no platform in its descriptor or config is refused when there is more than one part', async () => {
 	const ppc = await partLayout(['linux/ppc64le']);
-	const blank = await partLayout(['linux/s390x'], {single: true, noPlatform: true});
-	// Rewrite the s390x image so that its config names no architecture (a new config, manifest and index.json).
-	const manifestFile = blobPath(blank.dir, blank.images.get('linux/s390x')!.digest);
-	const manifest = readJson<{config: Descriptor; layers: Descriptor[]}>(manifestFile);
-	const config = {...readJson<Record<string, unknown>>(blobPath(blank.dir, manifest.config.digest)), architecture: '', os: ''};
-	const writer = new LayoutWriter(blank.dir);
-	const newManifest = await writer.addBlob(JSON.stringify({...manifest, config: await writer.addBlob(JSON.stringify(config), mediaTypes.config)}), mediaTypes.manifest);
-	await writer.finish(newManifest);
+	const {dir: blank} = await platformlessPart();
 	await assertRefused([ppc, blank], ['linux/ppc64le', 'linux/s390x'], /node-1: blob sha256:[0-9a-f]{12}… \(a manifest listed in index.json\) names no platform, and neither does its config/, 'E_MERGE');
+});
+
+test('one part whose one image says no platform anywhere is listed as it is (nothing to tell apart)', async () => {
+	const {dir, manifest} = await platformlessPart();
+	const {dest} = await merge([dir], ['linux/s390x']);
+	assert.deepEqual(mergedIndex(dest).index.manifests, [manifest]);
 });
 
 test('a descriptor whose platform disagrees with its config is refused', async () => {
