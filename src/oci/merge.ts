@@ -385,7 +385,9 @@ export const mergeLayouts = async (parts: readonly LayoutRef[], dest: string, op
 	const images = chooseImages(sources, contents, platforms);
 	const chosen = new Set(images.map(image => image.descriptor.digest));
 	// An attestation goes with its image (buildx keeps them: util/imagetools/create.go Combine); BuildKit lists them after the images.
-	const attestations = images.flatMap(image => contents[image.part]!.attestations.filter(attestation => attestation.descriptor.annotations?.[attestationSubjectAnnotation] === image.descriptor.digest));
+	const attestations = [...new Map(images
+		.flatMap(image => contents[image.part]!.attestations.filter(attestation => attestation.descriptor.annotations?.[attestationSubjectAnnotation] === image.descriptor.digest))
+		.map(attestation => [attestation.descriptor.digest, attestation] as const)).values()];
 	const orphan = contents.flatMap(content => content.attestations).find(attestation => !chosen.has(attestation.descriptor.annotations?.[attestationSubjectAnnotation] ?? ''));
 	if (orphan !== undefined) {
 		throw mergeError(`${sources[orphan.part]!.label}: attestation ${shortDigest(orphan.descriptor.digest)} names no image of the result`, 'export the image again with BuildKit');

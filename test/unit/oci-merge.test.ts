@@ -217,6 +217,17 @@ test('with link: false every blob is a copy (its own inode), and the parts are l
 	assert.deepEqual(fs.readdirSync(path.join(ppc.dir, 'blobs', 'sha256')).map(name => fs.statSync(path.join(ppc.dir, 'blobs', 'sha256', name)).nlink), before);
 });
 
+test('a part whose index.json names its image once per tag (as a tagged export does) gives each platform and attestation once', async () => {
+	const ppc = await partLayout(['linux/ppc64le'], {attest: true});
+	const s390x = await partLayout(['linux/s390x']);
+	const outer = await readIndexJson(ppc.dir);
+	const [top] = outer.manifests;
+	fs.writeFileSync(path.join(ppc.dir, 'index.json'), JSON.stringify({...outer, manifests: ['a:1', 'a:2'].map(tag => ({...top, annotations: {'org.opencontainers.image.ref.name': tag}}))}));
+	const {dest} = await merge([ppc, s390x], ['linux/ppc64le', 'linux/s390x']);
+	const {index} = mergedIndex(dest);
+	assert.deepEqual(index.manifests.map(descriptor => descriptor.platform?.architecture), ['ppc64le', 's390x', 'unknown']);
+});
+
 test('one part with one image for one platform is a one-entry index', async () => {
 	const s390x = await partLayout(['linux/s390x'], {single: true});
 	const {dest} = await merge([s390x], ['linux/s390x']);
