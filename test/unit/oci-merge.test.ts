@@ -202,6 +202,27 @@ test('a merged layout is delivered as a local build: readExportedImage, then an 
 	await writeOutput(exported.layout, {type: 'local', dest: local}, {platforms: ['linux/ppc64le', 'linux/s390x']});
 	assert.equal(fs.readFileSync(path.join(local, 'linux_ppc64le', 'etc', 'arch'), 'utf8'), 'linux/ppc64le\n');
 	assert.equal(fs.readFileSync(path.join(local, 'linux_s390x', 'etc', 'arch'), 'utf8'), 'linux/s390x\n');
+
+	// type=tar: a top-level folder per platform.
+	const rootfsTar = path.join(path.dirname(dest), 'rootfs.tar');
+	await writeOutput(exported.layout, {type: 'tar', dest: rootfsTar}, {platforms: ['linux/ppc64le', 'linux/s390x']});
+	const tarFiles = new Map<string, string>();
+	await tar.t({file: rootfsTar, onReadEntry: entry => entry.on('data', (chunk: Buffer) => tarFiles.set(entry.path, (tarFiles.get(entry.path) ?? '') + chunk.toString()))});
+	assert.equal(tarFiles.get('linux_ppc64le/etc/arch'), 'linux/ppc64le\n');
+	assert.equal(tarFiles.get('linux_s390x/etc/arch'), 'linux/s390x\n');
+
+	// type=docker: one platform of the merged index, as `docker load` reads it.
+	const dockerTar = path.join(path.dirname(dest), 'docker.tar');
+	await writeOutput(exported.layout, {type: 'docker', dest: dockerTar}, {tags: ['example/app:1'], platforms: ['linux/s390x']});
+	const dockerFiles = new Map<string, Buffer>();
+	await tar.t({file: dockerTar, onReadEntry(entry) {
+		const chunks: Buffer[] = [];
+		entry.on('data', (chunk: Buffer) => chunks.push(chunk));
+		entry.on('end', () => dockerFiles.set(entry.path, Buffer.concat(chunks)));
+	}});
+	const [entry] = JSON.parse(dockerFiles.get('manifest.json')!.toString()) as Array<{Config: string; RepoTags: string[]}>;
+	assert.deepEqual(entry!.RepoTags, ['example/app:1']);
+	assert.equal((JSON.parse(dockerFiles.get(entry!.Config)!.toString()) as {architecture: string}).architecture, 's390x');
 });
 
 test('with link: false every blob is a copy (its own inode), and the parts are left as they were', async () => {
