@@ -74,6 +74,7 @@ export const errorTable = {
 	E_BASE_IMAGE: failed('a --build-context image could not be loaded by the engine; its message above says why'),
 	E_BUILD_FAILED: failed('the Dockerfile build failed: the failing step and its output are shown above (use --progress plain for all of it)'),
 	E_EXPORT_FAILED: failed('the built image could not be exported; check free disk space'),
+	E_MERGE: failed('the per-platform results could not be put into one image index; run the build again with --progress plain to see each node\'s output'),
 	E_ENGINE_UNSUPPORTED: usage('choose another engine with --engine (BuildKit where the builder image has it), or drop the option'),
 	E_HANG: failed('under QEMU this is usually an emulator bug (e.g. Go >= 1.23 programs, QEMU issue 2738); try another QEMU (builder image) or, if the step only waits, raise --hang-timeout'),
 	E_SECRETS: failed('the builder image and this exobuild do not match; run `exobuild builder build --force`'),

@@ -9,3 +9,5 @@ export {
 export {inspectArchive, normaliseReference, packLayoutToArchive, verifyLayout, writeFileAtomically, type InspectedArchive, type InspectedImage} from './archive.js';
 export {applyLayer, unpackImageArchive} from './unpack.js';
 export {fileDigest, LayoutWriter, type ImageSpec} from './writer.js';
+export {annotationTypes, buildkitAnnotationAttribute, parseAnnotation, parseAnnotations, type AnnotationType, type RequestedAnnotation} from './annotations.js';
+export {mergeErrorCode, mergeLayouts, type MergedImage, type MergedLayout, type MergeOptions} from './merge.js';
