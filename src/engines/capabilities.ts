@@ -5,6 +5,7 @@
  * src/cli/build-flags/options.ts refuseForEngine). Every engine declares every option, so a new
  * option does not compile until each engine says whether it has it.
  */
+import {parseAnnotations} from '../oci/annotations.js';
 import type {BuildRequest} from '../request/build-request.js';
 import type {Refusal} from './plan.js';
 
@@ -29,6 +30,8 @@ const requestOptions = {
 	sourceDateEpoch: {flag: 'SOURCE_DATE_EPOCH', used: (request: BuildRequest) => request.engineOptions.sourceDateEpoch !== undefined},
 	labels: {flag: '--label', used: (request: BuildRequest) => request.engineOptions.labels.length > 0},
 	annotations: {flag: '--annotation', used: (request: BuildRequest) => request.engineOptions.annotations.length > 0},
+	/** An annotation for the index or a descriptor, or for one platform only (buildx's TYPE[PLATFORM]:KEY). */
+	typedAnnotations: {flag: '--annotation TYPE:KEY=VALUE', used: (request: BuildRequest) => parseAnnotations(request.engineOptions.annotations).some(annotation => annotation.type !== 'manifest' || annotation.platform !== undefined)},
 	buildArgs: {flag: '--build-arg', used: (request: BuildRequest) => request.buildArgs.length > 0},
 	localContexts: {flag: '--build-context NAME=DIR', used: (request: BuildRequest) => request.engineOptions.localContexts.length > 0},
 	layoutContexts: {flag: '--build-context NAME=oci-layout://DIR', used: (request: BuildRequest) => request.buildContexts.length > 0},

@@ -78,6 +78,7 @@ test('buildah: each flag becomes its buildah arguments', () => {
 		['--build-arg', {buildArg: ['A=1', 'B=x=y']}, [...buildHead(), '--build-arg', 'A=1', '--build-arg', 'B=x=y', context]],
 		['--label', {label: ['org.example.team=builds']}, [...buildHead(), '--label', 'org.example.team=builds', context]],
 		['--annotation', {annotation: ['org.opencontainers.image.title=demo']}, [...buildHead(), '--annotation', 'org.opencontainers.image.title=demo', context]],
+		['--annotation manifest:KEY', {annotation: ['manifest:org.example.m=1']}, [...buildHead(), '--annotation', 'org.example.m=1', context]],
 		['--add-host', {addHost: ['db:10.0.0.5', 'v6=fd00::1']}, [...buildHead(), '--add-host', 'db:10.0.0.5', '--add-host', 'v6:fd00::1', context]],
 		['--secret', {secret: ['id=token,src=token.txt', 'id=api,env=API_TOKEN']}, [...buildHead(), '--secret', 'id=token,src=/exobuild/secrets/token', '--secret', 'id=api,src=/run/exobuild-secrets/api', context], {API_TOKEN: 'x'}],
 		['--ssh', {ssh: ['deploy=id_test']}, [...buildHead(), '--ssh', 'deploy=/exobuild/ssh/deploy', context]],
@@ -117,6 +118,8 @@ test('buildah refuses what it cannot do, each with the option, why, and the way 
 		[{cacheFilter: ['a']}, '--no-cache-filter: buildah cannot skip the cache for some stages only (use --no-cache, or --engine buildkit)'],
 		[{sbom: 'true'}, '--sbom: buildah makes no SBOM attestations (use --engine buildkit)'],
 		[{provenance: 'mode=max'}, '--provenance: buildah makes no provenance attestations (use --engine buildkit)'],
+		[{annotation: ['index:org.example.i=1']}, '--annotation TYPE:KEY=VALUE: buildah puts annotations on each image manifest only: index, descriptor and per-platform annotations need --engine buildkit'],
+		[{annotation: ['manifest[linux/ppc64le]:org.example.m=1']}, '--annotation TYPE:KEY=VALUE: buildah puts annotations on each image manifest only: index, descriptor and per-platform annotations need --engine buildkit'],
 		[{cacheFrom: ['type=local,src=cache-in']}, '--cache-from: buildah keeps its cache as image storage, which it must write: --cache-from and --cache-to must name the same folder (or use --engine buildkit)'],
 	];
 	for (const [raw, message] of cases) {

@@ -79,6 +79,8 @@ test('BuildKit: each flag becomes its buildctl arguments', () => {
 		['--build-arg', {buildArg: ['A=1', 'B=x=y', 'FROM_ENV']}, [...head(), '--opt', 'build-arg:A=1', '--opt', 'build-arg:B=x=y', '--opt', 'build-arg:FROM_ENV=env value', ...tail()], {FROM_ENV: 'env value'}],
 		['--label', {label: ['org.example.team=builds', 'note=a,b']}, [...head(), '--opt', 'label:org.example.team=builds', '--opt', 'label:note=a,b', ...tail()]],
 		['--annotation', {annotation: ['org.opencontainers.image.title=demo', 'note=a,"b"']}, [...head(), ...tail('type=oci,tar=false,dest=/exobuild/out/oci-layout,annotation.org.opencontainers.image.title=demo,"annotation.note=a,""b"""')]],
+		['--annotation TYPE[PLATFORM]:KEY (buildx)', {annotation: ['index:org.example.index=i', 'manifest:m=1', 'manifest-descriptor[linux/ppc64le]:d=2', 'index-descriptor,index:both=3']},
+			[...head(), ...tail('type=oci,tar=false,dest=/exobuild/out/oci-layout,annotation-index.org.example.index=i,annotation.m=1,annotation-manifest-descriptor[linux/ppc64le].d=2,annotation-index-descriptor.both=3,annotation-index.both=3')]],
 		['--secret src= and env=', {secret: ['id=token,src=token.txt', 'id=api,env=API_TOKEN']}, [...head(), '--secret', 'id=token,src=/exobuild/secrets/token', '--secret', 'id=api,src=/run/exobuild-secrets/api', ...tail()], {API_TOKEN: 'x'}],
 		['--ssh', {ssh: ['default', 'deploy=id_test']}, [...head(), '--ssh', 'default=/exobuild/ssh/default', '--ssh', 'deploy=/exobuild/ssh/deploy', ...tail()], {SSH_AUTH_SOCK: `${root}/id_test`}],
 		['--build-context NAME=DIR', {buildContext: ['assets=assets']}, [...head(), '--local', 'assets=/exobuild/local-contexts/0', '--opt', 'context:assets=local:assets', ...tail()]],
@@ -144,4 +146,15 @@ test('BuildKit step parser: plain progress vertices (the tracker of a BuildKit b
 	assert.deepEqual(tracker.onLine(undefined, '#7 [linux/s390x 1/2] FROM base').map(({state, step}) => `${state} ${step.name} ${step.platform}`), ['start [linux/s390x 1/2] FROM base linux/s390x']);
 	assert.deepEqual(tracker.onLine(undefined, '#7 DONE 0.1s').map(({state}) => state), ['done']);
 	assert.equal(tracker.steps[0]!.ms, 100);
+});
+
+test('--annotation with an unknown TYPE: is refused while the flags are read (exit 2), whichever the engine', () => {
+	for (const annotation of ['indx:k=v', 'manifest[linux/ppc64le:k=v', 'index:=v']) {
+		assert.throws(() => request({annotation: [annotation]}), (error: unknown) => {
+			assert.ok(isUserError(error), annotation);
+			assert.equal(error.exitCode, 2);
+			assert.match(error.message, /^invalid --annotation /);
+			return true;
+		}, annotation);
+	}
 });

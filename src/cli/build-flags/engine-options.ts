@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {csv, usage} from './option-values.js';
+import {parseAnnotation} from '../../oci/annotations.js';
 
 export interface Secret {
 	readonly id: string;
@@ -196,7 +197,11 @@ export const parseEngineOptions = (raw: RawEngineOptions, cwd: string, env: Node
 
 	return {
 		labels: (raw.label ?? []).map(value => keyValue('--label', value)),
-		annotations: (raw.annotation ?? []).map(value => keyValue('--annotation', value)),
+		annotations: (raw.annotation ?? []).map(value => {
+			const pair = keyValue('--annotation', value);
+			parseAnnotation(...pair); // buildx's TYPE[PLATFORM]:KEY grammar, refused here (exit 2) when wrong.
+			return pair;
+		}),
 		noCacheFilter: (raw.cacheFilter ?? []).flatMap(value => value.split(',')).map(stage => stage.trim()).filter(Boolean),
 		pull: raw.pull === true,
 		network: network as EngineOptions['network'],

@@ -28,6 +28,7 @@ export const buildahCapabilities: Capabilities = {
 	sourceDateEpoch: supported,
 	labels: supported,
 	annotations: supported,
+	typedAnnotations: unsupported('buildah puts annotations on each image manifest only: index, descriptor and per-platform annotations need --engine buildkit'),
 	buildArgs: supported,
 	localContexts: supported,
 	layoutContexts: supported,

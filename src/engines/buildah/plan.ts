@@ -11,6 +11,7 @@
  * overlay). `unshare --net --` (--network none) puts buildah itself in a new, empty network
  * namespace: chroot isolation runs steps in buildah's own and refuses --network none.
  */
+import {parseAnnotations} from '../../oci/annotations.js';
 import type {BuildRequest} from '../../request/build-request.js';
 import {required} from '../argv-values.js';
 import type {EnginePlan, EngineStep, SandboxLayout} from '../plan.js';
@@ -62,7 +63,8 @@ export const buildahBuildArgs = (request: BuildRequest, layout: SandboxLayout, p
 		...(epoch === undefined ? [] : ['--timestamp', String(epoch), '--build-arg', `SOURCE_DATE_EPOCH=${epoch}`]),
 		...request.buildArgs.flatMap(([key, value]) => ['--build-arg', `${key}=${value}`]),
 		...options.labels.flatMap(([key, value]) => ['--label', `${key}=${value}`]),
-		...options.annotations.flatMap(([key, value]) => ['--annotation', `${key}=${value}`]),
+		// Only manifest annotations reach here (typedAnnotations is refused): `manifest:KEY` is KEY.
+		...parseAnnotations(options.annotations).flatMap(annotation => ['--annotation', `${annotation.key}=${annotation.value}`]),
 		...options.addHosts.flatMap(([host, ip]) => ['--add-host', `${host}:${ip}`]),
 		...options.secrets.flatMap(secret => ['--secret', `id=${secret.id},src=${required(layout.secretFiles.get(secret.id), `file for secret ${secret.id}`)}`]),
 		...options.ssh.flatMap(source => ['--ssh', `${source.id}=${required(layout.sshSources.get(source.id), `path for --ssh ${source.id}`)}`]),

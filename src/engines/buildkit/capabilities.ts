@@ -31,6 +31,7 @@ export const buildkitCapabilities: Capabilities = {
 	sourceDateEpoch: supported,
 	labels: supported,
 	annotations: supported,
+	typedAnnotations: supported,
 	buildArgs: supported,
 	localContexts: supported,
 	layoutContexts: supported,

@@ -4,6 +4,7 @@
  * follows docker/buildx's toSolveOpt (build/opt.go) onto buildctl's flags (cmd/buildctl/build.go,
  * moby/buildkit v0.32.2). Pure: no I/O.
  */
+import {buildkitAnnotationAttribute, parseAnnotations} from '../../oci/annotations.js';
 import type {BuildRequest} from '../../request/build-request.js';
 import {csvField, required, splitPath} from '../argv-values.js';
 import type {EnginePlan, EngineStep, SandboxLayout} from '../plan.js';
@@ -43,7 +44,8 @@ export const buildctlBuildArgs = (request: BuildRequest, layout: SandboxLayout):
 	const output = [
 		'type=oci', 'tar=false', `dest=${layout.outputLayout}`,
 		...(epoch === undefined ? [] : ['rewrite-timestamp=true']),
-		...options.annotations.map(([key, value]) => `annotation.${key}=${value}`),
+		// buildx's TYPE[PLATFORM]:KEY becomes BuildKit's exporter attribute (annotation-index.KEY, …).
+		...parseAnnotations(options.annotations).map(annotation => `${buildkitAnnotationAttribute(annotation)}=${annotation.value}`),
 	].map(csvField).join(',');
 	return [
 		...buildctl, 'build', '--frontend', 'dockerfile.v0',
