@@ -1,0 +1,127 @@
+/**
+ * `exobuild node` against a real remote BuildKit node (test/fixtures/remote-buildkitd.ts:
+ * buildkitd v0.32.2 in its own namespaces with its own binfmt_misc, reporting linux/s390x only,
+ * on tcp://127.0.0.1:PORT with mTLS): `node add` without --platform learns linux/s390x from the
+ * node through buildctl in a throwaway sandbox; ls, ls --json and inspect show it; a wrong CA is
+ * "not answering"; a down address fails `node add` with exit 2 naming it; rm removes it. The
+ * records stay a valid nodes.json, 0600 in a 0700 folder, and nothing is left running.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import {after, before, test} from 'node:test';
+import {nodesDocumentSchema} from '../../src/nodes/store.js';
+import {parsePlatform} from '../../src/platforms/parse.js';
+import {startRemoteBuildkitd, type RemoteBuildkitd} from '../fixtures/remote-buildkitd.js';
+import {upstreamSkip} from '../fixtures/upstream.js';
+import {assertNothingLeft, exobuild, exobuildEnv} from './helpers.js';
+
+const skip = upstreamSkip('buildkit');
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-nodes-'));
+const config = path.join(work, 'config');
+const env = {XDG_CONFIG_HOME: config};
+let node: RemoteBuildkitd | undefined;
+
+before(async () => {
+	if (skip !== undefined) {
+		return;
+	}
+
+	// The fixture makes (or finds) the e2e builder image, whose root filesystem it runs buildkitd from.
+	Object.assign(process.env, exobuildEnv);
+	node = await startRemoteBuildkitd(parsePlatform('linux/s390x'));
+});
+
+after(async () => {
+	await node?.stop();
+	fs.rmSync(work, {recursive: true, force: true});
+	await assertNothingLeft();
+});
+
+const nodesJson = (): unknown => JSON.parse(fs.readFileSync(path.join(config, 'exobuild', 'nodes.json'), 'utf8'));
+
+const assertPrivateRecords = (): void => {
+	const folder = fs.lstatSync(path.join(config, 'exobuild'));
+	const file = fs.lstatSync(path.join(config, 'exobuild', 'nodes.json'));
+	assert.ok(folder.isDirectory() && file.isFile());
+	assert.equal(folder.mode & 0o777, 0o700);
+	assert.equal(file.mode & 0o777, 0o600);
+	nodesDocumentSchema.parse(nodesJson());
+};
+
+/** A loopback port nothing listens on (taken, then given back). */
+const closedPort = async (): Promise<number> => new Promise(resolve => {
+	const server = net.createServer().listen(0, '127.0.0.1', () => {
+		const {port} = server.address() as net.AddressInfo;
+		server.close(() => resolve(port));
+	});
+});
+
+test('node add with mTLS and no --platform learns linux/s390x from the node; ls, ls --json and inspect show it', {skip}, async () => {
+	const {client, address} = node!;
+	const added = await exobuild(['node', 'add', 'z15', address, '--tls-ca', client.ca, '--tls-cert', client.cert, '--tls-key', client.key], {env});
+	assert.equal(added.exitCode, 0, `${added.all}\nbuildkitd: ${node!.log().slice(-2000)}`);
+	assert.match(String(added.stdout), new RegExp(`^added node z15 \\(${address.replaceAll('.', '\\.')}\\): linux/s390x \\(reported by the node when it was added\\)\\n$`));
+	assertPrivateRecords();
+	assert.deepEqual(nodesJson(), {
+		version: 1,
+		nodes: [{name: 'z15', address, platforms: ['linux/s390x'], platformsFrom: 'node', tls: {ca: client.ca, cert: client.cert, key: client.key}, added: (nodesJson() as {nodes: Array<{added: string}>}).nodes[0]!.added}],
+	});
+
+	const table = await exobuild(['node', 'ls'], {env});
+	assert.equal(table.exitCode, 0, table.all);
+	assert.equal(String(table.stdout), `NAME\tADDRESS\tPLATFORMS\tFROM\tTLS\nz15\t${address}\tlinux/s390x\tnode\tmtls\n`);
+	const listed = await exobuild(['node', 'ls', '--json'], {env});
+	assert.equal(listed.exitCode, 0, listed.all);
+	assert.deepEqual(JSON.parse(String(listed.stdout)), (nodesJson() as {nodes: unknown[]}).nodes);
+
+	const inspected = await exobuild(['node', 'inspect', 'z15', '--json'], {env});
+	assert.equal(inspected.exitCode, 0, inspected.all);
+	const status = (JSON.parse(String(inspected.stdout)) as {status: unknown}).status;
+	assert.deepEqual(status, {answered: true, version: 'v0.32.2', workerPlatforms: ['linux/s390x']});
+	const text = await exobuild(['node', 'inspect', 'z15'], {env});
+	assert.equal(text.exitCode, 0, text.all);
+	assert.match(String(text.stdout), /^Status: +answered\nBuildKit: +v0\.32\.2\nWorkers: +linux\/s390x$/m);
+
+	// A second add of the name is refused, and says how to remove it (buildx: an existing node is not replaced).
+	const again = await exobuild(['node', 'add', 'Z15', address, '--platform', 's390x', '--tls-ca', client.ca, '--tls-cert', client.cert, '--tls-key', client.key], {env});
+	assert.equal(again.exitCode, 2, again.all);
+	assert.match(String(again.stderr), /^exobuild: a node named "z15" exists already\nhint: remove it first with `exobuild node rm z15`/);
+});
+
+test('a wrong CA: inspect says the node does not answer (exit 0); add without --platform fails exit 2 naming it', {skip}, async () => {
+	const {client, address, wrongCa} = node!;
+	const added = await exobuild(['node', 'add', 'mistrusted', address, '--platform', 'linux/s390x', '--tls-ca', wrongCa, '--tls-cert', client.cert, '--tls-key', client.key], {env});
+	assert.equal(added.exitCode, 0, added.all);
+	const inspected = await exobuild(['node', 'inspect', 'mistrusted'], {env});
+	assert.equal(inspected.exitCode, 0, inspected.all);
+	assert.match(String(inspected.stdout), /^Status: +not answering: .*certificate/m);
+	const probed = await exobuild(['node', 'add', 'mistrusted2', address, '--tls-ca', wrongCa, '--tls-cert', client.cert, '--tls-key', client.key], {env});
+	assert.equal(probed.exitCode, 2, probed.all);
+	assert.match(String(probed.stderr), new RegExp(`^exobuild: node mistrusted2 \\(${address.replaceAll('.', '\\.')}\\) does not answer: .*certificate`, 'm'));
+	assert.equal((await exobuild(['node', 'rm', 'mistrusted'], {env})).exitCode, 0);
+});
+
+test('node add of a down address fails exit 2 naming the node and the address; nothing is stored', {skip}, async () => {
+	const {client} = node!;
+	const down = `tcp://127.0.0.1:${await closedPort()}`;
+	const before = fs.readFileSync(path.join(config, 'exobuild', 'nodes.json'), 'utf8');
+	const result = await exobuild(['node', 'add', 'gone', down, '--tls-ca', client.ca, '--tls-cert', client.cert, '--tls-key', client.key], {env});
+	assert.equal(result.exitCode, 2, result.all);
+	assert.match(String(result.stderr), new RegExp(`^exobuild: node gone \\(${down.replaceAll('.', '\\.')}\\) does not answer: .*connection refused`, 'm'));
+	assert.match(String(result.stderr), /\nhint: check that buildkitd runs there/);
+	assert.equal(fs.readFileSync(path.join(config, 'exobuild', 'nodes.json'), 'utf8'), before);
+});
+
+test('node rm removes the node; the records stay valid and private', {skip}, async () => {
+	const removed = await exobuild(['node', 'rm', 'z15'], {env});
+	assert.equal(removed.exitCode, 0, removed.all);
+	assert.deepEqual(nodesJson(), {version: 1, nodes: []});
+	assertPrivateRecords();
+	const again = await exobuild(['node', 'rm', 'z15'], {env});
+	assert.equal(again.exitCode, 2);
+	assert.match(String(again.stderr), /^exobuild: no node named "z15"\nhint: there are no nodes/);
+	assert.deepEqual(fs.readdirSync(path.join(config, 'exobuild')), ['nodes.json'], 'no temp file or lock left');
+});
