@@ -103,7 +103,7 @@ const inspectText = (node: NodeRecord, probe: NodeProbe): string => [
 	`Platforms:  ${platformsLine(node)}`,
 	`Added:      ${node.added}`,
 	...(probe.answered
-		? ['Status:     answered', `BuildKit:   ${probe.version}`, `Workers:    ${probe.workerPlatforms.join(', ') || '(none)'}`]
+		? ['Status:     answered', `BuildKit:   ${probe.version}`, `Native:     ${probe.nativePlatforms.join(', ') || '(none)'}`, `Workers:    ${probe.workerPlatforms.join(', ') || '(none)'} (native first, then what it can emulate)`]
 		: [`Status:     not answering: ${probe.reason}`]),
 ].join('\n');
 
@@ -112,10 +112,10 @@ export const registerNodeCommand = (program: Command): void => {
 
 	node
 		.command('add')
-		.description('Add a remote BuildKit node; without --platform, its platforms are what its workers report')
+		.description('Add a remote BuildKit node; without --platform, its platforms are the native ones its workers report')
 		.argument('<NAME>', 'a name: a letter, then letters, digits, . _ -')
 		.argument('<ADDR>', 'a buildctl address: tcp://HOST:PORT (mTLS), unix:///PATH, ssh://[USER@]HOST[:PORT], kube-pod://POD, docker-container://NAME, podman-container://NAME')
-		.option('--platform <P>', 'platform(s) the node builds, comma list, repeatable (default: what its workers report)', collect, [])
+		.option('--platform <P>', 'platform(s) the node builds, comma list, repeatable (default: the native platform of each of its workers)', collect, [])
 		.option('--tls-ca <FILE>', 'CA certificate that signed the node\'s certificate (tcp://)')
 		.option('--tls-cert <FILE>', 'client certificate (tcp://)')
 		.option('--tls-key <FILE>', 'client key (tcp://)')
@@ -141,7 +141,7 @@ export const registerNodeCommand = (program: Command): void => {
 					throw notAnswering(target, probe.reason);
 				}
 
-				platforms = probe.workerPlatforms.flatMap(id => {
+				platforms = probe.nativePlatforms.flatMap(id => {
 					try {
 						return [parsePlatform(id).id];
 					} catch {
@@ -150,7 +150,7 @@ export const registerNodeCommand = (program: Command): void => {
 				});
 				platformsFrom = 'node';
 				if (platforms.length === 0) {
-					throw new UserError(`node ${name} (${address.address}) reports no platform exobuild knows (${probe.workerPlatforms.join(', ') || 'none'})`, {
+					throw new UserError(`node ${name} (${address.address}) reports no native platform exobuild knows (${probe.nativePlatforms.join(', ') || 'none'})`, {
 						hint: 'give its platforms with --platform', code: 'E_PLATFORM',
 					});
 				}
@@ -188,7 +188,7 @@ export const registerNodeCommand = (program: Command): void => {
 		.command('inspect')
 		.description('Show a node and ask it: whether it answers, its BuildKit version, its workers\' platforms')
 		.argument('<NAME>', 'the node')
-		.option('--json', 'print {node record…, status: {answered, version, workerPlatforms | reason}}')
+		.option('--json', 'print {node record…, status: {answered, version, nativePlatforms, workerPlatforms | reason}}')
 		.action(async (name: string, options: {json?: boolean}) => {
 			const document = await readNodes();
 			const record = findNode(document, name);

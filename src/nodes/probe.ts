@@ -32,7 +32,7 @@ export interface NodeTarget {
 }
 
 export type NodeProbe =
-	| {readonly answered: true; readonly version: string; readonly workerPlatforms: readonly string[]}
+	| {readonly answered: true; readonly version: string; readonly nativePlatforms: readonly string[]; readonly workerPlatforms: readonly string[]}
 	| {readonly answered: false; readonly reason: string};
 
 /** The argv of buildctl against `node`, before its subcommand. */
@@ -56,31 +56,39 @@ export const probeAgentArgs = (node: NodeTarget): string[] => {
 	return ['query', '--timeout', String(nodeQuerySeconds), String(workers.length), ...workers, String(info.length), ...info];
 };
 
-// client.WorkerInfo and client.Info of moby/buildkit v0.32.2 (client/workers.go, client/info.go) as
-// text/template's json prints them; only the fields read here are checked.
+// client.WorkerInfo and client.Info of moby/buildkit v0.32.2 (client/workers.go, client/info.go)
+// as buildctl's `{{json .}}` prints them (lower-case keys, checked against that buildctl); only the
+// fields read here are checked.
 const workersJson = z.array(z.object({
-	Platforms: z.array(z.object({os: z.string(), architecture: z.string(), variant: z.string().optional()}).passthrough()).nullable().optional(),
-}).passthrough());
-const infoJson = z.object({BuildkitVersion: z.object({Version: z.string().max(200)}).passthrough()}).passthrough();
+	platforms: z.array(z.object({os: z.string(), architecture: z.string(), variant: z.string().optional()}).passthrough()).nullable().optional(),
+}).passthrough()).max(64);
+const infoJson = z.object({buildkitVersion: z.object({version: z.string().max(200)}).passthrough()}).passthrough();
 
 /** The last line of a command's output, as the cause of a failure (buildctl's `error: …`). */
 const lastLine = (output: string): string => output.trim().split('\n').map(line => line.trim()).filter(Boolean).at(-1)?.slice(0, 500) ?? 'no output';
 
+const platformIdOf = (platform: {os: string; architecture: string; variant?: string | undefined}): string => {
+	const spelled = `${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ''}`;
+	try {
+		return parsePlatform(spelled).id;
+	} catch {
+		return spelled;
+	}
+};
+
 /**
- * Platform ids (canonical where the platform table knows them, else os/arch[/variant] as the
- * node said), in the node's order, without repeats.
+ * What the workers report: every platform (canonical where the platform table knows it, else
+ * os/arch[/variant] as the node said), in the node's order without repeats; and the native
+ * ones: the first platform of each worker. BuildKit lists a worker's configured platforms (its
+ * machine's, or --oci-worker-platform) first and appends what it found it can emulate
+ * (worker/base/worker.go, Worker.Platforms, moby/buildkit v0.32.2); a node is for what it builds
+ * natively, the local sandbox emulates the rest.
  */
-export const workerPlatforms = (output: string): string[] => {
+export const workerPlatforms = (output: string): {all: string[]; native: string[]} => {
 	const workers = workersJson.parse(JSON.parse(output));
-	const ids = workers.flatMap(worker => worker.Platforms ?? []).map(platform => {
-		const spelled = `${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ''}`;
-		try {
-			return parsePlatform(spelled).id;
-		} catch {
-			return spelled;
-		}
-	});
-	return [...new Set(ids)];
+	const all = workers.flatMap(worker => worker.platforms ?? []).map(platform => platformIdOf(platform));
+	const native = workers.flatMap(worker => worker.platforms?.slice(0, 1) ?? []).map(platform => platformIdOf(platform));
+	return {all: [...new Set(all)], native: [...new Set(native)]};
 };
 
 /** What the two query events say. Pure. */
@@ -101,10 +109,10 @@ export const readProbe = (workers: AgentEventOf<'query'> | undefined, info: Agen
 
 	try {
 		const platforms = workerPlatforms(workers!.output);
-		const version = infoJson.parse(JSON.parse(info!.output)).BuildkitVersion.Version;
-		return {answered: true, version, workerPlatforms: platforms};
+		const version = infoJson.parse(JSON.parse(info!.output)).buildkitVersion.version;
+		return {answered: true, version, nativePlatforms: platforms.native, workerPlatforms: platforms.all};
 	} catch (error) {
-		return {answered: false, reason: `it answered with something buildctl's JSON does not look like (${error instanceof Error ? error.message.split('\n')[0] : String(error)})`};
+		return {answered: false, reason: `its answer is not what buildctl prints (${error instanceof z.ZodError ? error.issues.map(issue => `${issue.path.join('.')}: ${issue.message}`).join('; ') : (error instanceof Error ? error.message : String(error))})`.slice(0, 500)};
 	}
 };
 

@@ -177,10 +177,17 @@ const query = (index: number, exitCode: number, output: string) => {
 };
 
 test('probe: what the node answered, or why it did not', () => {
-	const workers = JSON.stringify([{ID: 'abc', Labels: {}, Platforms: [{architecture: 's390x', os: 'linux'}, {architecture: 'arm', os: 'linux', variant: 'v7'}, {architecture: 'mips64', os: 'linux'}, {architecture: 's390x', os: 'linux'}]}]);
-	assert.deepEqual(workerPlatforms(workers), ['linux/s390x', 'linux/arm/v7', 'linux/mips64']);
-	const info = JSON.stringify({BuildkitVersion: {Package: 'github.com/moby/buildkit', Version: 'v0.32.2', Revision: 'x'}});
-	assert.deepEqual(readProbe(query(0, 0, workers), query(1, 0, info)), {answered: true, version: 'v0.32.2', workerPlatforms: ['linux/s390x', 'linux/arm/v7', 'linux/mips64']});
+	// As buildctl v0.32.2 prints them (lower-case keys): configured platforms first, then what it can emulate.
+	const workers = JSON.stringify([
+		{id: 'abc', labels: {}, platforms: [{architecture: 's390x', os: 'linux'}, {architecture: 'amd64', os: 'linux'}, {architecture: 'amd64', os: 'linux', variant: 'v2'}, {architecture: 'arm', os: 'linux', variant: 'v7'}, {architecture: 's390x', os: 'linux'}]},
+		{id: 'def', labels: {}, platforms: [{architecture: 'mips64', os: 'linux'}, {architecture: '386', os: 'linux'}]},
+	]);
+	assert.deepEqual(workerPlatforms(workers), {native: ['linux/s390x', 'linux/mips64'], all: ['linux/s390x', 'linux/amd64', 'linux/amd64/v2', 'linux/arm/v7', 'linux/mips64', 'linux/386']});
+	const info = JSON.stringify({buildkitVersion: {package: 'github.com/moby/buildkit', version: 'v0.32.2', revision: '', dockerfileVersion: '1.26.0'}});
+	assert.deepEqual(readProbe(query(0, 0, workers), query(1, 0, info)), {
+		answered: true, version: 'v0.32.2', nativePlatforms: ['linux/s390x', 'linux/mips64'], workerPlatforms: ['linux/s390x', 'linux/amd64', 'linux/amd64/v2', 'linux/arm/v7', 'linux/mips64', 'linux/386'],
+	});
+	assert.match((readProbe(query(0, 0, workers), query(1, 0, '{"BuildkitVersion":{"Version":"v1"}}')) as {reason: string}).reason, /^its answer is not what buildctl prints \(buildkitVersion: .*\)$/);
 	assert.deepEqual(readProbe(query(0, 1, 'time="x" level=debug\nerror: failed to list workers: Unavailable: connection refused\n'), query(1, 0, info)), {answered: false, reason: 'error: failed to list workers: Unavailable: connection refused'});
 	assert.deepEqual(readProbe(query(0, 124, ''), undefined), {answered: false, reason: 'no answer within 15 s'});
 	assert.deepEqual(readProbe(query(0, 0, workers), undefined), {answered: false, reason: 'the agent ended before it asked'});
