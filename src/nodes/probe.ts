@@ -7,6 +7,7 @@
  * cmd/buildctl/main.go (--addr, --tlscacert, --tlscert, --tlskey, --tlsservername, --timeout) and
  * cmd/buildctl/debug/{workers,info}.go (--format with a Go template: `{{json .}}`).
  */
+import fs from 'node:fs/promises';
 import {z} from 'zod';
 import {runAgent} from '../agent/run-agent.js';
 import type {AgentEvent, AgentEventOf} from '../agent/contract.js';
@@ -121,6 +122,14 @@ export const readProbe = (workers: AgentEventOf<'query'> | undefined, info: Agen
  * Throws a UserError when the probe cannot run at all (no builder image with BuildKit).
  */
 export const probeNode = async (node: NodeTarget, options: {signal?: AbortSignal} = {}): Promise<NodeProbe> => {
+	// The TLS files are mounted: one that is gone (or is no longer a file) would fail the sandbox's start.
+	for (const [what, file] of Object.entries(node.tls === undefined ? {} : {'CA certificate': node.tls.ca, 'client certificate': node.tls.cert, 'client key': node.tls.key})) {
+		const stat = await fs.stat(file).catch(() => undefined);
+		if (stat === undefined || !stat.isFile()) {
+			return {answered: false, reason: `its ${what} ${file} is ${stat === undefined ? 'gone' : 'not a regular file'} (add the node again with the right files)`};
+		}
+	}
+
 	const builder = await findBuilderImage();
 	if (builder === undefined || !builderEngines(builder).includes('buildkit')) {
 		throw new UserError(`cannot ask node ${node.name} (${node.address}): ${builder === undefined ? 'there is no current builder image' : `the builder image ${builder.reference} has no buildctl`}`, {
