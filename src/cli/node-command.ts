@@ -135,7 +135,10 @@ export const registerNodeCommand = (program: Command): void => {
 				platforms = [...new Set(parsePlatforms(options.platform).map(platform => platform.id))];
 				platformsFrom = 'flag';
 			} else {
-				process.stderr.write(`exobuild: asking ${name} (${address.address}) for its platforms\n`);
+				if (process.stderr.isTTY) {
+					process.stderr.write(`exobuild: asking ${name} (${address.address}) for its platforms\n`);
+				}
+
 				const probe = await probeWithSignals(target, 'node add');
 				if (!probe.answered) {
 					throw notAnswering(target, probe.reason);
