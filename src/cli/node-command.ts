@@ -103,7 +103,7 @@ const inspectText = (node: NodeRecord, probe: NodeProbe): string => [
 	`Platforms:  ${platformsLine(node)}`,
 	`Added:      ${node.added}`,
 	...(probe.answered
-		? ['Status:     answered', `BuildKit:   ${probe.version}`, `Native:     ${probe.nativePlatforms.join(', ') || '(none)'}`, `Workers:    ${probe.workerPlatforms.join(', ') || '(none)'} (native first, then what it can emulate)`]
+		? ['Status:     answered', `BuildKit:   ${probe.version}`, `Native:     ${probe.nativePlatforms.join(', ') || '(none)'}`, `Workers:    ${probe.workerPlatforms.join(', ') || '(none)'} (its own first, then what else its machine runs: other native ones and emulators)`]
 		: [`Status:     not answering: ${probe.reason}`]),
 ].join('\n');
 

@@ -87,7 +87,7 @@ test('node add with mTLS and no --platform learns linux/s390x from the node; ls,
 	assert.equal(answer.workerPlatforms.filter(id => id === 'linux/s390x').length, 1);
 	const text = await exobuild(['node', 'inspect', 'z15'], {env});
 	assert.equal(text.exitCode, 0, text.all);
-	assert.match(String(text.stdout), /^Status: +answered\nBuildKit: +v0\.32\.2\nNative: +linux\/s390x\nWorkers: +linux\/s390x, .*\(native first, then what it can emulate\)$/m);
+	assert.match(String(text.stdout), /^Status: +answered\nBuildKit: +v0\.32\.2\nNative: +linux\/s390x\nWorkers: +linux\/s390x, .*\(its own first, then what else its machine runs: other native ones and emulators\)$/m);
 
 	// A second add of the name is refused, and says how to remove it (buildx: an existing node is not replaced).
 	const again = await exobuild(['node', 'add', 'Z15', address, '--platform', 's390x', '--tls-ca', client.ca, '--tls-cert', client.cert, '--tls-key', client.key], {env});
