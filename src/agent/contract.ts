@@ -15,7 +15,7 @@
  * both. See docs/agent-protocol.md.
  *
  * A `query` run (`exobuild node add/inspect`) is hello → one `query` event per command, in
- * order; exit 0 (a command that failed is reported in its event, not as an error).
+ * order, up to the first that fails; exit 0 (a command that failed is reported in its event, not as an error).
  */
 import {z} from 'zod';
 

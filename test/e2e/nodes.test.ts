@@ -16,7 +16,7 @@ import {nodesDocumentSchema} from '../../src/nodes/store.js';
 import {parsePlatform} from '../../src/platforms/parse.js';
 import {startRemoteBuildkitd, type RemoteBuildkitd} from '../fixtures/remote-buildkitd.js';
 import {upstreamSkip} from '../fixtures/upstream.js';
-import {assertNothingLeft, exobuild, exobuildEnv} from './helpers.js';
+import {assertNothingLeft, exobuild, exobuildEnv, leftovers} from './helpers.js';
 
 const skip = upstreamSkip('buildkit');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-nodes-'));
@@ -117,6 +117,64 @@ test('node add of a down address fails exit 2 naming the node and the address; n
 	assert.match(String(result.stderr), new RegExp(`^exobuild: node gone \\(${down.replaceAll('.', '\\.')}\\) does not answer: .*connection refused`, 'm'));
 	assert.match(String(result.stderr), /\nhint: check that buildkitd runs there/);
 	assert.equal(fs.readFileSync(path.join(config, 'exobuild', 'nodes.json'), 'utf8'), before);
+});
+
+/** A loopback listener that accepts connections and never says a word (a hung node). */
+const silentListener = async (): Promise<{address: string; close: () => Promise<void>}> => {
+	const sockets = new Set<net.Socket>();
+	const server = net.createServer(socket => {
+		sockets.add(socket);
+		socket.on('error', () => undefined);
+	});
+	await new Promise<void>(resolve => {
+		server.listen(0, '127.0.0.1', resolve);
+	});
+	return {
+		address: `tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+		async close() {
+			for (const socket of sockets) {
+				socket.destroy();
+			}
+
+			await new Promise(resolve => {
+				server.close(resolve);
+			});
+		},
+	};
+};
+
+test('a node that accepts and never answers: add fails exit 2 within the bounded time; Ctrl-C during inspect exits 130 and leaves nothing', {skip}, async () => {
+	const {client} = node!;
+	const silent = await silentListener();
+	try {
+		const tls = ['--tls-ca', client.ca, '--tls-cert', client.cert, '--tls-key', client.key];
+		const started = Date.now();
+		const added = await exobuild(['node', 'add', 'hung', silent.address, ...tls], {env});
+		assert.equal(added.exitCode, 2, added.all);
+		assert.match(String(added.stderr), new RegExp(`^exobuild: node hung \\(${silent.address.replaceAll('.', '\\.')}\\) does not answer: `, 'm'));
+		assert.ok(Date.now() - started < 60_000, `bounded: ${Date.now() - started} ms`);
+
+		assert.equal((await exobuild(['node', 'add', 'hung', silent.address, '--platform', 's390x', ...tls], {env})).exitCode, 0);
+		const inspecting = exobuild(['node', 'inspect', 'hung'], {env});
+		await new Promise(resolve => setTimeout(resolve, 2500));
+		inspecting.kill('SIGINT');
+		const interrupted = await inspecting;
+		assert.equal(interrupted.exitCode, 130, interrupted.all);
+		assert.match(String(interrupted.stderr), /^exobuild: node inspect interrupted by SIGINT$/m);
+		// The probe's sandbox is gone; only the test node itself still runs (stopped in `after`).
+		const ofTestNode = (line: string): boolean => line.includes('exobuild-remote-buildkitd-') || line.includes(' /node/bin/buildkitd ');
+		let left = await leftovers();
+		for (let attempt = 0; attempt < 50 && (left.processes.some(line => !ofTestNode(line)) || left.mounts.length > 0 || left.runs.length > 0); attempt++) {
+			await new Promise(resolve => setTimeout(resolve, 100));
+			left = await leftovers();
+		}
+
+		assert.deepEqual({...left, processes: left.processes.filter(line => !ofTestNode(line))}, {processes: [], mounts: [], runs: []});
+		assert.ok(left.processes.some(line => /\/node\/bin\/buildkitd /.test(line)), 'the check sees the test node\'s own buildkitd (so it would see the probe\'s processes)');
+		assert.equal((await exobuild(['node', 'rm', 'hung'], {env})).exitCode, 0);
+	} finally {
+		await silent.close();
+	}
 });
 
 test('node rm removes the node; the records stay valid and private', {skip}, async () => {
