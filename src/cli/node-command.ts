@@ -7,7 +7,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import process from 'node:process';
-import {type Command} from 'commander';
+import {Option, type Command} from 'commander';
 import {interruptedBy, UserError} from '../errors.js';
 import {parsePlatform, parsePlatforms} from '../platforms/parse.js';
 import {parseNodeAddress, parseNodeName} from '../nodes/address.js';
@@ -115,7 +115,7 @@ export const registerNodeCommand = (program: Command): void => {
 		.description('Add a remote BuildKit node; without --platform, its platforms are the native ones its workers report')
 		.argument('<NAME>', 'a name: a letter, then letters, digits, . _ -')
 		.argument('<ADDR>', 'a buildctl address: tcp://HOST:PORT (mTLS), unix:///PATH, ssh://[USER@]HOST[:PORT], kube-pod://POD, docker-container://NAME, podman-container://NAME')
-		.option('--platform <P>', 'platform(s) the node builds, comma list, repeatable (default: the native platform of each of its workers)', collect, [])
+		.addOption(new Option('--platform <P>', 'platform(s) the node builds, comma list, repeatable').argParser(collect).default([], 'the native platform of each of its workers, asked from the node'))
 		.option('--tls-ca <FILE>', 'CA certificate that signed the node\'s certificate (tcp://)')
 		.option('--tls-cert <FILE>', 'client certificate (tcp://)')
 		.option('--tls-key <FILE>', 'client key (tcp://)')
