@@ -35,6 +35,7 @@ export const errorTable = {
 	E_BAD_IMAGE: usage('the image or layout is not valid OCI; rebuild or re-export it'),
 	E_OUTPUT_DEST: usage('write to a regular file (replaced whole), a symlink to one, a FIFO or character device, or - for stdout'),
 	E_DRIVER: usage('choose another --driver'),
+	E_NODE_DOWN: usage('check that buildkitd runs there and listens on that address, and the TLS files (`exobuild node inspect NAME`); or give the node\'s platforms with --platform'),
 	// The host's setup (doctor says how to fix each).
 	E_KERNEL: usage('run `exobuild doctor` for what this host lacks'),
 	E_PRIVILEGE: usage('run `exobuild doctor` for what this host lacks'),

@@ -13,6 +13,9 @@
  * or an `error` carrying that `platform` (not terminal there: the other platforms go on) →
  * phase-end binfmt (ok: all proven); no `result`. An `error` without `platform` is terminal in
  * both. See docs/agent-protocol.md.
+ *
+ * A `query` run (`exobuild node add/inspect`) is hello → one `query` event per command, in
+ * order, up to the first that fails; exit 0 (a command that failed is reported in its event, not as an error).
  */
 import {z} from 'zod';
 
@@ -131,6 +134,20 @@ export const resultEvent = z.object({
 	digest,
 });
 
+/** The most output a `query` event carries (the agent's QUERY_OUTPUT_BYTES, plus room for escapes). */
+export const maxQueryOutputChars = 4 * 65_536;
+
+export const queryEvent = z.object({
+	...base,
+	event: z.literal('query'),
+	/** Which command of the run (0-based, in argv order). */
+	index: z.number().int().nonnegative(),
+	/** Its exit code: 124 timed out (coreutils timeout), 127 not in the builder image. */
+	exitCode: z.number().int().nonnegative(),
+	/** The first 64 KiB of its stdout and stderr, interleaved. */
+	output: z.string().max(maxQueryOutputChars),
+});
+
 export const errorEvent = z.object({
 	...base,
 	event: z.literal('error'),
@@ -147,6 +164,7 @@ export const agentEvent = z.discriminatedUnion('event', [
 	engineEvent,
 	logEvent,
 	resultEvent,
+	queryEvent,
 	errorEvent,
 ]);
 export type AgentEvent = z.infer<typeof agentEvent>;

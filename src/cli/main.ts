@@ -10,6 +10,7 @@ import {supportedPlatformIds} from '../platforms/parse.js';
 import {registerBuildCommand} from './build-command.js';
 import {registerBuilderCommand} from './builder-command.js';
 import {registerDoctorCommand} from './doctor-command.js';
+import {registerNodeCommand} from './node-command.js';
 import {registerPruneCommand} from './prune-command.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -28,6 +29,7 @@ export const createProgram = (): Command => {
 	registerBuilderCommand(program);
 	registerPruneCommand(program);
 	registerDoctorCommand(program);
+	registerNodeCommand(program);
 	return program;
 };
 

@@ -37,6 +37,10 @@ export const describeAgentEvent = (event: AgentEvent): string | undefined => {
 			return `built ${event.platforms.join(', ')} with ${event.engine}: ${event.digest}`;
 		}
 
+		case 'query': {
+			return `query ${event.index}: exit ${event.exitCode}`;
+		}
+
 		case 'error': {
 			return `error ${event.code}${event.platform ? ` (${event.platform})` : ''}: ${event.message}`;
 		}

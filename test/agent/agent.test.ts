@@ -506,3 +506,38 @@ test('real BuildKit: buildkitd rootless, two platforms in one buildctl build, a 
 	assert.ok(expected.length > 1000, 'buildctl printed SolveStatus JSON');
 	assert.equal(Buffer.compare(Buffer.from(written), Buffer.from(expected)), 0);
 });
+
+test('query (exobuild node): each command\'s exit code and output, words intact, up to the first that fails (124 on timeout, 127 when absent); bad grammar is E_AGENT_USAGE', async () => {
+	// `hello` names the image's engine: stand-ins that only need to be there.
+	const engineDir = path.join(work, 'query-engine');
+	fs.mkdirSync(engineDir, {recursive: true});
+	for (const name of ['buildkitd', 'buildctl']) {
+		fs.writeFileSync(path.join(engineDir, name), '#!/bin/sh\nexit 0\n', {mode: 0o755});
+	}
+
+	const agentRun = await runAgent(newDirs(), [
+		'query', '--timeout', '1',
+		'3', 'printf', '%s|%s', 'a "quoted" $(word)\\',
+		'5', '/bin/sh', '-c', 'echo out; echo err >&2', 'sh', 'unused',
+		'2', 'sleep', '5',
+		'1', 'true',
+	], {path: [engineDir]});
+	assert.equal(agentRun.exitCode, 0, agentRun.stderr.join('\n'));
+	assert.deepEqual(agentRun.events.map(event => event.event), ['hello', 'query', 'query', 'query']);
+	assert.deepEqual(ofType(agentRun.events, 'query').map(({index, exitCode, output}) => ({index, exitCode, output})), [
+		{index: 0, exitCode: 0, output: 'a "quoted" $(word)\\|'},
+		{index: 1, exitCode: 0, output: 'out\nerr'},
+		{index: 2, exitCode: 124, output: ''},
+	], 'the timed-out query ends the run: the last one is never run');
+	for (const [argv, exitCode, output] of [[['no-such-program'], 127, 'no-such-program: not found in the builder image'], [['/bin/sh', '-c', 'echo failed; exit 3'], 3, 'failed']] as const) {
+		const failed = await runAgent(newDirs(), ['query', '--timeout', '5', String(argv.length), ...argv, '1', 'true'], {path: [engineDir]});
+		assert.equal(failed.exitCode, 0);
+		assert.deepEqual(ofType(failed.events, 'query').map(({index, exitCode: code, output: text}) => ({index, exitCode: code, output: text})), [{index: 0, exitCode, output}]);
+	}
+
+	for (const args of [['query'], ['query', '--timeout', '0', '1', 'true'], ['query', '--timeout', '5'], ['query', '--timeout', '5', '2', 'true'], ['query', '--timeout', '5', 'x', 'true']]) {
+		const bad = await runAgent(newDirs(), args, {path: [engineDir]});
+		assert.equal(bad.exitCode, 2, args.join(' '));
+		assert.equal(terminalError(bad).code, 'E_AGENT_USAGE');
+	}
+});

@@ -33,6 +33,7 @@ import {createDriver} from '../../src/sandboxes/index.js';
 import {builderRootfs} from '../../src/sandboxes/linux-userns/index.js';
 import {runInNamespaces} from '../../src/sandboxes/linux-userns/namespaces.js';
 import {debianLayout} from '../fixtures/base-images.js';
+import {chrootSetupScript} from '../fixtures/chroot-namespace.js';
 import {bin, exobuildEnv, fixturesDir, repoRoot, upstreamTarballs} from '../e2e/helpers.js';
 
 const runs = Number(process.env['BENCH_RUNS'] ?? 5);
@@ -74,21 +75,10 @@ for (const dir of ['upper', 'work', 'state', 'mnt']) {
 	fs.mkdirSync(path.join(anchorState, dir), {recursive: true});
 }
 
-const anchorScript = `set -eu
-mnt=${anchorState}/mnt
-mount -t overlay overlay -o lowerdir=${rootfs},upperdir=${anchorState}/upper,workdir=${anchorState}/work $mnt
-mount -t proc proc $mnt/proc
-mount --rbind /dev $mnt/dev
-mount --rbind /sys $mnt/sys
-mount -t tmpfs tmpfs $mnt/tmp
-mount -t tmpfs tmpfs $mnt/run
-mkdir -p $mnt/bench/layout $mnt/bench/ctx $mnt/bench/state $mnt/bench/bin
-mount --bind ${layout} $mnt/bench/layout
-mount --bind ${context} $mnt/bench/ctx
-mount --bind ${anchorState}/state $mnt/bench/state
-mount --bind ${upstreamBin}/bin $mnt/bench/bin
-mount -t binfmt_misc binfmt_misc $mnt/proc/sys/fs/binfmt_misc
-chroot $mnt /bin/sh -c "printf '%s' ':qemu-${ppc64le.arch.qemu}:M::${ppc64le.arch.magic}:${ppc64le.arch.mask}:/usr/bin/qemu-${ppc64le.arch.qemu}:FPC' > /proc/sys/fs/binfmt_misc/register"
+const anchorScript = `${chrootSetupScript({
+	rootfs, dir: anchorState, handlers: [ppc64le],
+	binds: [[layout, '/bench/layout'], [context, '/bench/ctx'], [path.join(anchorState, 'state'), '/bench/state'], [path.join(upstreamBin, 'bin'), '/bench/bin']],
+})}
 chroot $mnt /bin/sh -c '
 set -eu
 /bench/bin/buildkitd --rootless --addr unix:///run/buildkitd.sock --root /bench/state/buildkit --oci-worker=true --containerd-worker=false >/bench/state/buildkitd.log 2>&1 &

@@ -61,3 +61,34 @@ test('--help and --version exit 0', async () => {
 	assert.equal(version.exitCode, 0);
 	assert.match(version.stdout, /^\d+\.\d+\.\d+$/m);
 });
+
+test('node: bad names, addresses and TLS options are one line and a hint (exit 2), and nothing is stored', async () => {
+	const config = path.join(root, 'node-config');
+	const node = async (...args: string[]) => execa(bin, ['node', ...args], {cwd: root, reject: false, env: {EXOBUILD_CACHE_DIR: path.join(root, 'cache'), XDG_CONFIG_HOME: config}});
+	const pem = path.join(root, 'some.pem');
+	fs.writeFileSync(pem, 'not checked until a connection\n');
+	const tls = ['--tls-ca', pem, '--tls-cert', pem, '--tls-key', pem];
+	assertUsageError(await node('add', '9z', 'unix:///run/b.sock', '--platform', 's390x'), /invalid node name "9z"/);
+	assertUsageError(await node('add', 'z', 'http://127.0.0.1:1234', '--platform', 's390x'), /buildctl does not connect to http:\/\//);
+	assertUsageError(await node('add', 'z', 'tcp://127.0.0.1:1234', '--platform', 's390x'), /a tcp:\/\/ node needs mTLS/);
+	assertUsageError(await node('add', 'z', 'tcp://127.0.0.1:1234', '--platform', 's390x', '--tls-ca', pem), /go together/);
+	assertUsageError(await node('add', 'z', 'tcp://127.0.0.1:1234', '--platform', 's390x', '--tls-ca', pem, '--tls-cert', pem, '--tls-key', path.join(root, 'gone.pem')), /--tls-key .*gone\.pem: no such file/);
+	assertUsageError(await node('add', 'z', 'tcp://127.0.0.1:1234', '--platform', 's390x', '--tls-ca', root, '--tls-cert', pem, '--tls-key', pem), /--tls-ca .* is not a regular file/);
+	assertUsageError(await node('add', 'z', 'unix:///run/b.sock', '--platform', 's390x', ...tls), /--tls-\* options go with a tcp:\/\/ address/);
+	assertUsageError(await node('add', 'z', 'unix:///run/b.sock', '--platform', 'linux/mips64'), /unknown platform "linux\/mips64"/);
+	// Without --platform the node must be asked, which needs a builder image with buildctl: none in this cache.
+	assertUsageError(await node('add', 'z', 'tcp://127.0.0.1:1234', ...tls), /cannot ask node z \(tcp:\/\/127\.0\.0\.1:1234\): there is no current builder image/);
+	assertUsageError(await node('inspect', 'z'), /no node named "z"/);
+	assertUsageError(await node('rm', 'z'), /no node named "z"/);
+	assert.equal(fs.existsSync(path.join(config, 'exobuild', 'nodes.json')), false, 'nothing was stored');
+
+	const added = await node('add', 'z', 'tcp://127.0.0.1:1234', '--platform', 's390x,linux/ppc64le', ...tls);
+	assert.equal(added.exitCode, 0, added.stderr);
+	assert.equal(added.stdout, 'added node z (tcp://127.0.0.1:1234): linux/s390x, linux/ppc64le (given with --platform)');
+	const stored = JSON.parse(fs.readFileSync(path.join(config, 'exobuild', 'nodes.json'), 'utf8')) as {nodes: Array<{tls: unknown; platforms: unknown}>};
+	assert.deepEqual(stored.nodes[0]!.tls, {ca: pem, cert: pem, key: pem});
+	assert.deepEqual(stored.nodes[0]!.platforms, ['linux/s390x', 'linux/ppc64le']);
+	assertUsageError(await node('add', 'Z', 'unix:///run/b.sock', '--platform', 's390x'), /a node named "z" exists already/);
+	fs.writeFileSync(path.join(config, 'exobuild', 'nodes.json'), '{"version":1,"nodes":[{"name":"z"}]}');
+	assertUsageError(await node('ls'), /nodes\.json is not a valid node list \(nodes\.0\.address/);
+});

@@ -1,0 +1,171 @@
+/**
+ * Asking a BuildKit node about itself: `buildctl debug workers` (its platforms) and `buildctl
+ * debug info` (its version), run by the agent's `query` command in a throwaway sandbox of the
+ * current driver from the builder image (which has buildctl: the host needs nothing new), with the
+ * node's TLS files mounted read-only. The linux-userns sandbox shares the host's network
+ * namespace, so loopback addresses reach the host's. Flags: moby/buildkit v0.32.2
+ * cmd/buildctl/main.go (--addr, --tlscacert, --tlscert, --tlskey, --tlsservername, --timeout) and
+ * cmd/buildctl/debug/{workers,info}.go (--format with a Go template: `{{json .}}`).
+ */
+import fs from 'node:fs/promises';
+import {z} from 'zod';
+import {runAgent} from '../agent/run-agent.js';
+import type {AgentEvent, AgentEventOf} from '../agent/contract.js';
+import {builderEngines, findBuilderImage} from '../builder-image/index.js';
+import {UserError} from '../errors.js';
+import {newSessionId} from '../pipeline/run-build.js';
+import {parsePlatform} from '../platforms/parse.js';
+import {createDriver, defaultDriver} from '../sandboxes/index.js';
+import type {Mount} from '../sandboxes/driver.js';
+import type {NodeTls} from './store.js';
+
+/** Where the node's TLS files are inside the sandbox. */
+const sandboxTls = {ca: '/exobuild/node-tls/ca.pem', cert: '/exobuild/node-tls/cert.pem', key: '/exobuild/node-tls/key.pem'} as const;
+
+/** Seconds buildctl waits for the connection (its --timeout), and the agent for each command. */
+export const nodeConnectSeconds = 5;
+export const nodeQuerySeconds = 15;
+
+export interface NodeTarget {
+	readonly name: string;
+	readonly address: string;
+	readonly tls?: NodeTls | undefined;
+}
+
+export type NodeProbe =
+	| {readonly answered: true; readonly version: string; readonly nativePlatforms: readonly string[]; readonly workerPlatforms: readonly string[]}
+	| {readonly answered: false; readonly reason: string};
+
+/** The argv of buildctl against `node`, before its subcommand. */
+export const buildctlArgv = (node: NodeTarget): string[] => [
+	'buildctl', '--addr', node.address, '--timeout', String(nodeConnectSeconds),
+	...(node.tls === undefined ? [] : ['--tlscacert', sandboxTls.ca, '--tlscert', sandboxTls.cert, '--tlskey', sandboxTls.key]),
+	...(node.tls?.serverName === undefined ? [] : ['--tlsservername', node.tls.serverName]),
+];
+
+export const probeMounts = (node: NodeTarget): Mount[] => (node.tls === undefined ? [] : [
+	{hostPath: node.tls.ca, sandboxPath: sandboxTls.ca, readOnly: true},
+	{hostPath: node.tls.cert, sandboxPath: sandboxTls.cert, readOnly: true},
+	{hostPath: node.tls.key, sandboxPath: sandboxTls.key, readOnly: true},
+]);
+
+/** `exobuild-agent query …` for the two questions. */
+export const probeAgentArgs = (node: NodeTarget): string[] => {
+	const base = buildctlArgv(node);
+	const workers = [...base, 'debug', 'workers', '--format', '{{json .}}'];
+	const info = [...base, 'debug', 'info', '--format', '{{json .}}'];
+	return ['query', '--timeout', String(nodeQuerySeconds), String(workers.length), ...workers, String(info.length), ...info];
+};
+
+// client.WorkerInfo and client.Info of moby/buildkit v0.32.2 (client/workers.go, client/info.go)
+// as buildctl's `{{json .}}` prints them (lower-case keys, checked against that buildctl); only the
+// fields read here are checked.
+const workersJson = z.array(z.object({
+	platforms: z.array(z.object({os: z.string(), architecture: z.string(), variant: z.string().optional()}).passthrough()).nullable().optional(),
+}).passthrough()).max(64);
+const infoJson = z.object({buildkitVersion: z.object({version: z.string().max(200)}).passthrough()}).passthrough();
+
+/** The last line of a command's output, as the cause of a failure (buildctl's `error: …`). */
+const lastLine = (output: string): string => output.trim().split('\n').map(line => line.trim()).filter(Boolean).at(-1)?.slice(0, 500) ?? 'no output';
+
+const platformIdOf = (platform: {os: string; architecture: string; variant?: string | undefined}): string => {
+	const spelled = `${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ''}`;
+	try {
+		return parsePlatform(spelled).id;
+	} catch {
+		return spelled;
+	}
+};
+
+/**
+ * What the workers report: every platform (canonical where the platform table knows it, else
+ * os/arch[/variant] as the node said), in the node's order without repeats; and the native
+ * ones: the first platform of each worker. BuildKit lists a worker's configured platforms (its
+ * machine's, or --oci-worker-platform) first and appends what it found it can emulate
+ * (worker/base/worker.go, Worker.Platforms, moby/buildkit v0.32.2); a node is for what it builds
+ * natively, the local sandbox emulates the rest.
+ */
+export const workerPlatforms = (output: string): {all: string[]; native: string[]} => {
+	const workers = workersJson.parse(JSON.parse(output));
+	const all = workers.flatMap(worker => worker.platforms ?? []).map(platform => platformIdOf(platform));
+	const native = workers.flatMap(worker => worker.platforms?.slice(0, 1) ?? []).map(platform => platformIdOf(platform));
+	return {all: [...new Set(all)], native: [...new Set(native)]};
+};
+
+/** What the two query events say. Pure. */
+export const readProbe = (workers: AgentEventOf<'query'> | undefined, info: AgentEventOf<'query'> | undefined): NodeProbe => {
+	for (const query of [workers, info]) {
+		if (query === undefined) {
+			return {answered: false, reason: 'the agent ended before it asked'};
+		}
+
+		if (query.exitCode === 124 || query.exitCode === 137) {
+			return {answered: false, reason: `no answer within ${nodeQuerySeconds} s`};
+		}
+
+		if (query.exitCode !== 0) {
+			return {answered: false, reason: lastLine(query.output)};
+		}
+	}
+
+	try {
+		const platforms = workerPlatforms(workers!.output);
+		const version = infoJson.parse(JSON.parse(info!.output)).buildkitVersion.version;
+		return {answered: true, version, nativePlatforms: platforms.native, workerPlatforms: platforms.all};
+	} catch (error) {
+		return {answered: false, reason: `its answer is not what buildctl prints (${error instanceof z.ZodError ? error.issues.map(issue => `${issue.path.join('.')}: ${issue.message}`).join('; ') : (error instanceof Error ? error.message : String(error))})`.slice(0, 500)};
+	}
+};
+
+/**
+ * Asks `node` in a throwaway sandbox; the sandbox is gone when this returns (also on abort).
+ * Throws a UserError when the probe cannot run at all (no builder image with BuildKit).
+ */
+export const probeNode = async (node: NodeTarget, options: {signal?: AbortSignal} = {}): Promise<NodeProbe> => {
+	// The TLS files are mounted: one that is gone (or is no longer a file) would fail the sandbox's start.
+	for (const [what, file] of Object.entries(node.tls === undefined ? {} : {'CA certificate': node.tls.ca, 'client certificate': node.tls.cert, 'client key': node.tls.key})) {
+		const stat = await fs.stat(file).catch(() => undefined);
+		if (stat === undefined || !stat.isFile()) {
+			return {answered: false, reason: `its ${what} ${file} is ${stat === undefined ? 'gone' : 'not a regular file'} (add the node again with the right files)`};
+		}
+	}
+
+	const builder = await findBuilderImage();
+	if (builder === undefined || !builderEngines(builder).includes('buildkit')) {
+		throw new UserError(`cannot ask node ${node.name} (${node.address}): ${builder === undefined ? 'there is no current builder image' : `the builder image ${builder.reference} has no buildctl`}`, {
+			hint: 'make one with BuildKit (`exobuild builder build`), or give the node\'s platforms with --platform',
+			code: 'E_BUILDER_IMAGE',
+		});
+	}
+
+	const driver = createDriver(defaultDriver());
+	await driver.features();
+	const sandbox = await driver.start({sessionId: newSessionId(), builderImage: builder, mounts: probeMounts(node), ...(options.signal === undefined ? {} : {signal: options.signal})});
+	const events: AgentEvent[] = [];
+	let stderr = '';
+	try {
+		const outcome = await runAgent(sandbox, {
+			args: probeAgentArgs(node),
+			mode: 'prove',
+			onEvent: event => events.push(event),
+			onStderrLine(line) {
+				stderr = line;
+			},
+			...(options.signal === undefined ? {} : {signal: options.signal}),
+		});
+		if (outcome.kind === 'failed') {
+			throw new UserError(`cannot ask node ${node.name}: ${outcome.error.code}: ${outcome.error.message}`, {code: outcome.error.code});
+		}
+
+		if (outcome.kind === 'protocol-error' || (outcome.kind === 'crashed' && events.length === 0)) {
+			throw new UserError(`cannot ask node ${node.name}: the agent in the sandbox ${outcome.kind === 'protocol-error' ? outcome.error.message : `ended (exit ${outcome.exitCode ?? '-'}): ${stderr}`}`, {
+				hint: 'the builder image may be older than this exobuild: exobuild builder build --force', code: 'E_PROTOCOL',
+			});
+		}
+	} finally {
+		await sandbox.stop();
+	}
+
+	const queries = events.filter((event): event is AgentEventOf<'query'> => event.event === 'query');
+	return readProbe(queries.find(query => query.index === 0), queries.find(query => query.index === 1));
+};
