@@ -19,7 +19,7 @@ import {allCapabilities, boundingSetSpec, effectiveCapabilities} from './capabil
 import {findImage, platformOf, type PlatformManifest} from './images.js';
 import {anonymousLabel, createVolume, readVolumes, validVolumeName} from './volumes.js';
 import {
-	alive, CliError, containerFiles, paths, readContainer, requireSystem, versionAtLeast, volumeRecords, readJson, writeJsonAtomically,
+	alive, CliError, containerFiles, paths, readContainer, requireSystem, versionAtLeast, writeJsonAtomically,
 	type ContainerRecord, type MountRecord,
 } from './state.js';
 

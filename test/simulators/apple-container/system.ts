@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {normaliseReference} from '../../../src/oci/index.js';
 import {imageCommand, loadArchive} from './images.js';
-import {keyValues, parseArgs, parseSize, table, type CommandSpec, type OptionSpec} from './args.js';
+import {parseArgs, table, type CommandSpec, type OptionSpec} from './args.js';
 import {
-	alive, CliError, listContainers, paths, readJson, requireSystem, simRoot, simVersion, cliJson, systemStarted, versionAtLeast, volumeRecords, writeJsonAtomically,
+	alive, CliError, listContainers, paths, requireSystem, simRoot, simVersion, cliJson, systemStarted, versionAtLeast, writeJsonAtomically,
 } from './state.js';
 
 const flag = (...names: string[]): OptionSpec => ({names, value: false});
