@@ -122,3 +122,13 @@ test('a volume named like a slot\'s that exobuild did not make is refused, never
 	await pruneProjectCaches(0, volumes);
 	assert.deepEqual((await listed()).map(volume => volume.name).sort(), ['exobuild-state-buildkit-0', 'users-own']);
 });
+
+test('a slot volume whose slot folder is gone (its cache was removed) is listed as never used and pruned', async () => {
+	assert.deepEqual(await volumes.ensure(5), {name: 'exobuild-state-buildkit-5', created: true});
+	assert.deepEqual(await volumes.ensure(5), {name: 'exobuild-state-buildkit-5', created: false});
+	const slots = await listStateSlots(volumes);
+	assert.deepEqual(slots.map(slot => [path.basename(slot.dir), slot.lastUsed, fs.existsSync(slot.dir)]), [['buildkit-5', undefined, false]]);
+	const removed = await pruneProjectCaches(0, volumes);
+	assert.deepEqual(removed.map(cache => path.basename(cache.dir)), ['buildkit-5']);
+	assert.equal((await listed()).some(volume => volume.name === 'exobuild-state-buildkit-5'), false);
+});
