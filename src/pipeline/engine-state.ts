@@ -13,6 +13,11 @@
  *   buildkitd may not be able to open: it is moved aside and removed, the build starts with an
  *   empty state, and one warning line says so.
  * - `exobuild prune --max-cache-size` bounds slots with the project caches (./build-cache.ts).
+ * - Where a slot's root lives is the driver's capability (SandboxDriver.engineState): the slot's
+ *   `root` folder (linux-userns), or a volume of the driver's own behind the slot number
+ *   (apple-container: an Apple `container volume`, src/sandboxes/apple-container/state-volumes.ts).
+ *   The host cannot read inside a volume: its seal says only that the last build using it ended
+ *   with buildkitd stopped, and a volume without one is removed and made again (one warning).
  *
  * Files in a slot are written by the sandbox's root: this user (its uid maps to the sandbox's
  * root) or, for files of image layers, its subordinate ids; the seal reads only what this user
