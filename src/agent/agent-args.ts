@@ -6,7 +6,7 @@
 import path from 'node:path';
 import {handlerSpec, type Platform} from '../platforms/parse.js';
 import type {EnginePlan, EngineStep, SandboxLayout} from '../engines/plan.js';
-import type {Mount} from '../sandboxes/driver.js';
+import type {Mount, VolumeMount} from '../sandboxes/driver.js';
 import type {Secret} from '../cli/build-flags/engine-options.js';
 import type {BuildRequest} from '../request/build-request.js';
 
@@ -55,8 +55,11 @@ export interface CacheFolders {
 	readonly from?: string;
 	readonly to?: string;
 	/** A state slot's root, kept between builds (BuildKit's --root; src/pipeline/engine-state.ts). */
-	readonly engineState?: string;
+	readonly engineState?: EngineStateAttachment;
 }
+
+/** Where a state slot's root is: a host folder mounted read-write, or a volume of the driver's own. */
+export type EngineStateAttachment = {readonly hostPath: string} | {readonly volume: string};
 
 /** A platform id as a file name: linux/arm/v7 → linux-arm-v7. */
 export const platformSlug = (platformId: string): string => platformId.replaceAll('/', '-');
@@ -84,12 +87,16 @@ export const buildMounts = (request: BuildRequest, contexts: readonly ResolvedBu
 	...(cache.dir === undefined ? [] : [{hostPath: cache.dir, sandboxPath: sandboxPaths.cache, readOnly: false}]),
 	...(cache.from === undefined ? [] : [{hostPath: cache.from, sandboxPath: sandboxPaths.cacheFrom, readOnly: true}]),
 	...(cache.to === undefined ? [] : [{hostPath: cache.to, sandboxPath: sandboxPaths.cacheTo, readOnly: false}]),
-	...(cache.engineState === undefined ? [] : [{hostPath: cache.engineState, sandboxPath: sandboxPaths.engineState, readOnly: false}]),
+	...(cache.engineState === undefined || !('hostPath' in cache.engineState) ? [] : [{hostPath: cache.engineState.hostPath, sandboxPath: sandboxPaths.engineState, readOnly: false}]),
 	{hostPath: path.dirname(request.dockerfile), sandboxPath: sandboxPaths.dockerfileDir, readOnly: true},
 	...contexts.map((context, index) => ({hostPath: context.layoutDir, sandboxPath: `${sandboxPaths.contexts}/${index}`, readOnly: true})),
 	...(contexts.length > 0 ? [{hostPath: scratch.viewsDir, sandboxPath: sandboxPaths.views, readOnly: true}] : []),
 	{hostPath: scratch.outDir, sandboxPath: sandboxPaths.out, readOnly: false},
 ];
+
+/** The driver's volumes the sandbox attaches (a state slot kept in a volume), at the paths sandboxLayout names. */
+export const buildVolumes = (cache: CacheFolders = {}): VolumeMount[] =>
+	cache.engineState === undefined || !('volume' in cache.engineState) ? [] : [{volume: cache.engineState.volume, sandboxPath: sandboxPaths.engineState}];
 
 /** `--platform ID --handler ID=NAME:MAGIC:MASK:UNAME` of each platform (build and prove). */
 export const platformHandlerArgs = (platforms: readonly Platform[]): string[] =>

@@ -42,7 +42,9 @@ export const registerPruneCommand = (program: Command): void => {
 				process.stdout.write(`scratch ${dir}\n`);
 			}
 
-			for (const cache of await pruneProjectCaches(maxBytes)) {
+			// A driver that keeps BuildKit's state in volumes of its own: those go with their slots.
+			const volumes = driver.engineState?.kind === 'volume' && (await driver.engineState.volumes.unavailable()) === undefined ? driver.engineState.volumes : undefined;
+			for (const cache of await pruneProjectCaches(maxBytes, volumes)) {
 				process.stdout.write(`cache ${cache.context ?? cache.dir} (${(cache.bytes / 1024 / 1024).toFixed(0)} MiB)\n`);
 			}
 

@@ -14,6 +14,7 @@ import {checkCacheFolder, ensureCacheFolder, readCacheRecord} from '../runs/cach
 import {writeCacheJson} from '../runs/cache-write.js';
 import {tryLock, withLock} from '../runs/lock.js';
 import {createOwnedDir, reapOwnedDirs} from '../runs/owned-dir.js';
+import type {StateVolumes} from '../sandboxes/driver.js';
 import {listStateSlots, reapStateSlots, removeStateSlot} from './engine-state.js';
 
 export const buildCacheDir = (env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), 'build-cache');
@@ -126,14 +127,16 @@ const removeProjectCache = async (dir: string): Promise<boolean> => {
 /**
  * Removes the least recently used project caches and BuildKit state slots until the total is at most `maxBytes`
  * (0: all, even when the sizes cannot be read: a rootless sandbox leaves folders only its ids can list).
- * A cache in use by a live build is skipped. Returns what was removed.
+ * A cache in use by a live build is skipped. With `stateVolumes` (a driver that keeps BuildKit's
+ * state in volumes of its own), each slot's volume counts with its slot and goes with it.
+ * Returns what was removed.
  */
-export const pruneProjectCaches = async (maxBytes: number): Promise<ProjectCache[]> => {
+export const pruneProjectCaches = async (maxBytes: number, stateVolumes?: StateVolumes): Promise<ProjectCache[]> => {
 	await reapOwnedDirs(buildCacheDir(), name => /^\.[a-f0-9]{16}\.pruned-/.test(name));
 	await reapStateSlots();
 	// BuildKit's kept states (./engine-state.ts) count against the same bound.
 	const projects = (await listProjectCaches()).map(cache => ({...cache, remove: removeProjectCache}));
-	const slots = (await listStateSlots()).map(slot => ({...slot, context: undefined, remove: removeStateSlot}));
+	const slots = (await listStateSlots(stateVolumes)).map(slot => ({...slot, context: undefined, remove: async (dir: string) => removeStateSlot(dir, stateVolumes)}));
 	const caches = [...projects, ...slots].sort((a, b) => (a.lastUsed ?? '').localeCompare(b.lastUsed ?? ''));
 	let total = caches.reduce((sum, cache) => sum + cache.bytes, 0);
 	const removed: ProjectCache[] = [];

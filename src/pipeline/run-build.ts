@@ -14,7 +14,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import type {CacheFolders} from '../agent/agent-args.js';
-import {buildMounts} from '../agent/agent-args.js';
+import {buildMounts, buildVolumes} from '../agent/agent-args.js';
 import {builderEngines, type BuilderImage} from '../builder-image/index.js';
 import {chooseEngine, engines, type BaseFacts, type EngineName} from '../engines/index.js';
 import {engineKinds} from '../engines/plan.js';
@@ -96,6 +96,7 @@ const buildIn = async (request: BuildRequest, inputs: ResolvedInputs, context: {
 			sessionId,
 			builderImage: context.builderImage,
 			mounts: buildMounts(staged.request, staged.contexts, scratch, cache, staged.secretFiles),
+			volumes: buildVolumes(cache),
 			...(signal === undefined ? {} : {signal}),
 		}, phases);
 		const agent = await runAgentStage({
@@ -163,10 +164,18 @@ export const runBuild = async (request: BuildRequest, deps: BuildDeps): Promise<
 	}
 
 	const build = async (cache: CacheFolders): Promise<BuildResult> => buildIn(request, inputs, {deps, phases, builderImage, engine, cache});
-	// BuildKit in the Linux sandbox keeps its whole root between builds (./engine-state.ts): that
-	// state is the cache, so the project cache (a local cache export of every layer) is not made;
-	// --cache-to/--cache-from still export and import where the user names them.
-	const keepsState = engine.engine.name === 'buildkit' && driver.name === 'linux-userns';
+	// BuildKit keeps its whole root between builds where the driver can keep it (./engine-state.ts;
+	// a host folder, or a volume of the driver's own): that state is the cache, so the project
+	// cache (a local cache export of every layer) is not made; --cache-to/--cache-from still
+	// export and import where the user names them.
+	const keeping = engine.engine.name === 'buildkit' ? driver.engineState : undefined;
+	const volumes = keeping?.kind === 'volume' ? keeping.volumes : undefined;
+	const unavailable = volumes === undefined ? undefined : await abortable(volumes.unavailable(), signal);
+	if (unavailable !== undefined) {
+		reporter.report({kind: 'warning', message: `BuildKit's state is not kept between builds: ${unavailable}`});
+	}
+
+	const keepsState = keeping !== undefined && unavailable === undefined;
 	const run = keepsState
 		? async (cache: CacheFolders): Promise<BuildResult> => withEngineState({
 			onWait() {
@@ -175,7 +184,8 @@ export const runBuild = async (request: BuildRequest, deps: BuildDeps): Promise<
 			onWarning(message) {
 				reporter.report({kind: 'warning', message});
 			},
-		}, async slot => build({...cache, engineState: slot.root}), signal)
+			...(volumes === undefined ? {} : {volumes}),
+		}, async slot => build({...cache, engineState: 'volume' in slot ? {volume: slot.volume} : {hostPath: slot.root}}), signal)
 		: build;
 	if (request.cache.kind === 'project' && keepsState) {
 		return run({});

@@ -20,11 +20,21 @@ export interface Mount {
 	readonly readOnly: boolean;
 }
 
+/** A volume of the driver's own (Apple's `container volume`), attached read-write in the sandbox. */
+export interface VolumeMount {
+	/** The volume's name, as the driver's StateVolumes.ensure returned it. */
+	readonly volume: string;
+	/** Absolute path inside the sandbox, under /exobuild. */
+	readonly sandboxPath: string;
+}
+
 export interface SandboxSpec {
 	/** Unique per build (also names temp dirs, labels, and orphan records). */
 	readonly sessionId: string;
 	readonly builderImage: BuilderImage;
 	readonly mounts: readonly Mount[];
+	/** Volumes of the driver's own (only from a driver whose engineState is kind 'volume'; others refuse them). */
+	readonly volumes?: readonly VolumeMount[];
 	/** Extra environment for the agent (never secrets). */
 	readonly env?: Readonly<Record<string, string>>;
 	/** Aborting stops the start (e.g. the first unpack of the builder image) as soon as it can. */
@@ -63,6 +73,32 @@ export interface DriverFeatures {
 	/** CPU architecture the sandbox runs natively (uname -m inside). */
 	readonly nativeMachine: string;
 }
+
+/**
+ * The volumes a driver keeps BuildKit's state in, one per state slot. src/pipeline/engine-state.ts
+ * decides which slot a build holds (lock, owner record, seal); the driver only makes, lists and
+ * removes the volume behind a slot number.
+ */
+export interface StateVolumes {
+	/** Why this host cannot keep the state in volumes (e.g. a CLI too old), or undefined when it can. */
+	unavailable(): Promise<string | undefined>;
+	/** Slot N's volume, made (labelled as exobuild's, with the slot) when there is none; `created`: made now, so empty. */
+	ensure(slot: number): Promise<{readonly name: string; readonly created: boolean}>;
+	/** Removes slot N's volume; nothing when there is none. */
+	remove(slot: number): Promise<void>;
+	/** Every slot volume there is, with the bytes it takes on the host (0 where that cannot be read). */
+	list(): Promise<ReadonlyArray<{readonly slot: number; readonly name: string; readonly bytes: number}>>;
+}
+
+/**
+ * How a driver keeps BuildKit's root between its throwaway sandboxes (absent: it is not kept).
+ * 'host-folder': the slot's folder in exobuild's cache is mounted read-write (a Mount);
+ * 'volume': a volume of the driver's own is attached (a VolumeMount), as docker/buildx's
+ * docker-container driver keeps BuildKit's state in a volume that outlives the container.
+ */
+export type EngineStateKeeping =
+	| {readonly kind: 'host-folder'}
+	| {readonly kind: 'volume'; readonly volumes: StateVolumes};
 
 export interface ReapReport {
 	/** Ids of orphaned sandboxes (from runs that were killed) that were removed. */
@@ -131,6 +167,8 @@ export interface SandboxDriver {
 	readonly defaultRecipe: BuilderKind;
 	/** `buildImage` can serve base images from OCI layouts (ImageBuildRequest.baseImages). */
 	readonly buildImageOverrides?: boolean;
+	/** Where BuildKit's state is kept between sandboxes; absent: every build starts from an empty state. */
+	readonly engineState?: EngineStateKeeping;
 	/** Checks the host can run this driver; throws a UserError with a fix otherwise. */
 	features(): Promise<DriverFeatures>;
 	/**

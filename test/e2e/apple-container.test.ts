@@ -176,6 +176,62 @@ test('--rosetta: the agent finds Rosetta\'s binfmt entry (vminitd\'s, flags CF) 
 	await assertNothingLeft();
 });
 
+/** The state volumes attached by the `run` calls from index `from` of calls.jsonl on. */
+const attachedVolumes = (from: number): string[] => calls().slice(from).filter(argv => argv[0] === 'run')
+	.map(argv => argv.filter((arg, index) => argv[index - 1] === '--volume' && /^exobuild-state-buildkit-\d+:/.test(arg)).join(' '));
+
+const stateVolumes = async (): Promise<Array<{name: string; labels: Record<string, string>}>> => {
+	const listed = await container('volume', 'list', '--format', 'json');
+	assert.equal(listed.exitCode, 0, listed.stderr);
+	return (JSON.parse(listed.stdout) as Array<{configuration: {name: string; labels: Record<string, string>}}>)
+		.map(({configuration: {name, labels}}) => ({name, labels})).filter(volume => volume.name.startsWith('exobuild-state-'));
+};
+
+test('BuildKit\'s state is kept in a labelled container volume per slot: the second build attaches the same one (steps CACHED), two builds at once use two, prune removes them', async () => {
+	// From no kept state (earlier tests left theirs, some unsealed by the signals they sent).
+	const pruned = await exobuild(['prune', '--driver', 'apple-container', '--max-cache-size', '0'], {env: simEnv});
+	assert.equal(pruned.exitCode, 0, pruned.all);
+	assert.deepEqual(await stateVolumes(), []);
+	const kept = makeContext(path.join(work, 'kept'), {Dockerfile: 'FROM busybox\nRUN echo kept-in-a-volume > /kept.txt\n'});
+	const build = async (context: string) => exobuild(['build', '--progress', 'plain', '--engine', 'buildkit', '--driver', 'apple-container', '--platform', 'linux/ppc64le',
+		'--build-context', `busybox=oci-layout://${layout}`, context], {env: simEnv});
+	// BuildKit's lines come after the progress time prefix (`#  6.9s #5 [1/2] RUN …`).
+	const runStep = (stderr: string): string | undefined => /#(\d+) \[[^\]]*\] RUN echo kept-in-a-volume/.exec(stderr)?.[1];
+
+	let mark = calls().length;
+	const first = await build(kept);
+	assert.equal(first.exitCode, 0, first.all);
+	const created = calls().slice(mark).filter(argv => argv[0] === 'volume' && argv[1] === 'create');
+	assert.deepEqual(created, [['volume', 'create', '--label', 'dev.exobuild.state=buildkit', '--label', 'dev.exobuild.state-slot=0', '--opt', 'journal=ordered', 'exobuild-state-buildkit-0']]);
+	assert.deepEqual(await stateVolumes(), [{name: 'exobuild-state-buildkit-0', labels: {'dev.exobuild.state': 'buildkit', 'dev.exobuild.state-slot': '0'}}]);
+	assert.deepEqual(attachedVolumes(mark), ['exobuild-state-buildkit-0:/exobuild/engine-state']);
+	assert.doesNotMatch(String(first.stderr), /kept state/, 'a new volume is no warning');
+
+	mark = calls().length;
+	const second = await build(kept);
+	assert.equal(second.exitCode, 0, second.all);
+	assert.deepEqual(attachedVolumes(mark), ['exobuild-state-buildkit-0:/exobuild/engine-state'], 'the same volume');
+	assert.equal(calls().slice(mark).some(argv => argv[0] === 'volume' && argv[1] === 'create'), false, 'nothing made again');
+	const step = runStep(String(second.stderr));
+	assert.ok(step !== undefined && new RegExp(`#${step} CACHED$`, 'm').test(String(second.stderr)), `the RUN step is CACHED from the kept state:\n${String(second.stderr)}`);
+
+	mark = calls().length;
+	const other = makeContext(path.join(work, 'kept-other'), {Dockerfile: 'FROM busybox\nRUN echo another-project > /other.txt\n'});
+	const both = await Promise.all([build(kept), build(other)]);
+	for (const result of both) {
+		assert.equal(result.exitCode, 0, result.all);
+	}
+
+	assert.deepEqual(attachedVolumes(mark).sort(), ['exobuild-state-buildkit-0:/exobuild/engine-state', 'exobuild-state-buildkit-1:/exobuild/engine-state']);
+
+	const removed = await exobuild(['prune', '--driver', 'apple-container', '--max-cache-size', '0'], {env: simEnv});
+	assert.equal(removed.exitCode, 0, removed.all);
+	assert.match(String(removed.stdout), /^cache .*buildkit-0 /m);
+	assert.deepEqual(await stateVolumes(), []);
+	assert.ok(calls().some(argv => argv.join(' ') === 'volume delete exobuild-state-buildkit-1'));
+	await assertNothingLeft();
+});
+
 test('the linux-userns driver refuses --load and VM options before anything starts', async () => {
 	const load = await exobuild(['build', '--driver', 'linux-userns', '--load', '-t', 'x', hello]);
 	assert.equal(load.exitCode, 2);

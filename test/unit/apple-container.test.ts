@@ -17,8 +17,9 @@ import {createAppleContainerDriver, defaultResources, minimumVersion} from '../.
 import {splitArchiveByPlatform} from '../../src/sandboxes/apple-container/per-platform.js';
 import {containerRunArgs, labelArg, validContainerName, vmLabels, type VmRun} from '../../src/sandboxes/apple-container/run-args.js';
 import {
-	parseContainerList, parseImageInspect, parseImageList, parseLoadOutput, parseSystemStatus, versionList,
+	parseContainerList, parseImageInspect, parseImageList, parseLoadOutput, parseSystemStatus, parseVolumeList, versionList,
 } from '../../src/sandboxes/apple-container/shapes.js';
+import {stateVolumeCreateArgs, stateVolumesUnavailable} from '../../src/sandboxes/apple-container/state-volumes.js';
 import {createDriver} from '../../src/sandboxes/index.js';
 
 const fixtures = fileURLToPath(new URL('../../../test/fixtures/apple-container/', import.meta.url));
@@ -183,4 +184,42 @@ test('image load is given a regular file only: a /dev/fd/N path means nothing to
 	for (const archive of ['/dev/fd/0', '/dev/stdin', os.tmpdir()]) {
 		await assert.rejects(driver.loadImage!(archive, ['demo']), (error: unknown) => isUserError(error) && /needs a regular file/.test(error.message) && error.code === 'E_USAGE', archive);
 	}
+});
+
+test('BuildKit\'s kept state: slot N\'s volume is created labelled and journaled, attached with -v NAME:/exobuild/engine-state (never a host path)', () => {
+	assert.deepEqual(stateVolumeCreateArgs(3), [
+		'volume', 'create', '--label', 'dev.exobuild.state=buildkit', '--label', 'dev.exobuild.state-slot=3', '--opt', 'journal=ordered', 'exobuild-state-buildkit-3',
+	]);
+	const args = containerRunArgs({...run, volumes: [{volume: 'exobuild-state-buildkit-3', sandboxPath: '/exobuild/engine-state'}]});
+	const attached = args.flatMap((arg, index) => (arg === '--volume' ? [args[index + 1]!] : []));
+	assert.deepEqual(attached, ['/src/app:/exobuild/context:ro', '/tmp/out:/exobuild/out', 'exobuild-state-buildkit-3:/exobuild/engine-state']);
+	assert.ok(args.indexOf('exobuild-state-buildkit-3:/exobuild/engine-state') < args.indexOf('--entrypoint'), 'an option, before the image');
+	// Parser.volume takes a source with '/' for a host path: a volume name must not have one.
+	assert.throws(() => containerRunArgs({...run, volumes: [{volume: 'a/b', sandboxPath: '/exobuild/engine-state'}]}), /not a name and path/);
+	assert.throws(() => containerRunArgs({...run, volumes: [{volume: '-x', sandboxPath: '/exobuild/engine-state'}]}), /not a name and path/);
+});
+
+test('volume JSON: 0.12 is the flat Volume (createdAt), 1.x VolumeResource {id, configuration}; each era refuses the other\'s shape', () => {
+	for (const version of ['0.12.3', '1.2.2'] as const) {
+		const parsed = parseVolumeList(fixtureJson(version, 'volume-list.json'), parseVersion(version)!);
+		assert.deepEqual(parsed.map(volume => [volume.name, volume.labels['dev.exobuild.state-slot']]), [['exobuild-state-buildkit-0', '0'], ['data', undefined]], version);
+		assert.match(parsed[0]!.source, /\/volumes\/exobuild-state-buildkit-0\/volume\.img$/);
+	}
+
+	assert.throws(() => parseVolumeList(fixtureJson('1.2.2', 'volume-list.json'), [0, 12, 3]));
+	assert.throws(() => parseVolumeList(fixtureJson('0.12.3', 'volume-list.json'), [1, 2, 2]));
+});
+
+test('the state is kept in volumes from 0.12.0 (volume create --opt journal); an older CLI is told why in one line', () => {
+	assert.equal(stateVolumesUnavailable([0, 12, 0]), undefined);
+	assert.equal(stateVolumesUnavailable([1, 2, 2]), undefined);
+	assert.equal(stateVolumesUnavailable([0, 11, 0]), 'container 0.11.0 cannot make journaled volumes (volume create --opt journal arrived in 0.12.0); upgrade it to keep BuildKit\'s state');
+	assert.ok(atLeast([0, 12, 0], minimumVersion) && atLeast(minimumVersion, [0, 12, 0]), 'the driver\'s minimum has them: the gate matters only if the minimum is lowered');
+});
+
+test('only the apple-container driver keeps the state in volumes; linux-userns keeps it in a host folder and refuses volumes', async () => {
+	assert.equal(createDriver('apple-container').engineState?.kind, 'volume');
+	const linux = createDriver('linux-userns');
+	assert.equal(linux.engineState?.kind, 'host-folder');
+	await assert.rejects(linux.start({sessionId: 'exo-x', builderImage: {} as never, mounts: [], volumes: [{volume: 'v', sandboxPath: '/exobuild/engine-state'}]}), /no volumes of its own/);
 });

@@ -16,7 +16,7 @@ import {createAppleContainerDriver} from '../../src/sandboxes/apple-container/in
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {parseVersion} from '../../src/sandboxes/apple-container/container-cli.js';
 import {
-	parseContainerList, parseImageInspect, parseImageList, parseSystemStatus, versionList,
+	parseContainerList, parseImageInspect, parseImageList, parseSystemStatus, parseVolumeList, versionList,
 } from '../../src/sandboxes/apple-container/shapes.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
@@ -361,4 +361,66 @@ test('CONTAINER_DEFAULT_PLATFORM changes the platform `run` picks unless --platf
 	assert.match(defaulted.stderr, new RegExp(`has no platform ${other}`));
 	const explicit = await container(['run', '--rm', '--platform', host, 'busybox', 'true'], {CONTAINER_DEFAULT_PLATFORM: other});
 	assert.equal(explicit.exitCode, 0, explicit.stderr);
+});
+
+test('volume create|list|inspect|delete: the grammar and shapes of 0.12.3 and 1.2.2, read by the driver\'s schema; data persists until delete', async () => {
+	const make = ['volume', 'create', '--label', 'dev.exobuild.state=buildkit', '--opt', 'journal=ordered', 'vol-a'];
+	for (const version of ['0.12.3', '1.2.2']) {
+		const env = {CONTAINER_SIM_VERSION: version};
+		const created = await container(make, env);
+		assert.equal(created.exitCode, 0, created.stderr);
+		assert.equal(created.stdout, 'vol-a', 'VolumeCreate prints the name');
+		assert.match((await container(make, env)).stderr, /^Error: exists: "volume 'vol-a' already exists"/);
+		const listed = await container(['volume', 'ls', '--format', 'json'], env);
+		const raw = (JSON.parse(listed.stdout) as Array<Record<string, unknown>>)[0]!;
+		if (version === '0.12.3') {
+			assert.equal(typeof raw['createdAt'], 'number', '0.x: the default encoder, seconds since 2001');
+			assert.equal(raw['id'], undefined);
+		} else {
+			assert.deepEqual(Object.keys(raw), ['configuration', 'id'], '1.x: VolumeResource, keys sorted');
+		}
+
+		const [volume] = parseVolumeList(JSON.parse(listed.stdout), parseVersion(version)!);
+		assert.deepEqual([volume?.name, volume?.labels], ['vol-a', {'dev.exobuild.state': 'buildkit'}]);
+		const inspected = await container(['volume', 'inspect', 'vol-a'], env);
+		assert.equal(parseVolumeList(JSON.parse(inspected.stdout), parseVersion(version)!)[0]?.name, 'vol-a');
+		assert.match(inspected.stdout, /^\[\n {2}\{\n/, 'pretty-printed in both eras');
+		assert.match((await container(['volume', 'inspect', 'vol-a', 'nope'], env)).stderr,
+			version === '0.12.3' ? /notFound: "volume 'nope' not found"/ : /notFound: "volume not found: nope"/);
+		fs.writeFileSync(path.join(volume!.source, 'kept'), 'x');
+		assert.match((await container(['v', 'rm', 'vol-a', 'nope'], env)).stderr, /notFound: "failed to delete one or more volumes: \["nope"\]"/);
+		assert.equal(fs.existsSync(path.join(volume!.source, 'kept')), true, 'nothing deleted when one is missing');
+		const deleted = await container(['volume', 'delete', 'vol-a'], env);
+		assert.deepEqual([deleted.exitCode, deleted.stdout], [0, 'vol-a']);
+		assert.equal(fs.existsSync(volume!.source), false);
+	}
+
+	// 1.x validates the arguments; a journal mode is checked from 0.12.0; names follow VolumeStorage's pattern.
+	assert.match((await container(['volume', 'delete'])).stderr, /invalidArgument: "no volumes specified and --all not supplied"/);
+	assert.match((await container(['volume', 'create', '--opt', 'journal=fast', 'vol-b'])).stderr, /invalid journal mode 'fast'/);
+	assert.equal((await container(['volume', 'create', '--opt', 'journal=fast', 'vol-b'], {CONTAINER_SIM_VERSION: '0.11.0'})).exitCode, 0, 'not read before 0.12.0');
+	assert.equal((await container(['volume', 'delete', 'vol-b'])).exitCode, 0);
+	assert.match((await container(['volume', 'create', '-bad'])).stderr, /Unknown option/);
+	assert.match((await container(['volume', 'create', 'a/b'])).stderr, /invalid volume name 'a\/b'/);
+	assert.equal((await container(['volume', 'list'], {CONTAINER_SIM_VERSION: '0.3.0'})).exitCode, 64, 'volumes arrived in 0.4.0');
+});
+
+test('run -v NAME:DST attaches a named volume (made when missing); its data outlives the container; delete refuses a volume in use', {skip: !canRun}, async () => {
+	assert.equal((await container(['volume', 'create', 'kept-state'])).exitCode, 0);
+	const first = await container(['run', '--rm', '--volume', 'kept-state:/state', 'busybox', 'sh', '-c', 'echo first > /state/file']);
+	assert.equal(first.exitCode, 0, first.stderr);
+	const second = await container(['run', '--rm', '-v', 'kept-state:/state', 'busybox', 'cat', '/state/file']);
+	assert.deepEqual([second.exitCode, second.stdout], [0, 'first']);
+	const auto = await container(['run', '--rm', '-v', 'made-by-run:/state', 'busybox', 'true']);
+	assert.equal(auto.exitCode, 0, auto.stderr);
+	assert.ok(parseVolumeList(JSON.parse((await container(['volume', 'list', '--format', 'json'])).stdout), [1, 2, 2]).some(volume => volume.name === 'made-by-run'));
+	assert.match((await container(['run', '--rm', '-v', '-x:/state', 'busybox', 'true'])).stderr, /invalid volume name '-x'/);
+
+	const holder = await container(['run', '-d', '--name', 'holder', '-v', 'kept-state:/state', 'busybox', 'sleep', '600']);
+	assert.equal(holder.exitCode, 0, holder.stderr);
+	const refused = await container(['volume', 'delete', 'kept-state']);
+	assert.equal(refused.exitCode, 1);
+	assert.match(refused.stderr, /internalError: "delete failed for one or more volumes: \["kept-state"\]"/);
+	assert.equal((await container(['delete', '--force', 'holder'])).exitCode, 0);
+	assert.equal((await container(['volume', 'delete', 'kept-state', 'made-by-run'])).exitCode, 0);
 });

@@ -18,9 +18,15 @@ import {request} from './engines-fixtures.js';
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-engine-state-'));
 process.env['EXOBUILD_CACHE_DIR'] = path.join(root, 'cache');
 
-const hold = async <T>(use: (slot: HeldStateSlot) => Promise<T>): Promise<{result: T; warnings: string[]}> => {
+/** A slot kept in a host folder (no volumes given): its root is a folder of the cache. */
+type FolderSlot = HeldStateSlot & {readonly root: string};
+
+const hold = async <T>(use: (slot: FolderSlot) => Promise<T>): Promise<{result: T; warnings: string[]}> => {
 	const warnings: string[] = [];
-	const result = await withEngineState({onWait: () => undefined, onWarning: message => warnings.push(message)}, use);
+	const result = await withEngineState({onWait: () => undefined, onWarning: message => warnings.push(message)}, async slot => {
+		assert.ok('root' in slot, 'without volumes the root is a host folder');
+		return use(slot);
+	});
 	return {result, warnings};
 };
 
@@ -160,7 +166,7 @@ test('sealMismatch: names the first file missing, resized or of another type', (
 test('BuildKit\'s --root is the kept state where the host keeps one, else the scratch state', () => {
 	const built = request();
 	const rootOf = (engineState?: string): string | undefined => {
-		const daemon = engines.buildkit.plan(built, sandboxLayout(built, [], engineState === undefined ? {} : {engineState})).steps[0]!;
+		const daemon = engines.buildkit.plan(built, sandboxLayout(built, [], engineState === undefined ? {} : {engineState: {hostPath: engineState}})).steps[0]!;
 		return daemon.argv[daemon.argv.indexOf('--root') + 1];
 	};
 

@@ -8,8 +8,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import {fileURLToPath} from 'node:url';
 import {after, test} from 'node:test';
 import * as tar from 'tar';
+import {execa} from 'execa';
 import {agentArgs, buildMounts, sandboxLayout, sandboxPaths} from '../../src/agent/agent-args.js';
 import {engines} from '../../src/engines/index.js';
 import {parseAgentLine} from '../../src/agent/contract.js';
@@ -27,6 +29,7 @@ import {resolveInputs, stageInputs} from '../../src/pipeline/stage-inputs.js';
 import {tearDown, tearDownRemaining} from '../../src/pipeline/teardown.js';
 import type {BuildReporter, ProgressEvent} from '../../src/progress/events.js';
 import type {BuildRequest} from '../../src/request/build-request.js';
+import {createStateVolumes} from '../../src/sandboxes/apple-container/state-volumes.js';
 import type {Sandbox, SandboxDriver} from '../../src/sandboxes/driver.js';
 import {
 	agentPrelude, buildFailedScript, crashScript, createReplayDriver, holdScript, protocolErrorScript, successScript, writeSmallLayout, type ReplayRecord, type ReplayScript,
@@ -86,8 +89,10 @@ const hostPhaseStarts = (events: readonly ProgressEvent[]): string[] =>
 const agentPhaseStarts = (events: readonly ProgressEvent[]): string[] =>
 	events.flatMap(event => (event.kind === 'agent' && event.event.event === 'phase-start' ? [event.event.phase] : []));
 
-const build = async (script: ReplayScript, options: {request?: BuildRequest; signal?: AbortSignal; onEvent?: (event: ProgressEvent) => void; store?: BuilderStore; startError?: Error} = {}): Promise<{result: BuildResult | undefined; error: unknown; record: ReplayRecord; events: ProgressEvent[]}> => {
-	const {driver, record} = createReplayDriver({script, ...(options.startError === undefined ? {} : {startError: options.startError})});
+const build = async (script: ReplayScript, options: {request?: BuildRequest; signal?: AbortSignal; onEvent?: (event: ProgressEvent) => void; store?: BuilderStore; startError?: Error; engineState?: SandboxDriver['engineState']} = {}): Promise<{result: BuildResult | undefined; error: unknown; record: ReplayRecord; events: ProgressEvent[]}> => {
+	const replay = createReplayDriver({script, ...(options.startError === undefined ? {} : {startError: options.startError})});
+	const {record} = replay;
+	const driver: SandboxDriver = options.engineState === undefined ? replay.driver : {...replay.driver, engineState: options.engineState};
 	const reporter = recordingReporter(options.onEvent);
 	const run = runBuild(options.request ?? request(), {
 		driver, builders: options.store ?? fakeBuilderStore(builderRecord()), reporter, ...(options.signal === undefined ? {} : {signal: options.signal}),
@@ -504,3 +509,36 @@ test('the mounts the pipeline gives the sandbox are the agent module\'s (context
 	assert.ok(spec.mounts.some(mount => mount.sandboxPath === sandboxPaths.context && mount.readOnly && mount.hostPath === context));
 });
 
+
+test('kept state is the driver\'s capability: a volume-keeping driver gets its slot volume attached (no host folder, no project cache); one whose volumes are unavailable says why once and builds with the project cache', async () => {
+	const withBuildKit = {...builderRecord('distro'), buildkit: {version: 'v0.32.2', sha256: 'd'.repeat(64)}};
+	const agentRoot = (args: readonly string[]): boolean => args.includes(sandboxPaths.engineState);
+
+	// An old CLI (the real module, told its version): no volume made, one warning, the project cache mounted.
+	const old = await build(successScript(['linux/ppc64le']), {
+		store: fakeBuilderStore(withBuildKit), engineState: {kind: 'volume', volumes: createStateVolumes(async () => [0, 11, 0])},
+	});
+	assert.equal(old.error, undefined, String(old.error));
+	const warnings = old.events.flatMap(event => (event.kind === 'warning' ? [event.message] : []));
+	assert.deepEqual(warnings.filter(message => /state is not kept/.test(message)), [
+		'BuildKit\'s state is not kept between builds: container 0.11.0 cannot make journaled volumes (volume create --opt journal arrived in 0.12.0); upgrade it to keep BuildKit\'s state',
+	]);
+	assert.deepEqual(old.record.starts[0]!.volumes, []);
+	assert.ok(old.record.starts[0]!.mounts.some(mount => mount.sandboxPath === sandboxPaths.cache), 'the project cache instead');
+	assert.equal(old.record.starts[0]!.mounts.some(mount => mount.sandboxPath === sandboxPaths.engineState), false);
+
+	// Volumes available (the real module against the CLI simulator): slot 0's volume at the engine-state path, BuildKit's --root there.
+	process.env['EXOBUILD_CONTAINER_CLI'] = fileURLToPath(new URL('../../../test/simulators/apple-container/container', import.meta.url));
+	process.env['CONTAINER_SIM_ROOT'] = path.join(root, 'sim');
+	try {
+		await execa(process.env['EXOBUILD_CONTAINER_CLI'], ['system', 'start']);
+		const kept = await build(successScript(['linux/ppc64le']), {store: fakeBuilderStore(withBuildKit), engineState: {kind: 'volume', volumes: createStateVolumes(async () => [1, 2, 2])}});
+		assert.equal(kept.error, undefined, String(kept.error));
+		assert.deepEqual(kept.record.starts[0]!.volumes, [{volume: 'exobuild-state-buildkit-0', sandboxPath: sandboxPaths.engineState}]);
+		assert.equal(kept.record.starts[0]!.mounts.some(mount => mount.sandboxPath === sandboxPaths.engineState || mount.sandboxPath === sandboxPaths.cache), false);
+		assert.ok(agentRoot(kept.record.runs[0]!.args), 'the agent runs buildkitd with --root at the volume');
+	} finally {
+		delete process.env['EXOBUILD_CONTAINER_CLI'];
+		delete process.env['CONTAINER_SIM_ROOT'];
+	}
+});

@@ -23,6 +23,7 @@ import {parseContainerList, parseImageInspect, parseLoadOutput, parseSystemStatu
 import {macosMajor, readMacHost, rosettaRow, virtualizationRow} from './mac-host.js';
 import {splitArchiveByPlatform} from './per-platform.js';
 import {containerRunArgs, vmLabels} from './run-args.js';
+import {createStateVolumes} from './state-volumes.js';
 
 /** `--cap-add` exists from 0.12.0; without it the VM cannot mount binfmt_misc or run buildkitd. */
 export const minimumVersion: Version = [0, 12, 0];
@@ -191,6 +192,9 @@ export const createAppleContainerDriver = (options: DriverOptions = {}): Sandbox
 	return {
 		name: 'apple-container',
 		defaultRecipe: 'containerfile',
+		// BuildKit's root in an Apple `container volume` per state slot (./state-volumes.ts):
+		// an ext4 image, where overlayfs works; a virtiofs share of a host folder would not do.
+		engineState: {kind: 'volume', volumes: createStateVolumes(cliVersion)},
 
 		async features(): Promise<DriverFeatures> {
 			for (const requirement of requirements) {
@@ -264,6 +268,7 @@ export const createAppleContainerDriver = (options: DriverOptions = {}): Sandbox
 						image: spec.builderImage.reference,
 						platform: `linux/${spec.builderImage.architecture}`,
 						mounts: spec.mounts,
+						volumes: spec.volumes ?? [],
 						env: spec.env ?? {},
 						agentArgs: run.args,
 						cpus: resources.cpus,

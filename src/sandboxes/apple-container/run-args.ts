@@ -3,7 +3,7 @@
  * against the grammar in test/simulators/apple-container/GRAMMAR.md.
  */
 import {UserError} from '../../errors.js';
-import type {Mount} from '../driver.js';
+import type {Mount, VolumeMount} from '../driver.js';
 
 /** Labels every exobuild VM carries, so a later run can find the VMs of killed runs. */
 export const vmLabels = {
@@ -24,6 +24,8 @@ export interface VmRun {
 	/** linux/ARCH of the VM, always passed: CONTAINER_DEFAULT_PLATFORM would otherwise choose it. */
 	readonly platform: string;
 	readonly mounts: readonly Mount[];
+	/** Named volumes (BuildKit's kept state), attached read-write. */
+	readonly volumes?: readonly VolumeMount[];
 	readonly env: Readonly<Record<string, string>>;
 	readonly agentArgs: readonly string[];
 	readonly cpus: number;
@@ -48,6 +50,23 @@ const volume = (mount: Mount): string => {
 	}
 
 	return `${mount.hostPath}:${mount.sandboxPath}${mount.readOnly ? ':ro' : ''}`;
+};
+
+/**
+ * `-v NAME:DST` of a named volume. Parser.volume (apple/container 1.2.2,
+ * Services/ContainerAPIService/Client/Parser.swift; the same from 0.4.0): a source without '/'
+ * that is not "." or ".." is a volume name, checked against VolumeStorage.volumeNamePattern
+ * `^[A-Za-z0-9][A-Za-z0-9_.-]*$` (at most 255); a name that does not exist is created (with a
+ * logged warning), so the driver makes its volumes first (src/sandboxes/apple-container/state-volumes.ts).
+ */
+const namedVolume = (mount: VolumeMount): string => {
+	if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(mount.volume) || mount.volume.length > 255 || mount.sandboxPath.includes(':') || !mount.sandboxPath.startsWith('/')) {
+		throw new UserError(`cannot attach the volume ${mount.volume} at ${mount.sandboxPath}: not a name and path Apple's container -v takes`, {
+			hint: 'this is a bug in exobuild: please report it', code: 'E_INTERNAL',
+		});
+	}
+
+	return `${mount.volume}:${mount.sandboxPath}`;
 };
 
 /**
@@ -104,6 +123,7 @@ const runArgs = (run: VmRun): string[] => [
 	...(run.rosetta ? ['--rosetta'] : []),
 	...(run.virtualization ? ['--virtualization'] : []),
 	...run.mounts.flatMap(mount => ['--volume', volume(mount)]),
+	...(run.volumes ?? []).flatMap(mount => ['--volume', namedVolume(mount)]),
 	...Object.entries(run.env).flatMap(([key, value]) => ['--env', `${key}=${value}`]),
 	'--entrypoint', agentPath,
 	run.image,

@@ -197,3 +197,29 @@ export const parseLoadOutput = (stdout: string, version: Version): string[] => {
 
 	return lines;
 };
+
+// ---------------------------------------------------------------- volumes
+
+/** The fields of a volume exobuild reads; `source` is the volume's ext4 image on the host (VolumesService.blockPath). */
+const volumeFields = {name: z.string(), source: z.string(), labels: z.record(z.string(), z.string()).optional()};
+
+/** 0.12.x `volume list --format json` / `volume inspect` element (Volume in ContainerResource/Volume/Volume.swift, 0.12.3): flat. */
+export const flatVolume = z.looseObject({...volumeFields, driver: z.string(), format: z.string()});
+
+/** 1.0.0 to 1.2.2 element (VolumeResource.swift, 1.2.2): `{id, configuration: VolumeConfiguration}`. */
+export const volumeResource = z.looseObject({id: z.string(), configuration: z.looseObject({...volumeFields, driver: z.string(), format: z.string()})});
+
+export interface VolumeEntry {
+	readonly name: string;
+	readonly source: string;
+	readonly labels: Readonly<Record<string, string>>;
+}
+
+/** `volume list --format json` or `volume inspect NAME…` output, either era. */
+export const parseVolumeList = (json: unknown, version: Version): VolumeEntry[] => {
+	if (before(version, [1, 0, 0])) {
+		return z.array(flatVolume).parse(json).map(entry => ({name: entry.name, source: entry.source, labels: entry.labels ?? {}}));
+	}
+
+	return z.array(volumeResource).parse(json).map(entry => ({name: entry.configuration.name, source: entry.configuration.source, labels: entry.configuration.labels ?? {}}));
+};

@@ -192,6 +192,9 @@ const linuxUsernsDriver = (options: LinuxUsernsOptions): SandboxDriver => ({
 	// The containerfile recipe needs a builder with BuildKit to be built with: distro comes first.
 	defaultRecipe: 'distro',
 	buildImageOverrides: true,
+	// BuildKit's root lives in a state slot's folder of exobuild's cache, mounted read-write
+	// (src/pipeline/engine-state.ts): the sandbox's root is this user, so the host reads it.
+	engineState: {kind: 'host-folder'},
 
 	async buildImage(request: ImageBuildRequest): Promise<void> {
 		// A driver of the same options runs the sandbox (the drivers hold no state).
@@ -213,6 +216,12 @@ const linuxUsernsDriver = (options: LinuxUsernsOptions): SandboxDriver => ({
 	},
 
 	async start(spec: SandboxSpec): Promise<Sandbox> {
+		if ((spec.volumes ?? []).length > 0) {
+			throw new UserError('the linux-userns driver has no volumes of its own: its kept state is a host folder', {
+				hint: 'this is a bug in exobuild: please report it', code: 'E_INTERNAL',
+			});
+		}
+
 		const rootfs = await builderRootfs(spec.builderImage, spec.signal);
 		const run = await createOwnedDir(path.join(runsDir(), `${spec.sessionId}${runSuffix}`), 'linux-userns');
 		const abort = new AbortController();

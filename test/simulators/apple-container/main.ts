@@ -8,7 +8,8 @@ import {containerCommand} from './containers.js';
 import {imageCommand} from './images.js';
 import {run} from './run.js';
 import {CliError, paths, simRoot, simVersion} from './state.js';
-import {buildCommand, cliVersionLine, systemCommand, volumeCommand} from './system.js';
+import {buildCommand, cliVersionLine, systemCommand} from './system.js';
+import {volumeCommand} from './volumes.js';
 import {runVm} from './vm.js';
 
 const usage = 'OVERVIEW: A container platform for macOS (simulated)\n\nUSAGE: container [--debug] <subcommand>\n';
@@ -39,6 +40,7 @@ const dispatch = async (argv: readonly string[]): Promise<number> => {
 			output = await systemCommand(rest);
 			break;
 		case 'volume':
+		case 'v':
 			output = await volumeCommand(rest);
 			break;
 		case 'build':

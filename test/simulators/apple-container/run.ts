@@ -17,8 +17,9 @@ import {hostPlatform} from '../../../src/platforms/parse.js';
 import {keyValues, parseArgs, parseSize, usageError, type CommandSpec, type OptionSpec} from './args.js';
 import {allCapabilities, boundingSetSpec, effectiveCapabilities} from './capabilities.js';
 import {findImage, platformOf, type PlatformManifest} from './images.js';
+import {anonymousLabel, createVolume, readVolumes, validVolumeName} from './volumes.js';
 import {
-	alive, CliError, containerFiles, paths, readContainer, requireSystem, versionAtLeast, volumeRecords, readJson, writeJsonAtomically,
+	alive, CliError, containerFiles, paths, readContainer, requireSystem, versionAtLeast, writeJsonAtomically,
 	type ContainerRecord, type MountRecord,
 } from './state.js';
 
@@ -53,18 +54,29 @@ const mainJs = path.join(thisDir, 'main.js');
 
 const hostArch = (): string => hostPlatform()?.architecture ?? process.arch;
 
+/**
+ * Parser.volume (Services/ContainerAPIService/Client/Parser.swift 1.2.2): leading ':' trimmed,
+ * split at ':'; one part is an anonymous volume; a source holding '/' (or "." / "..") is a
+ * host path that must exist, any other source a volume name checked against the pattern.
+ */
 const parseVolume = (spec: string): MountRecord => {
-	const parts = spec.split(':');
+	const parts = spec.replace(/^:+/, '').split(':').filter(part => part !== '');
 	if (parts.length === 1) {
-		return {type: 'volume', source: `anon-${crypto.randomUUID()}`, destination: parts[0]!, readonly: false};
+		return {type: 'volume', source: crypto.randomUUID().toLowerCase(), destination: parts[0]!, readonly: false, anonymous: true};
+	}
+
+	if (parts.length > 3) {
+		throw new CliError(`invalidArgument: "invalid volume format ${spec}"`);
 	}
 
 	const [source, destination, mode] = parts as [string, string, string | undefined];
-	if (!destination.startsWith('/')) {
-		throw new CliError(`invalidArgument: "invalid volume ${spec}: the container path must be absolute"`);
+	const isPath = source.includes('/') || source === '.' || source === '..';
+	if (!isPath && !validVolumeName(source)) {
+		throw new CliError(`invalidArgument: "invalid volume name '${source}': must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$"`);
 	}
 
-	return {type: source.startsWith('/') || source.startsWith('.') ? 'bind' : 'volume', source: source.startsWith('.') ? path.resolve(source) : source, destination, readonly: mode === 'ro'};
+	const readonly = (mode ?? '').split(',').includes('ro');
+	return isPath ? {type: 'bind', source: path.resolve(source), destination, readonly} : {type: 'volume', source, destination, readonly};
 };
 
 const parseMount = (spec: string): MountRecord => {
@@ -89,9 +101,9 @@ const hostPathOf = (mount: MountRecord): string => {
 		return mount.source;
 	}
 
-	const volumes = readJson(paths.volumes(), volumeRecords) ?? [];
-	if (!volumes.some(volume => volume.name === mount.source)) {
-		writeJsonAtomically(paths.volumes(), [...volumes, {name: mount.source, labels: {}, options: {}, createdAt: new Date().toISOString()}]);
+	// Utility.getOrCreateVolume (1.2.2): a missing volume is created (an anonymous one labelled so), with a logged warning for a named one.
+	if (!readVolumes().some(volume => volume.name === mount.source)) {
+		createVolume(mount.source, mount.anonymous === true ? {[anonymousLabel]: ''} : {}, {});
 	}
 
 	const dir = paths.volumeData(mount.source);

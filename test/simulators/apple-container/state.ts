@@ -137,6 +137,8 @@ export const mountRecord = z.object({
 	source: z.string(),
 	destination: z.string(),
 	readonly: z.boolean(),
+	/** A volume made for this container (`-v /path`): labelled anonymous. */
+	anonymous: z.boolean().optional(),
 });
 export type MountRecord = z.infer<typeof mountRecord>;
 

@@ -1,12 +1,12 @@
-/** `container system …`, `container volume …` (records only) and `container build` (parsed, recorded, refused). */
+/** `container system …` and `container build` (parsed, recorded, refused); volumes are in ./volumes.ts. */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import {normaliseReference} from '../../../src/oci/index.js';
 import {imageCommand, loadArchive} from './images.js';
-import {keyValues, parseArgs, parseSize, table, type CommandSpec, type OptionSpec} from './args.js';
+import {parseArgs, table, type CommandSpec, type OptionSpec} from './args.js';
 import {
-	alive, CliError, listContainers, paths, readJson, requireSystem, simRoot, simVersion, cliJson, systemStarted, versionAtLeast, volumeRecords, writeJsonAtomically,
+	alive, CliError, listContainers, paths, requireSystem, simRoot, simVersion, cliJson, systemStarted, versionAtLeast, writeJsonAtomically,
 } from './state.js';
 
 const flag = (...names: string[]): OptionSpec => ({names, value: false});
@@ -119,69 +119,6 @@ export const systemCommand = async (argv: readonly string[]): Promise<string> =>
 	}
 };
 
-export const volumeCommand = async (argv: readonly string[]): Promise<string> => {
-	const [sub, ...rest] = argv;
-	const volumes = readJson(paths.volumes(), volumeRecords) ?? [];
-	switch (sub) {
-		case 'create': {
-			const parsed = parseArgs(spec('volume create', 'volume create [--label <label> ...] [--opt <opt> ...] [-s <s>] [--debug] <name>', {
-				label: value('--label'), opt: value('--opt'), size: value('-s'),
-			}), rest);
-			const [name] = parsed.positionals;
-			if (name === undefined) {
-				throw new CliError('Missing expected argument \'<name>\'', 64);
-			}
-
-			requireSystem('failed to create volume');
-			if (volumes.some(volume => volume.name === name)) {
-				throw new CliError(`exists: "volume ${name} already exists"`);
-			}
-
-			const size = parsed.value('size');
-			writeJsonAtomically(paths.volumes(), [...volumes, {
-				name, labels: keyValues(parsed.values('label')), options: keyValues(parsed.values('opt')), createdAt: new Date().toISOString(),
-				...(size === undefined ? {} : {sizeInBytes: parseSize(size)}),
-			}]);
-			return `${name}\n`;
-		}
-
-		case 'list':
-		case 'ls': {
-			const parsed = parseArgs(spec('volume list', 'volume list [--format <format>] [--quiet] [--debug]', {format: value('--format'), quiet: flag('-q', '--quiet')}), rest);
-			const format = formatOf(parsed.value('format'));
-			requireSystem('failed to list volumes');
-			if (format === 'json') {
-				return `${JSON.stringify(volumes.map(volume => ({...volume, driver: 'local', format: 'ext4', source: paths.volumeData(volume.name)})))}\n`;
-			}
-
-			if (parsed.flag('quiet')) {
-				return volumes.map(volume => `${volume.name}\n`).join('');
-			}
-
-			return `${table([['NAME', 'DRIVER', 'OPTIONS'], ...volumes.map(volume => [volume.name, 'local', ''])])}\n`;
-		}
-
-		case 'delete':
-		case 'rm': {
-			const parsed = parseArgs(spec('volume delete', 'volume delete [--all] [--debug] [<names> ...]', {all: flag('-a', '--all')}), rest);
-			requireSystem('failed to delete volumes');
-			const doomed = parsed.flag('all') ? volumes.map(volume => volume.name) : parsed.positionals;
-			for (const name of doomed) {
-				if (!volumes.some(volume => volume.name === name)) {
-					throw new CliError(`notFound: "volume ${name} not found"`);
-				}
-
-				fs.rmSync(paths.volumeData(name), {recursive: true, force: true});
-			}
-
-			writeJsonAtomically(paths.volumes(), volumes.filter(volume => !doomed.includes(volume.name)));
-			return doomed.map(name => `${name}\n`).join('');
-		}
-
-		default:
-			throw new CliError(`simulator: unknown or unsimulated subcommand 'container volume ${sub ?? ''}'`, 64);
-	}
-};
 
 /**
  * One `-o/--output` value as Builder.BuildExport(from:) reads it (ContainerBuild/Builder.swift
