@@ -12,6 +12,7 @@ import {execa} from 'execa';
 import {ensureBuilderImage} from '../../src/builder-image/index.js';
 import {inspectArchive} from '../../src/oci/index.js';
 import {parseImageInspect} from '../../src/sandboxes/apple-container/shapes.js';
+import {cacheKeyOf, stateVolumeName} from '../../src/sandboxes/apple-container/state-volumes.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {assertNothingLeft, exobuild, exobuildEnv, failure, fixturesDir, hostBinfmtSnapshot, makeContext, repoRoot} from './helpers.js';
 
@@ -176,9 +177,12 @@ test('--rosetta: the agent finds Rosetta\'s binfmt entry (vminitd\'s, flags CF) 
 	await assertNothingLeft();
 });
 
+/** Slot N's state volume of the e2e cache folder (the volume names carry a hash of it). */
+const stateVolume = (slot: number): string => stateVolumeName(slot, cacheKeyOf(exobuildEnv.EXOBUILD_CACHE_DIR));
+
 /** The state volumes attached by the `run` calls from index `from` of calls.jsonl on. */
 const attachedVolumes = (from: number): string[] => calls().slice(from).filter(argv => argv[0] === 'run')
-	.map(argv => argv.filter((arg, index) => argv[index - 1] === '--volume' && /^exobuild-state-buildkit-\d+:/.test(arg)).join(' '));
+	.map(argv => argv.filter((arg, index) => argv[index - 1] === '--volume' && arg.startsWith(stateVolume(0).replace(/0$/, '')) && arg.endsWith(':/exobuild/engine-state')).join(' '));
 
 const stateVolumes = async (): Promise<Array<{name: string; labels: Record<string, string>}>> => {
 	const listed = await container('volume', 'list', '--format', 'json');
@@ -202,15 +206,15 @@ test('BuildKit\'s state is kept in a labelled container volume per slot: the sec
 	const first = await build(kept);
 	assert.equal(first.exitCode, 0, first.all);
 	const created = calls().slice(mark).filter(argv => argv[0] === 'volume' && argv[1] === 'create');
-	assert.deepEqual(created, [['volume', 'create', '--label', 'dev.exobuild.state=buildkit', '--label', 'dev.exobuild.state-slot=0', '--opt', 'journal=ordered', 'exobuild-state-buildkit-0']]);
-	assert.deepEqual(await stateVolumes(), [{name: 'exobuild-state-buildkit-0', labels: {'dev.exobuild.state': 'buildkit', 'dev.exobuild.state-slot': '0'}}]);
-	assert.deepEqual(attachedVolumes(mark), ['exobuild-state-buildkit-0:/exobuild/engine-state']);
+	assert.deepEqual(created, [['volume', 'create', '--label', 'dev.exobuild.state=buildkit', '--label', 'dev.exobuild.state-slot=0', '--opt', 'journal=ordered', `${stateVolume(0)}`]]);
+	assert.deepEqual(await stateVolumes(), [{name: `${stateVolume(0)}`, labels: {'dev.exobuild.state': 'buildkit', 'dev.exobuild.state-slot': '0'}}]);
+	assert.deepEqual(attachedVolumes(mark), [`${stateVolume(0)}:/exobuild/engine-state`]);
 	assert.doesNotMatch(String(first.stderr), /kept state/, 'a new volume is no warning');
 
 	mark = calls().length;
 	const second = await build(kept);
 	assert.equal(second.exitCode, 0, second.all);
-	assert.deepEqual(attachedVolumes(mark), ['exobuild-state-buildkit-0:/exobuild/engine-state'], 'the same volume');
+	assert.deepEqual(attachedVolumes(mark), [`${stateVolume(0)}:/exobuild/engine-state`], 'the same volume');
 	assert.equal(calls().slice(mark).some(argv => argv[0] === 'volume' && argv[1] === 'create'), false, 'nothing made again');
 	const step = runStep(String(second.stderr));
 	assert.ok(step !== undefined && new RegExp(`#${step} CACHED$`, 'm').test(String(second.stderr)), `the RUN step is CACHED from the kept state:\n${String(second.stderr)}`);
@@ -222,13 +226,13 @@ test('BuildKit\'s state is kept in a labelled container volume per slot: the sec
 		assert.equal(result.exitCode, 0, result.all);
 	}
 
-	assert.deepEqual(attachedVolumes(mark).sort(), ['exobuild-state-buildkit-0:/exobuild/engine-state', 'exobuild-state-buildkit-1:/exobuild/engine-state']);
+	assert.deepEqual(attachedVolumes(mark).sort(), [`${stateVolume(0)}:/exobuild/engine-state`, `${stateVolume(1)}:/exobuild/engine-state`]);
 
 	const removed = await exobuild(['prune', '--driver', 'apple-container', '--max-cache-size', '0'], {env: simEnv});
 	assert.equal(removed.exitCode, 0, removed.all);
 	assert.match(String(removed.stdout), /^cache .*buildkit-0 /m);
 	assert.deepEqual(await stateVolumes(), []);
-	assert.ok(calls().some(argv => argv.join(' ') === 'volume delete exobuild-state-buildkit-1'));
+	assert.ok(calls().some(argv => argv.join(' ') === `volume delete ${stateVolume(1)}`));
 	await assertNothingLeft();
 });
 

@@ -187,13 +187,13 @@ test('image load is given a regular file only: a /dev/fd/N path means nothing to
 });
 
 test('BuildKit\'s kept state: slot N\'s volume is created labelled and journaled, attached with -v NAME:/exobuild/engine-state (never a host path)', () => {
-	assert.deepEqual(stateVolumeCreateArgs(3), [
-		'volume', 'create', '--label', 'dev.exobuild.state=buildkit', '--label', 'dev.exobuild.state-slot=3', '--opt', 'journal=ordered', 'exobuild-state-buildkit-3',
+	assert.deepEqual(stateVolumeCreateArgs(3, 'c0ffee'), [
+		'volume', 'create', '--label', 'dev.exobuild.state=buildkit', '--label', 'dev.exobuild.state-slot=3', '--opt', 'journal=ordered', 'exobuild-state-c0ffee-buildkit-3',
 	]);
-	const args = containerRunArgs({...run, volumes: [{volume: 'exobuild-state-buildkit-3', sandboxPath: '/exobuild/engine-state'}]});
+	const args = containerRunArgs({...run, volumes: [{volume: 'exobuild-state-c0ffee-buildkit-3', sandboxPath: '/exobuild/engine-state'}]});
 	const attached = args.flatMap((arg, index) => (arg === '--volume' ? [args[index + 1]!] : []));
-	assert.deepEqual(attached, ['/src/app:/exobuild/context:ro', '/tmp/out:/exobuild/out', 'exobuild-state-buildkit-3:/exobuild/engine-state']);
-	assert.ok(args.indexOf('exobuild-state-buildkit-3:/exobuild/engine-state') < args.indexOf('--entrypoint'), 'an option, before the image');
+	assert.deepEqual(attached, ['/src/app:/exobuild/context:ro', '/tmp/out:/exobuild/out', 'exobuild-state-c0ffee-buildkit-3:/exobuild/engine-state']);
+	assert.ok(args.indexOf('exobuild-state-c0ffee-buildkit-3:/exobuild/engine-state') < args.indexOf('--entrypoint'), 'an option, before the image');
 	// Parser.volume takes a source with '/' for a host path: a volume name must not have one.
 	assert.throws(() => containerRunArgs({...run, volumes: [{volume: 'a/b', sandboxPath: '/exobuild/engine-state'}]}), /not a name and path/);
 	assert.throws(() => containerRunArgs({...run, volumes: [{volume: '-x', sandboxPath: '/exobuild/engine-state'}]}), /not a name and path/);

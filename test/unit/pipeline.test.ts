@@ -19,7 +19,7 @@ import type {BuilderImage} from '../../src/builder-image/index.js';
 import {toBuildRequest, type RawBuildOptions} from '../../src/cli/build-flags/options.js';
 import {errorTable, interruptedBy, isUserError, UserError} from '../../src/errors.js';
 import {inspectArchive, LayoutWriter, mediaTypes, type Descriptor} from '../../src/oci/index.js';
-import {runsDir} from '../../src/paths.js';
+import {cacheDir, runsDir} from '../../src/paths.js';
 import {bootSandbox} from '../../src/pipeline/boot.js';
 import {deliverOutputs, readExportedImage, resultMetadata, writeResultFiles} from '../../src/pipeline/deliver-outputs.js';
 import {hostPhases} from '../../src/pipeline/host-phases.js';
@@ -29,7 +29,7 @@ import {resolveInputs, stageInputs} from '../../src/pipeline/stage-inputs.js';
 import {tearDown, tearDownRemaining} from '../../src/pipeline/teardown.js';
 import type {BuildReporter, ProgressEvent} from '../../src/progress/events.js';
 import type {BuildRequest} from '../../src/request/build-request.js';
-import {createStateVolumes} from '../../src/sandboxes/apple-container/state-volumes.js';
+import {cacheKeyOf, createStateVolumes, stateVolumeName} from '../../src/sandboxes/apple-container/state-volumes.js';
 import type {Sandbox, SandboxDriver} from '../../src/sandboxes/driver.js';
 import {
 	agentPrelude, buildFailedScript, crashScript, createReplayDriver, holdScript, protocolErrorScript, successScript, writeSmallLayout, type ReplayRecord, type ReplayScript,
@@ -534,7 +534,7 @@ test('kept state is the driver\'s capability: a volume-keeping driver gets its s
 		await execa(process.env['EXOBUILD_CONTAINER_CLI'], ['system', 'start']);
 		const kept = await build(successScript(['linux/ppc64le']), {store: fakeBuilderStore(withBuildKit), engineState: {kind: 'volume', volumes: createStateVolumes(async () => [1, 2, 2])}});
 		assert.equal(kept.error, undefined, String(kept.error));
-		assert.deepEqual(kept.record.starts[0]!.volumes, [{volume: 'exobuild-state-buildkit-0', sandboxPath: sandboxPaths.engineState}]);
+		assert.deepEqual(kept.record.starts[0]!.volumes, [{volume: stateVolumeName(0, cacheKeyOf(cacheDir())), sandboxPath: sandboxPaths.engineState}]);
 		assert.equal(kept.record.starts[0]!.mounts.some(mount => mount.sandboxPath === sandboxPaths.engineState || mount.sandboxPath === sandboxPaths.cache), false);
 		assert.ok(agentRoot(kept.record.runs[0]!.args), 'the agent runs buildkitd with --root at the volume');
 	} finally {

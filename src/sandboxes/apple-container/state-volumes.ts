@@ -1,6 +1,7 @@
 /**
  * BuildKit's kept state on macOS: one Apple `container volume` per state slot, named
- * `exobuild-state-buildkit-N` and attached read-write at the engine-state path of each VM. A
+ * `exobuild-state-KEY-buildkit-N` (KEY: a hash of exobuild's cache folder, whose locks guard the
+ * slots; volumes are machine-wide, so two cache folders must not share one) and attached read-write at the engine-state path of each VM. A
  * volume is an ext4 block image (VolumesService.createVolumeImage, apple/container 1.2.2,
  * Sources/Services/ContainerAPIService/Server/Volumes/VolumesService.swift), which BuildKit's
  * overlayfs snapshotter can use; a virtiofs share of a host folder cannot be. docker/buildx's
@@ -11,7 +12,10 @@
  * build takes); this module only makes, lists and removes the volume behind a slot number.
  * Grammar: test/simulators/apple-container/GRAMMAR.md, "Volumes".
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
+import path from 'node:path';
+import {cacheDir} from '../../paths.js';
 import {UserError} from '../../errors.js';
 import type {StateVolumes} from '../driver.js';
 import {atLeast, firstErrorLine, formatVersion, runCli, type CliResult, type Version} from './container-cli.js';
@@ -30,8 +34,11 @@ export const stateVolumeVersion: Version = [0, 12, 0];
 export const stateVolumeLabels = {owner: 'dev.exobuild.state', slot: 'dev.exobuild.state-slot'} as const;
 const ownerValue = 'buildkit';
 
-export const stateVolumeName = (slot: number): string => `exobuild-state-buildkit-${slot}`;
-const namePattern = /^exobuild-state-buildkit-(\d+)$/;
+/** The cache folder's share of the volume names: the slots' locks live in that folder only. */
+export const cacheKeyOf = (folder: string): string => crypto.createHash('sha256').update(path.resolve(folder)).digest('hex').slice(0, 12);
+
+export const stateVolumeName = (slot: number, key: string): string => `exobuild-state-${key}-buildkit-${slot}`;
+const slotPattern = (key: string): RegExp => new RegExp(`^exobuild-state-${key}-buildkit-(\\d+)$`);
 
 /** Why a CLI of `version` cannot keep the state in volumes, or undefined when it can. */
 export const stateVolumesUnavailable = (version: Version): string | undefined => (atLeast(version, stateVolumeVersion)
@@ -39,17 +46,17 @@ export const stateVolumesUnavailable = (version: Version): string | undefined =>
 	: `container ${formatVersion(version)} cannot make journaled volumes (volume create --opt journal arrived in ${formatVersion(stateVolumeVersion)}); upgrade it to keep BuildKit's state`);
 
 /** `volume create` of slot N's volume. */
-export const stateVolumeCreateArgs = (slot: number): string[] => [
+export const stateVolumeCreateArgs = (slot: number, key: string): string[] => [
 	'volume', 'create',
 	'--label', labelArg(stateVolumeLabels.owner, ownerValue),
 	'--label', labelArg(stateVolumeLabels.slot, String(slot)),
 	'--opt', 'journal=ordered',
-	stateVolumeName(slot),
+	stateVolumeName(slot, key),
 ];
 
 /** Whether a listed volume is one exobuild made for a slot (its name and both labels agree). */
-const slotOf = (volume: VolumeEntry): number | undefined => {
-	const match = namePattern.exec(volume.name);
+const slotOf = (volume: VolumeEntry, key: string): number | undefined => {
+	const match = slotPattern(key).exec(volume.name);
 	if (match === null || volume.labels[stateVolumeLabels.owner] !== ownerValue || volume.labels[stateVolumeLabels.slot] !== match[1]) {
 		return undefined;
 	}
@@ -66,7 +73,7 @@ const allocatedBytes = async (source: string): Promise<number> => {
 const failure = (what: string, result: CliResult, version: Version, hint: string): UserError =>
 	new UserError(`${what} failed (container ${formatVersion(version)} exit ${result.exitCode}: ${firstErrorLine(result) || 'no output'})`, {hint, code: 'E_CONTAINER_CLI'});
 
-export const createStateVolumes = (cliVersion: () => Promise<Version>): StateVolumes => {
+export const createStateVolumes = (cliVersion: () => Promise<Version>, key: string = cacheKeyOf(cacheDir())): StateVolumes => {
 	const list = async (): Promise<VolumeEntry[]> => {
 		const listed = await runCli(['volume', 'list', '--format', 'json']);
 		if (listed.exitCode !== 0) {
@@ -76,7 +83,7 @@ export const createStateVolumes = (cliVersion: () => Promise<Version>): StateVol
 		return parseVolumeList(JSON.parse(listed.stdout || '[]'), await cliVersion());
 	};
 
-	const find = async (slot: number): Promise<VolumeEntry | undefined> => (await list()).find(volume => volume.name === stateVolumeName(slot));
+	const find = async (slot: number): Promise<VolumeEntry | undefined> => (await list()).find(volume => volume.name === stateVolumeName(slot, key));
 
 	return {
 		async unavailable() {
@@ -84,10 +91,10 @@ export const createStateVolumes = (cliVersion: () => Promise<Version>): StateVol
 		},
 
 		async ensure(slot) {
-			const name = stateVolumeName(slot);
+			const name = stateVolumeName(slot, key);
 			const existing = await find(slot);
 			if (existing !== undefined) {
-				if (slotOf(existing) !== slot) {
+				if (slotOf(existing, key) !== slot) {
 					throw new UserError(`a volume named ${name} exists that exobuild did not make (it lacks the labels ${stateVolumeLabels.owner}=${ownerValue} and ${stateVolumeLabels.slot}=${slot})`, {
 						hint: `exobuild keeps BuildKit's state in it: rename or remove that volume (container volume delete ${name})`,
 						code: 'E_CONTAINER_CLI',
@@ -97,9 +104,9 @@ export const createStateVolumes = (cliVersion: () => Promise<Version>): StateVol
 				return {name, created: false};
 			}
 
-			const created = await runCli(stateVolumeCreateArgs(slot));
+			const created = await runCli(stateVolumeCreateArgs(slot, key));
 			if (created.exitCode !== 0) {
-				throw failure(`creating BuildKit's state volume (container ${stateVolumeCreateArgs(slot).join(' ')})`, created, await cliVersion(),
+				throw failure(`creating BuildKit's state volume (container ${stateVolumeCreateArgs(slot, key).join(' ')})`, created, await cliVersion(),
 					'check `container system status` and the free space of the disk holding container\'s app root');
 			}
 
@@ -107,10 +114,10 @@ export const createStateVolumes = (cliVersion: () => Promise<Version>): StateVol
 		},
 
 		async remove(slot) {
-			const name = stateVolumeName(slot);
+			const name = stateVolumeName(slot, key);
 			const existing = await find(slot);
 			// A volume of that name that exobuild did not make is left alone (ensure refuses to use it).
-			if (existing === undefined || slotOf(existing) !== slot) {
+			if (existing === undefined || slotOf(existing, key) !== slot) {
 				return;
 			}
 
@@ -124,7 +131,7 @@ export const createStateVolumes = (cliVersion: () => Promise<Version>): StateVol
 		async list() {
 			const slots: Array<{slot: number; name: string; bytes: number}> = [];
 			for (const volume of await list()) {
-				const slot = slotOf(volume);
+				const slot = slotOf(volume, key);
 				if (slot !== undefined) {
 					slots.push({slot, name: volume.name, bytes: await allocatedBytes(volume.source)});
 				}
