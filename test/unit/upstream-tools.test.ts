@@ -16,6 +16,7 @@ import {after, test} from 'node:test';
 import {execa} from 'execa';
 import {builderArchitecture, builderEngines, buildkitPin, distroInputHashFromEnv} from '../../src/builder-image/index.js';
 import {distroInputHash} from '../../src/builder-image/recipe.js';
+import {memoisedSha256, openForHash, sha256OfHandle, toolHashesDir, type FileHasher} from '../../src/builder-image/tool-hash-memo.js';
 import {extractTool, obtainTool, planTool, type PlannedTool} from '../../src/builder-image/upstream-tools.js';
 import {isUserError} from '../../src/errors.js';
 
@@ -301,4 +302,66 @@ test('exobuild builder build refuses bad tool input at once: one line, a hint, e
 
 	const store = path.join(env.EXOBUILD_CACHE_DIR, 'builder-images');
 	assert.deepEqual(fs.existsSync(store) ? fs.readdirSync(store).filter(name => name.endsWith('.tar')) : [], [], 'no builder stored');
+});
+
+test('a tool tarball\'s hash is kept in the cache by the file\'s identity: a second lookup does not read it, a touched or rewritten file is hashed again', async () => {
+	const file = tarball(path.join(root, 'memo.tar.gz'), goodEntries);
+	let reads = 0;
+	const counting: FileHasher = async handle => {
+		reads++;
+		return sha256OfHandle(handle);
+	};
+
+	const lookup = async (options: {racyMarginMs?: number} = {racyMarginMs: 0}): Promise<string> => {
+		const handle = await openForHash(file);
+		try {
+			return await memoisedSha256(handle, file, {hasher: counting, ...options});
+		} finally {
+			await handle.close();
+		}
+	};
+
+	const sha = (): string => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+	// Just written: racy with the default margin (2 s), so it is hashed each time and not recorded.
+	assert.equal(await lookup({}), sha());
+	assert.equal(await lookup({}), sha());
+	assert.equal(reads, 2, 'a file changed within the racy margin is hashed again');
+	assert.equal(fs.existsSync(toolHashesDir()) ? fs.readdirSync(toolHashesDir()).length : 0, 0, 'and not recorded');
+
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 3);
+	const records = fs.readdirSync(toolHashesDir());
+	assert.equal(records.length, 1);
+	const record = JSON.parse(fs.readFileSync(path.join(toolHashesDir(), records[0]!), 'utf8')) as {sha256: string; path: string; identity: Record<string, string>};
+	assert.equal(record.sha256, sha());
+	assert.equal(record.path, file);
+	assert.equal(record.identity['ino'], String(fs.statSync(file).ino));
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 3, 'the second lookup takes the record and does not read the file');
+
+	// touch: same bytes, new mtime and ctime.
+	const later = new Date(Date.now() + 60_000);
+	fs.utimesSync(file, later, later);
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 4, 'a touched file is hashed again');
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 4);
+
+	// Rewritten in place (same inode, other bytes): its identity changes and the new bytes are hashed.
+	const before = sha();
+	const inode = fs.statSync(file).ino;
+	tarball(file, [...goodEntries, {name: 'README', data: Buffer.from('rewritten')}]);
+	assert.notEqual(sha(), before);
+	assert.equal(fs.statSync(file).ino, inode, 'the same inode');
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 5, 'a rewritten file is hashed again');
+
+	// A record that does not parse is set aside (with a warning) and the file hashed again.
+	fs.writeFileSync(path.join(toolHashesDir(), records[0]!), '{"sha256": 1}');
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 6);
+	assert.ok(fs.readdirSync(toolHashesDir()).some(name => name.includes('.corrupt-')), 'the bad record is set aside');
+
+	// planTool uses the record: same hash as the file's.
+	assert.equal((await planTool('buildkit', {source: file})).ref.sha256, sha());
 });
