@@ -20,8 +20,8 @@ import {UserError, isUserError} from '../errors.js';
 import {openTarFile, tarEntries} from '../oci/tar-entries.js';
 import {withLock} from '../runs/lock.js';
 import {ensureCacheFolder, setAside} from '../runs/cache-guard.js';
+import {memoisedSha256, openForHash} from '../runs/file-digests.js';
 import {fetchVerified} from './fetch.js';
-import {memoisedSha256, openForHash} from './tool-hash-memo.js';
 import {buildkitPin, buildkitUrlFor, buildkitVersion} from './upstream-pins.js';
 
 export const toolNames = ['buildkit', 'binfmt'] as const;
@@ -212,7 +212,7 @@ export const planTool = async (name: ToolName, request: ToolRequest): Promise<Pl
 			throw refused(spec, source, `the file is ${Math.round(stat.size / mib)} MiB, more than any release tarball (limit ${maxTarballBytes / mib} MiB)`);
 		}
 
-		// Not read again by every build: the hash is kept in the cache, keyed by the file's identity (tool-hash-memo.ts).
+		// Not read again by every build: the hash is kept in the cache, keyed by the file's identity (runs/file-digests.ts).
 		sha256 = await memoisedSha256(handle, file);
 	} finally {
 		await handle.close();

@@ -16,7 +16,7 @@ import {after, test} from 'node:test';
 import {execa} from 'execa';
 import {builderArchitecture, builderEngines, buildkitPin, distroInputHashFromEnv} from '../../src/builder-image/index.js';
 import {distroInputHash} from '../../src/builder-image/recipe.js';
-import {memoisedSha256, openForHash, sha256OfHandle, toolHashesDir, type FileHasher} from '../../src/builder-image/tool-hash-memo.js';
+import {memoisedSha256, openForHash, sha256OfHandle, fileDigestsDir, type FileHasher} from '../../src/runs/file-digests.js';
 import {extractTool, obtainTool, planTool, type PlannedTool} from '../../src/builder-image/upstream-tools.js';
 import {isUserError} from '../../src/errors.js';
 
@@ -307,9 +307,9 @@ test('exobuild builder build refuses bad tool input at once: one line, a hint, e
 test('a tool tarball\'s hash is kept in the cache by the file\'s identity: a second lookup does not read it, a touched or rewritten file is hashed again', async () => {
 	const file = tarball(path.join(root, 'memo.tar.gz'), goodEntries);
 	let reads = 0;
-	const counting: FileHasher = async handle => {
+	const counting: FileHasher = async (handle, size) => {
 		reads++;
-		return sha256OfHandle(handle);
+		return sha256OfHandle(handle, size);
 	};
 
 	const lookup = async (options: {racyMarginMs?: number} = {racyMarginMs: 0}): Promise<string> => {
@@ -326,13 +326,13 @@ test('a tool tarball\'s hash is kept in the cache by the file\'s identity: a sec
 	assert.equal(await lookup({}), sha());
 	assert.equal(await lookup({}), sha());
 	assert.equal(reads, 2, 'a file changed within the racy margin is hashed again');
-	assert.equal(fs.existsSync(toolHashesDir()) ? fs.readdirSync(toolHashesDir()).length : 0, 0, 'and not recorded');
+	assert.equal(fs.existsSync(fileDigestsDir()) ? fs.readdirSync(fileDigestsDir()).length : 0, 0, 'and not recorded');
 
 	assert.equal(await lookup(), sha());
 	assert.equal(reads, 3);
-	const records = fs.readdirSync(toolHashesDir());
+	const records = fs.readdirSync(fileDigestsDir());
 	assert.equal(records.length, 1);
-	const record = JSON.parse(fs.readFileSync(path.join(toolHashesDir(), records[0]!), 'utf8')) as {sha256: string; path: string; identity: Record<string, string>};
+	const record = JSON.parse(fs.readFileSync(path.join(fileDigestsDir(), records[0]!), 'utf8')) as {sha256: string; path: string; identity: Record<string, string>};
 	assert.equal(record.sha256, sha());
 	assert.equal(record.path, file);
 	assert.equal(record.identity['ino'], String(fs.statSync(file).ino));
@@ -357,10 +357,10 @@ test('a tool tarball\'s hash is kept in the cache by the file\'s identity: a sec
 	assert.equal(reads, 5, 'a rewritten file is hashed again');
 
 	// A record that does not parse is set aside (with a warning) and the file hashed again.
-	fs.writeFileSync(path.join(toolHashesDir(), records[0]!), '{"sha256": 1}');
+	fs.writeFileSync(path.join(fileDigestsDir(), records[0]!), '{"sha256": 1}');
 	assert.equal(await lookup(), sha());
 	assert.equal(reads, 6);
-	assert.ok(fs.readdirSync(toolHashesDir()).some(name => name.includes('.corrupt-')), 'the bad record is set aside');
+	assert.ok(fs.readdirSync(fileDigestsDir()).some(name => name.includes('.corrupt-')), 'the bad record is set aside');
 
 	// planTool uses the record: same hash as the file's.
 	assert.equal((await planTool('buildkit', {source: file})).ref.sha256, sha());

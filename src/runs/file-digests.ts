@@ -1,8 +1,9 @@
 /**
- * The SHA-256 of a tool tarball given as a file (EXOBUILD_BUILDKIT, --binfmt …), kept in the
- * cache so that every build does not read the whole 27 MB BuildKit tarball again to learn its
- * builder's identity. A record (builder-images/tool-hashes/<sha256 of dev:ino>.json) holds the
- * file's identity: device, inode, size, mtime and ctime in nanoseconds, all from one fstat of the
+ * The SHA-256 of a file that builds read again and again, kept in the cache so that every build
+ * does not hash it again: the tool tarballs that name the builder (EXOBUILD_BUILDKIT, 27 MB,
+ * builder-image/upstream-tools.ts) and the layers of a --build-context base layout, verified
+ * before any sandbox starts (oci/layout.ts). A record (file-digests/<sha256 of dev:ino>.json)
+ * holds the file's identity: device, inode, size, mtime and ctime in nanoseconds, all from one fstat of the
  * descriptor the hash would be read from. Any change of the file changes its ctime (which no
  * user call can set back), so a record whose identity differs is not used: the file is hashed
  * again and the record replaced.
@@ -13,9 +14,9 @@
  * recorded when the file's ctime is older than `racyMarginMs` before the hash started; a fresher
  * file is hashed by every process until it has aged.
  *
- * This hash only names the builder (which stored builder a build uses). Making a builder still
- * copies the tarball and hashes the copy it reads (upstream-tools.ts extractTool), so a tarball
- * changed after it was planned is refused whatever this memo says.
+ * What is read later is checked where it is read: making a builder copies the tarball and hashes
+ * the copy it reads (upstream-tools.ts extractTool), so a tarball changed after it was planned is
+ * refused whatever this memo says; the engine checks each base layer's digest as it imports it.
  */
 import crypto from 'node:crypto';
 import fs, {type FileHandle} from 'node:fs/promises';
@@ -23,12 +24,12 @@ import path from 'node:path';
 import {Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {z} from 'zod';
-import {builderImagesDir} from '../paths.js';
-import {readCacheRecord} from '../runs/cache-guard.js';
-import {writeCacheJson} from '../runs/cache-write.js';
+import {cacheDir} from '../paths.js';
+import {readCacheRecord} from './cache-guard.js';
+import {writeCacheJson} from './cache-write.js';
 
 /** Where the records are. */
-export const toolHashesDir = (env?: NodeJS.ProcessEnv): string => path.join(builderImagesDir(env), 'tool-hashes');
+export const fileDigestsDir = (env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), 'file-digests');
 
 const decimal = z.string().regex(/^\d{1,30}$/);
 
@@ -42,17 +43,20 @@ const recordSchema = z.object({
 	path: z.string().max(4096),
 }).strict();
 
-/** Reads the whole open file from its start and gives its SHA-256 (hex). */
-export type FileHasher = (handle: FileHandle) => Promise<string>;
+/** Reads the open file's first `size` bytes (its size when it was opened: never more) and gives their SHA-256 (hex). */
+export type FileHasher = (handle: FileHandle, size: number) => Promise<string>;
 
-export const sha256OfHandle: FileHasher = async handle => {
+export const sha256OfHandle: FileHasher = async (handle, size) => {
 	const hash = crypto.createHash('sha256');
-	await pipeline(handle.createReadStream({start: 0, autoClose: false}), new Writable({
-		write(chunk: Buffer, _encoding, callback) {
-			hash.update(chunk);
-			callback();
-		},
-	}));
+	if (size > 0) {
+		await pipeline(handle.createReadStream({start: 0, end: size - 1, autoClose: false, highWaterMark: 1024 * 1024}), new Writable({
+			write(chunk: Buffer, _encoding, callback) {
+				hash.update(chunk);
+				callback();
+			},
+		}));
+	}
+
 	return hash.digest('hex');
 };
 
@@ -64,7 +68,7 @@ const sameIdentity = (a: Identity, b: Identity): boolean =>
 	a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 
 const recordFile = (identity: Identity, env?: NodeJS.ProcessEnv): string =>
-	path.join(toolHashesDir(env), `${crypto.createHash('sha256').update(`${identity.dev}:${identity.ino}`).digest('hex')}.json`);
+	path.join(fileDigestsDir(env), `${crypto.createHash('sha256').update(`${identity.dev}:${identity.ino}`).digest('hex')}.json`);
 
 export interface MemoOptions {
 	/** How the file is hashed when no record fits (tests count its calls). */
@@ -88,7 +92,7 @@ export const memoisedSha256 = async (handle: FileHandle, file: string, options: 
 	}
 
 	const startedNs = BigInt(Date.now()) * 1_000_000n;
-	const sha256 = await (options.hasher ?? sha256OfHandle)(handle);
+	const sha256 = await (options.hasher ?? sha256OfHandle)(handle, Number(before.size));
 	const after = identityOf(await handle.stat({bigint: true}));
 	const marginNs = BigInt(options.racyMarginMs ?? 2000) * 1_000_000n;
 	if (sameIdentity(before, after) && BigInt(after.ctimeNs) < startedNs - marginNs) {
