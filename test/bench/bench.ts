@@ -321,14 +321,20 @@ for (const megabytes of process.env['BENCH_BIG'] === '1' ? [100, 1024] : [100]) 
 }
 
 // exobuild in-process, for the per-phase split (host phases and the agent's, in ms).
-const phaseRuns: Array<Record<string, number>> = [];
-for (let index = 0; index < runs; index++) {
+const phasesOf = async (platform: string): Promise<Record<string, number>> => {
 	const request = toBuildRequest(context, {
-		platform: ['linux/ppc64le'], tag: [], buildArg: [], cache: false, buildContext: [`debian=oci-layout://${layout}`],
+		platform: [platform], tag: [], buildArg: [], cache: false, buildContext: [`debian=oci-layout://${layout}`],
 		output: [`type=oci,dest=${path.join(work, 'phases.tar')}`], progress: 'plain', engine: 'buildkit', driver: 'linux-userns',
 	}, {cwd: work, env: process.env, warn() {}});
 	const result = await runBuild(request, {driver: createDriver(request.driver), builders: cacheBuilderStore, reporter: new PlainReporter(() => undefined)});
-	phaseRuns.push({...result.phaseMs});
+	return {...result.phaseMs};
+};
+
+const phaseRuns: Array<Record<string, number>> = [];
+const twoPhaseRuns: Array<Record<string, number>> = [];
+for (let index = 0; index < runs; index++) {
+	phaseRuns.push(await phasesOf('linux/ppc64le'));
+	twoPhaseRuns.push(await phasesOf('linux/ppc64le,linux/s390x'));
 }
 
 fs.rmSync(work, {recursive: true, force: true});
@@ -352,14 +358,16 @@ const report = {
 		bothMedianMs: Math.round(median(twoWall)),
 		all: {s390x: s390xWall.map(Math.round), both: twoWall.map(Math.round)},
 		ratio: Number((median(twoWall) / Math.max(median(exobuildWall), median(s390xWall))).toFixed(3)),
+		phaseMedianMs: Object.fromEntries(phases.map(phase => [phase, median(twoPhaseRuns.map(run => run[phase] ?? 0))])),
 	},
 	exobuildColdWallMs: {median: Math.round(median(coldWall)), all: coldWall.map(Math.round), what: 'after exobuild prune --max-cache-size 0: an empty BuildKit state slot (builder image still unpacked)'},
 	hostMemory: {what: 'COPY of a file of random bytes, OCI archive out, warm; CLI peak RSS (VmHWM) and peak summed RSS of its process tree (sandbox included)', runs: memoryRuns},
 };
 fs.writeFileSync(path.join(repoRoot, 'test', 'bench', 'last-run.json'), `${JSON.stringify(report, undefined, 2)}\n`);
 process.stdout.write(`FROM debian + RUN, linux/ppc64le, --no-cache, warm; median of ${runs} interleaved runs (load ${report.loadAverage.before} → ${report.loadAverage.after})\n`);
+process.stdout.write(`  ${'phase'.padEnd(16)} ${'ppc64le'.padStart(7)}    ${'ppc64le,s390x'.padStart(13)}\n`);
 for (const [phase, ms] of Object.entries(report.phaseMedianMs)) {
-	process.stdout.write(`  ${phase.padEnd(16)} ${String(Math.round(ms)).padStart(7)} ms\n`);
+	process.stdout.write(`  ${phase.padEnd(16)} ${String(Math.round(ms)).padStart(7)} ms ${String(Math.round(report.twoPlatforms.phaseMedianMs[phase] ?? 0)).padStart(10)} ms\n`);
 }
 
 process.stdout.write(`CLI: start-up to first line ${report.cliSplitMedianMs.cliStart} ms, sandbox boot to agent ${report.cliSplitMedianMs.bootToAgent} ms, output written to exit ${report.cliSplitMedianMs.exit} ms\n`);
