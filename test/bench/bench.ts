@@ -321,20 +321,34 @@ for (const megabytes of process.env['BENCH_BIG'] === '1' ? [100, 1024] : [100]) 
 }
 
 // exobuild in-process, for the per-phase split (host phases and the agent's, in ms).
-const phasesOf = async (platform: string): Promise<Record<string, number>> => {
+/** A failed in-process build is counted and its output's end shown, not fatal: the bench's other results stand. */
+const phaseFailures: string[] = [];
+const phasesOf = async (platform: string): Promise<Record<string, number> | undefined> => {
 	const request = toBuildRequest(context, {
 		platform: [platform], tag: [], buildArg: [], cache: false, buildContext: [`debian=oci-layout://${layout}`],
 		output: [`type=oci,dest=${path.join(work, 'phases.tar')}`], progress: 'plain', engine: 'buildkit', driver: 'linux-userns',
 	}, {cwd: work, env: process.env, warn() {}});
-	const result = await runBuild(request, {driver: createDriver(request.driver), builders: cacheBuilderStore, reporter: new PlainReporter(() => undefined)});
-	return {...result.phaseMs};
+	const lines: string[] = [];
+	try {
+		const result = await runBuild(request, {driver: createDriver(request.driver), builders: cacheBuilderStore, reporter: new PlainReporter(line => lines.push(line))});
+		return {...result.phaseMs};
+	} catch (error) {
+		phaseFailures.push(`${platform}: ${(error as Error).message}`);
+		process.stderr.write(`bench: an in-process ${platform} build failed: ${(error as Error).message}\n${lines.slice(-30).join('\n')}\n`);
+		return undefined;
+	}
 };
 
 const phaseRuns: Array<Record<string, number>> = [];
 const twoPhaseRuns: Array<Record<string, number>> = [];
 for (let index = 0; index < runs; index++) {
-	phaseRuns.push(await phasesOf('linux/ppc64le'));
-	twoPhaseRuns.push(await phasesOf('linux/ppc64le,linux/s390x'));
+	const one = await phasesOf('linux/ppc64le');
+	const two = await phasesOf('linux/ppc64le,linux/s390x');
+	for (const [list, run] of [[phaseRuns, one], [twoPhaseRuns, two]] as const) {
+		if (run !== undefined) {
+			list.push(run);
+		}
+	}
 }
 
 fs.rmSync(work, {recursive: true, force: true});
@@ -361,6 +375,7 @@ const report = {
 		phaseMedianMs: Object.fromEntries(phases.map(phase => [phase, median(twoPhaseRuns.map(run => run[phase] ?? 0))])),
 	},
 	exobuildColdWallMs: {median: Math.round(median(coldWall)), all: coldWall.map(Math.round), what: 'after exobuild prune --max-cache-size 0: an empty BuildKit state slot (builder image still unpacked)'},
+	phaseRunFailures: phaseFailures,
 	hostMemory: {what: 'COPY of a file of random bytes, OCI archive out, warm; CLI peak RSS (VmHWM) and peak summed RSS of its process tree (sandbox included)', runs: memoryRuns},
 };
 fs.writeFileSync(path.join(repoRoot, 'test', 'bench', 'last-run.json'), `${JSON.stringify(report, undefined, 2)}\n`);
