@@ -25,11 +25,11 @@ import {Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {z} from 'zod';
 import {cacheDir} from '../paths.js';
-import {readCacheRecord} from './cache-guard.js';
+import {checkCacheFolder, readCacheRecord} from './cache-guard.js';
 import {writeCacheJson} from './cache-write.js';
 
 /** Where the records are. */
-export const fileDigestsDir = (env?: NodeJS.ProcessEnv): string => path.join(cacheDir(env), 'file-digests');
+export const fileDigestsDir = (): string => path.join(cacheDir(), 'file-digests');
 
 const decimal = z.string().regex(/^\d{1,30}$/);
 
@@ -67,15 +67,14 @@ const identityOf = (stat: {dev: bigint; ino: bigint; size: bigint; mtimeNs: bigi
 const sameIdentity = (a: Identity, b: Identity): boolean =>
 	a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 
-const recordFile = (identity: Identity, env?: NodeJS.ProcessEnv): string =>
-	path.join(fileDigestsDir(env), `${crypto.createHash('sha256').update(`${identity.dev}:${identity.ino}`).digest('hex')}.json`);
+const recordFile = (identity: Identity): string =>
+	path.join(fileDigestsDir(), `${crypto.createHash('sha256').update(`${identity.dev}:${identity.ino}`).digest('hex')}.json`);
 
 export interface MemoOptions {
 	/** How the file is hashed when no record fits (tests count its calls). */
 	readonly hasher?: FileHasher;
 	/** A file whose ctime is newer than this before the hash started is not recorded (default 2 s). */
 	readonly racyMarginMs?: number;
-	readonly env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -85,7 +84,7 @@ export interface MemoOptions {
  */
 export const memoisedSha256 = async (handle: FileHandle, file: string, options: MemoOptions = {}): Promise<string> => {
 	const before = identityOf(await handle.stat({bigint: true}));
-	const where = recordFile(before, options.env);
+	const where = recordFile(before);
 	const record = await readCacheRecord(where, recordSchema);
 	if (record !== undefined && sameIdentity(record.identity, before)) {
 		return record.sha256;
@@ -105,3 +104,36 @@ export const memoisedSha256 = async (handle: FileHandle, file: string, options: 
 
 /** Opens `file` for reading without blocking on a FIFO or a device (a regular file is read as usual). */
 export const openForHash = async (file: string): Promise<FileHandle> => fs.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+
+/**
+ * Removes the records of files that are gone or changed (their path no longer names a file of
+ * the recorded identity: a record only a file of that identity could use), for `exobuild
+ * prune`; returns how many. Only stat()s the recorded paths, never reads them.
+ */
+export const pruneFileDigests = async (): Promise<number> => {
+	const dir = fileDigestsDir();
+	if (!(await checkCacheFolder(dir))) {
+		return 0;
+	}
+
+	let removed = 0;
+	for (const name of await fs.readdir(dir)) {
+		if (!/^[a-f\d]{64}\.json$/.test(name)) {
+			continue;
+		}
+
+		const file = path.join(dir, name);
+		const record = await readCacheRecord(file, recordSchema);
+		if (record === undefined) {
+			continue;
+		}
+
+		const stat = await fs.stat(record.path, {bigint: true}).catch(() => undefined);
+		if (stat === undefined || !stat.isFile() || !sameIdentity(identityOf(stat), record.identity)) {
+			await fs.rm(file, {force: true});
+			removed++;
+		}
+	}
+
+	return removed;
+};

@@ -16,7 +16,7 @@ import {after, test} from 'node:test';
 import {execa} from 'execa';
 import {builderArchitecture, builderEngines, buildkitPin, distroInputHashFromEnv} from '../../src/builder-image/index.js';
 import {distroInputHash} from '../../src/builder-image/recipe.js';
-import {memoisedSha256, openForHash, sha256OfHandle, fileDigestsDir, type FileHasher} from '../../src/runs/file-digests.js';
+import {fileDigestsDir, memoisedSha256, openForHash, pruneFileDigests, sha256OfHandle, type FileHasher} from '../../src/runs/file-digests.js';
 import {extractTool, obtainTool, planTool, type PlannedTool} from '../../src/builder-image/upstream-tools.js';
 import {isUserError} from '../../src/errors.js';
 
@@ -364,4 +364,31 @@ test('a tool tarball\'s hash is kept in the cache by the file\'s identity: a sec
 
 	// planTool uses the record: same hash as the file's.
 	assert.equal((await planTool('buildkit', {source: file})).ref.sha256, sha());
+});
+
+test('prune drops the remembered digests of files that are gone or changed, and keeps the others', async () => {
+	const remember = async (file: string): Promise<void> => {
+		const handle = await openForHash(file);
+		try {
+			await memoisedSha256(handle, file, {racyMarginMs: 0});
+		} finally {
+			await handle.close();
+		}
+	};
+
+	const recordedPaths = (): string[] => fs.readdirSync(fileDigestsDir()).filter(name => name.endsWith('.json'))
+		.map(name => (JSON.parse(fs.readFileSync(path.join(fileDigestsDir(), name), 'utf8')) as {path: string}).path);
+	const kept = tarball(path.join(root, 'prune-kept.tar.gz'), goodEntries);
+	const gone = tarball(path.join(root, 'prune-gone.tar.gz'), [...goodEntries, {name: 'gone', data: Buffer.from('x')}]);
+	const changed = tarball(path.join(root, 'prune-changed.tar.gz'), [...goodEntries, {name: 'changed', data: Buffer.from('y')}]);
+	for (const file of [kept, gone, changed]) {
+		await remember(file);
+	}
+
+	assert.deepEqual([kept, gone, changed].filter(file => recordedPaths().includes(file)), [kept, gone, changed]);
+	fs.rmSync(gone);
+	fs.appendFileSync(changed, 'more');
+	assert.ok(await pruneFileDigests() >= 2);
+	assert.deepEqual([kept, gone, changed].filter(file => recordedPaths().includes(file)), [kept], 'only the unchanged file keeps its record');
+	assert.equal(await pruneFileDigests(), 0);
 });
