@@ -85,7 +85,8 @@ export interface MemoOptions {
 export const memoisedSha256 = async (handle: FileHandle, file: string, options: MemoOptions = {}): Promise<string> => {
 	const before = identityOf(await handle.stat({bigint: true}));
 	const where = recordFile(before);
-	const record = await readCacheRecord(where, recordSchema);
+	// The folders down to the record are checked as every cache folder is (cache-guard.ts): a symlink is set aside, never followed.
+	const record = await checkCacheFolder(fileDigestsDir()) ? await readCacheRecord(where, recordSchema) : undefined;
 	if (record !== undefined && sameIdentity(record.identity, before)) {
 		return record.sha256;
 	}

@@ -392,3 +392,38 @@ test('prune drops the remembered digests of files that are gone or changed, and 
 	assert.deepEqual([kept, gone, changed].filter(file => recordedPaths().includes(file)), [kept], 'only the unchanged file keeps its record');
 	assert.equal(await pruneFileDigests(), 0);
 });
+
+test('a file-digests folder that is a symlink is set aside, never followed: a record planted behind it is not used', async () => {
+	const file = tarball(path.join(root, 'planted.tar.gz'), goodEntries);
+	let reads = 0;
+	const lookup = async (): Promise<string> => {
+		const handle = await openForHash(file);
+		try {
+			return await memoisedSha256(handle, file, {racyMarginMs: 0, hasher: async (opened, size) => {
+				reads++;
+				return sha256OfHandle(opened, size);
+			}});
+		} finally {
+			await handle.close();
+		}
+	};
+
+	const real = await lookup();
+	assert.equal(reads, 1);
+	// Plant a forged record (same name, same identity, another digest) in a folder the cache's file-digests/ links to.
+	const elsewhere = path.join(root, 'elsewhere');
+	fs.cpSync(fileDigestsDir(), elsewhere, {recursive: true});
+	for (const name of fs.readdirSync(elsewhere).filter(name => name.endsWith('.json'))) {
+		const record = JSON.parse(fs.readFileSync(path.join(elsewhere, name), 'utf8')) as {path: string; sha256: string};
+		if (record.path === file) {
+			fs.writeFileSync(path.join(elsewhere, name), JSON.stringify({...record, sha256: 'e'.repeat(64)}));
+		}
+	}
+
+	fs.rmSync(fileDigestsDir(), {recursive: true});
+	fs.symlinkSync(elsewhere, fileDigestsDir());
+	assert.equal(await lookup(), real, 'the planted digest is not taken');
+	assert.equal(reads, 2, 'the file is hashed');
+	assert.ok(!fs.lstatSync(fileDigestsDir()).isSymbolicLink(), 'the symlink was set aside');
+	assert.ok(fs.readdirSync(path.dirname(fileDigestsDir())).some(name => name.startsWith('file-digests.unsafe-')));
+});
