@@ -11,7 +11,7 @@ import path from 'node:path';
 import {Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {setTimeout as sleep} from 'node:timers/promises';
-import got, {RequestError, type Response} from 'got';
+import type {Response} from 'got';
 import {z} from 'zod';
 import {UserError} from '../errors.js';
 
@@ -164,6 +164,8 @@ const appendingWriter = (handle: FileHandle, onChunk: (chunk: Buffer) => void): 
  * `dest + '.partial'`; a 4xx answer fails at once. On abort the partial file is kept.
  */
 export const fetchVerified = async (options: FetchOptions & FetchTuning): Promise<FetchResult> => {
+	// Loaded when something is downloaded: got and its HTTP/2 helpers cost every build's start-up ~20 ms otherwise.
+	const {default: got, RequestError} = await import('got');
 	validate(options);
 	const {url, sha256: expected, dest, onProgress, signal} = options;
 	const retries = options.retries ?? 5;

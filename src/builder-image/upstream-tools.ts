@@ -20,6 +20,7 @@ import {UserError, isUserError} from '../errors.js';
 import {openTarFile, tarEntries} from '../oci/tar-entries.js';
 import {withLock} from '../runs/lock.js';
 import {ensureCacheFolder, setAside} from '../runs/cache-guard.js';
+import {memoisedSha256, openForHash} from '../runs/file-digests.js';
 import {fetchVerified} from './fetch.js';
 import {buildkitPin, buildkitUrlFor, buildkitVersion} from './upstream-pins.js';
 
@@ -125,8 +126,6 @@ export const sha256OfFile = async (file: string): Promise<string> => {
 	return hash.digest('hex');
 };
 
-const hashedFiles = new Map<string, string>();
-
 const versionOf = (spec: ToolSpec, location: string, sha256: string): string => {
 	const name = path.basename(location.split(/[?#]/)[0] ?? location);
 	const match = spec.versionInName.exec(name);
@@ -194,19 +193,31 @@ export const planTool = async (name: ToolName, request: ToolRequest): Promise<Pl
 	}
 
 	const file = path.resolve(source);
-	const stat = await fs.stat(file).catch(() => undefined);
-	if (!stat?.isFile()) {
-		throw usage(`${spec.flag} ${source}: ${stat === undefined ? 'no such file' : 'not a regular file'}`, `give the path of ${spec.example}, or an https URL`);
+	// One open and one fstat: the size check, the memo's key and the hash are all of this file.
+	let openError: NodeJS.ErrnoException | undefined;
+	const handle = await openForHash(file).catch((error: NodeJS.ErrnoException) => {
+		openError = error;
+		return undefined;
+	});
+	const stat = await handle?.stat();
+	if (handle === undefined || !stat?.isFile()) {
+		await handle?.close();
+		const why = stat === undefined ? (openError?.code === 'ENOENT' || openError?.code === 'ENOTDIR' ? 'no such file' : `cannot be read (${openError?.code ?? 'unknown error'})`) : 'not a regular file';
+		throw usage(`${spec.flag} ${source}: ${why}`, `give the path of ${spec.example}, or an https URL`);
 	}
 
-	if (stat.size > maxTarballBytes) {
-		throw refused(spec, source, `the file is ${Math.round(stat.size / mib)} MiB, more than any release tarball (limit ${maxTarballBytes / mib} MiB)`);
+	let sha256: string;
+	try {
+		if (stat.size > maxTarballBytes) {
+			throw refused(spec, source, `the file is ${Math.round(stat.size / mib)} MiB, more than any release tarball (limit ${maxTarballBytes / mib} MiB)`);
+		}
+
+		// Not read again by every build: the hash is kept in the cache, keyed by the file's identity (runs/file-digests.ts).
+		sha256 = await memoisedSha256(handle, file);
+	} finally {
+		await handle.close();
 	}
 
-	// Hashed once per process while the file stays the same (a build looks its builder up more than once).
-	const identity = `${file}\0${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
-	const sha256 = hashedFiles.get(identity) ?? await sha256OfFile(file);
-	hashedFiles.set(identity, sha256);
 	if (expected !== undefined && expected !== sha256) {
 		throw new UserError(`${spec.flag} ${source}: its SHA-256 is ${sha256}, not ${expected}`, {
 			hint: `check that the file and ${spec.flag}-sha256 belong together (a partial or altered download has another checksum)`,

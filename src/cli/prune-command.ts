@@ -9,6 +9,7 @@ import {listWithCurrency, removeBuilderImage} from '../builder-image/index.js';
 import {parseSize, pruneProjectCaches} from '../pipeline/build-cache.js';
 import {reapHostScratch} from '../pipeline/host-scratch.js';
 import {UserError} from '../errors.js';
+import {pruneFileDigests} from '../runs/file-digests.js';
 import {reapPartials} from '../runs/partials.js';
 import {createDriver, defaultDriver, driverNames} from '../sandboxes/index.js';
 import type {DriverName} from '../sandboxes/driver.js';
@@ -46,6 +47,11 @@ export const registerPruneCommand = (program: Command): void => {
 			const volumes = driver.engineState?.kind === 'volume' && (await driver.engineState.volumes.unavailable()) === undefined ? driver.engineState.volumes : undefined;
 			for (const cache of await pruneProjectCaches(maxBytes, volumes)) {
 				process.stdout.write(`cache ${cache.context ?? cache.dir} (${(cache.bytes / 1024 / 1024).toFixed(0)} MiB)\n`);
+			}
+
+			const staleDigests = await pruneFileDigests();
+			if (staleDigests > 0) {
+				process.stdout.write(`file-digests ${staleDigests} records of files gone or changed\n`);
 			}
 
 			if (options.builders) {

@@ -13,6 +13,7 @@ import path from 'node:path';
 import {Readable, Transform, type TransformCallback} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {UserError} from '../errors.js';
+import {memoisedSha256} from '../runs/file-digests.js';
 import {describeSchemaError, isDigest, type SafeParser} from './schema.js';
 
 export const badImageCode = 'E_BAD_IMAGE';
@@ -386,6 +387,26 @@ export const readBlobStream = async (layout: LayoutRef, descriptor: BlobRef, rol
 	// The callback form destroys both streams when either fails or the reader gives up; the reader sees the error.
 	void pipeline(streamOf(opened), verifier).catch(() => undefined);
 	return verifier;
+};
+
+/**
+ * As verifyBlob, for a file that builds verify again and again (a --build-context base's layers):
+ * the digest of a blob whose file has not changed since exobuild last hashed it (same device,
+ * inode, size, mtime and ctime, from the opened descriptor) comes from exobuild's cache
+ * (src/runs/file-digests.ts); any other is hashed, up to its descriptor's size.
+ */
+export const verifyBlobRemembered = async (layout: LayoutRef, descriptor: BlobRef, role?: string): Promise<void> => {
+	const source = layoutSource(layout);
+	const relative = blobRelative(source, descriptor.digest, role);
+	const opened = await openBlob(source, descriptor, role);
+	try {
+		const actual = `sha256:${await memoisedSha256(opened.handle, path.join(source.dir, relative))}`;
+		if (actual !== descriptor.digest) {
+			throw digestMismatch(source, descriptor.digest, role, actual);
+		}
+	} finally {
+		await opened.handle.close();
+	}
 };
 
 /** Hashes a blob without keeping it: a regular file inside the layout with its descriptor's size and digest. */

@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import {UserError} from '../errors.js';
 import {
-	blobName, layoutError, layoutSource, ociLimits, printable, quoted, readIndexFile, readJsonBlob, readSmallBlob, shortDigest, userLayout, verifyBlob,
+	blobName, layoutError, layoutSource, ociLimits, printable, quoted, readIndexFile, readJsonBlob, readSmallBlob, shortDigest, userLayout, verifyBlob, verifyBlobRemembered,
 	type BlobRef, type DocumentKind, type LayoutRef, type LayoutSource,
 } from './blobs.js';
 import {
@@ -144,14 +144,16 @@ export const imagesOfLayout = async (layout: LayoutRef): Promise<PlatformImage[]
 
 /**
  * Checks each layer of `images` (each distinct digest once, one at a time): a regular file inside
- * the layout with its descriptor's size, streamed through a hash that must give its digest.
+ * the layout with its descriptor's size, streamed through a hash that must give its digest. With
+ * `remember`, an unchanged file's digest comes from exobuild's cache (verifyBlobRemembered).
  */
-export const verifyImageLayers = async (layout: LayoutRef, images: readonly PlatformImage[]): Promise<void> => {
+export const verifyImageLayers = async (layout: LayoutRef, images: readonly PlatformImage[], options: {remember?: boolean} = {}): Promise<void> => {
 	const checked = new Set<string>();
+	const verify = options.remember === true ? verifyBlobRemembered : verifyBlob;
 	for (const image of images) {
 		for (const [position, layer] of image.manifest.layers.entries()) {
 			if (!checked.has(layer.digest)) {
-				await verifyBlob(layout, layer, `layer ${position + 1} of ${printable(image.platform, 60)}`);
+				await verify(layout, layer, `layer ${position + 1} of ${printable(image.platform, 60)}`);
 				checked.add(layer.digest);
 			}
 		}
@@ -199,13 +201,15 @@ const pickTop = (index: ImageIndex, source: LayoutSource, selector: {name: strin
 
 /**
  * Finds, in a user's OCI layout (--build-context), the manifest of every requested platform,
- * and verifies each of their layers (size and digest) before any sandbox starts. A layout that does not serve one of them is
+ * and verifies each of their layers (size and digest) before any sandbox starts (with
+ * `rememberDigests`, an unchanged layer file is not hashed again: verifyBlobRemembered). A layout that does not serve one of them is
  * refused naming the platforms it does serve; a bad blob is refused naming the blob (exit 2).
  */
 export const resolvePlatformManifests = async (
 	layoutDir: string,
 	platformIds: readonly string[],
 	selector: {name: string; ref?: string | undefined; digest?: string | undefined},
+	options: {rememberDigests?: boolean} = {},
 ): Promise<ResolvedLayout> => {
 	const source = userLayout(layoutDir, `--build-context ${selector.name} (${layoutDir})`);
 	const {walk, index} = await startWalk(source);
@@ -227,7 +231,7 @@ export const resolvePlatformManifests = async (
 		});
 	}
 
-	await verifyImageLayers(source, platformIds.map(id => byPlatform.get(id)!));
+	await verifyImageLayers(source, platformIds.map(id => byPlatform.get(id)!), {remember: options.rememberDigests === true});
 
 	return {top, topDigest: top.digest, platforms: new Map(platformIds.map(id => [id, byPlatform.get(id)!.descriptor]))};
 };

@@ -9,7 +9,10 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import got, {type Method} from 'got';
+import type {Method} from 'got';
+
+/** got and its HTTP/2 helpers, loaded when something is pushed (not at every build's start-up). */
+const loadGot = async (): Promise<typeof import('got').default> => (await import('got')).default;
 import {z} from 'zod';
 import {UserError} from '../errors.js';
 import {verifyLayout} from '../oci/archive.js';
@@ -116,6 +119,7 @@ class RegistryClient {
 
 	async request(method: Method, url: string, options: {headers?: Record<string, string>; body?: Buffer | NodeJS.ReadableStream} = {}): Promise<{statusCode: number; headers: Record<string, string | string[] | undefined>; body: string}> {
 		for (let attempt = 0; ; attempt++) {
+			const got = await loadGot();
 			const response = await got(url.startsWith('http') ? url : `${this.#base}${url}`, {
 				method,
 				headers: {...options.headers, ...(this.#authorization === undefined ? {} : {authorization: this.#authorization})},
@@ -150,6 +154,7 @@ class RegistryClient {
 			throw pushError(`${this.#reference.registry} refused the push (401, challenge "${challenge}")`, 'check your login for this registry');
 		}
 
+		const got = await loadGot();
 		const token = await got(fields['realm'], {
 			searchParams: {...(fields['service'] === undefined ? {} : {service: fields['service']}), scope: `repository:${this.#reference.repository}:pull,push`},
 			headers: basic === undefined ? {} : {authorization: basic},

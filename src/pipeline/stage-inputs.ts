@@ -54,7 +54,8 @@ export const readBaseFacts = async (contexts: ResolvedInputs['contexts'], platfo
 export const resolveInputs = async (request: BuildRequest, signal?: AbortSignal): Promise<ResolvedInputs> => {
 	const platformIds = request.platforms.map(platform => platform.id);
 	const contexts = await abortable(Promise.all(request.buildContexts.map(async context => {
-		const manifests = await resolvePlatformManifests(context.layoutDir, platformIds, {name: context.name, ref: context.ref, digest: context.digest});
+		// Every build verifies the base's layers; one whose file has not changed is not hashed again.
+		const manifests = await resolvePlatformManifests(context.layoutDir, platformIds, {name: context.name, ref: context.ref, digest: context.digest}, {rememberDigests: true});
 		return {context, manifests};
 	})), signal);
 	const bases = await abortable(readBaseFacts(contexts, platformIds), signal);

@@ -18,7 +18,7 @@ const maxRecordBytes = 1024 * 1024;
 const myUid = (): number | undefined => process.getuid?.();
 
 /** What exobuild keeps in its cache root (src/paths.ts and its users). */
-const cacheEntries = new Set(['builder-images', 'runs', 'build-cache', 'engine-state', 'linux-userns', 'apple-container']);
+const cacheEntries = new Set(['builder-images', 'runs', 'build-cache', 'engine-state', 'file-digests', 'linux-userns', 'apple-container']);
 
 export const warn = (message: string): void => {
 	process.stderr.write(`exobuild: warning: ${message}\n`);

@@ -128,3 +128,41 @@ test('platform resolution finds each platform and names what a layout serves whe
 	assert.deepEqual(index.manifests.map(m => m.digest), [resolved.platforms.get('linux/ppc64le')!.digest]);
 	assert.equal(index.manifests[0]!.annotations['org.opencontainers.image.ref.name'], 'debian:stable');
 });
+
+test('a base\'s layers are verified by every build, an unchanged layer file from the digest exobuild remembered; a layer changed after that is refused', async () => {
+	const cache = path.join(root, 'digests-cache');
+	const saved = process.env['EXOBUILD_CACHE_DIR'];
+	process.env['EXOBUILD_CACHE_DIR'] = cache;
+	try {
+		const layout = await twoPlatformLayout('remembered');
+		const records = path.join(cache, 'file-digests');
+		const count = (): number => (fs.existsSync(records) ? fs.readdirSync(records).filter(name => name.endsWith('.json')).length : 0);
+		await resolvePlatformManifests(layout, ['linux/ppc64le'], {name: 'base'}, {rememberDigests: true});
+		assert.equal(count(), 0, 'a file written within the last 2 s is not remembered (racy)');
+		// Files older than the racy margin: remembered, one record per layer file.
+		await new Promise(resolve => setTimeout(resolve, 2100));
+		await resolvePlatformManifests(layout, ['linux/ppc64le'], {name: 'base'}, {rememberDigests: true});
+		assert.equal(count(), 2);
+		await resolvePlatformManifests(layout, ['linux/ppc64le'], {name: 'base'}, {rememberDigests: true});
+		assert.equal(count(), 2);
+
+		// The same size, other bytes, in place: the identity changed (ctime), so it is hashed and refused.
+		const resolved = await resolvePlatformManifests(layout, ['linux/ppc64le'], {name: 'base'});
+		const manifest = JSON.parse(fs.readFileSync(blobPath(layout, resolved.platforms.get('linux/ppc64le')!.digest), 'utf8')) as {layers: Array<{digest: string}>};
+		const layer = blobPath(layout, manifest.layers[0]!.digest);
+		const bytes = fs.readFileSync(layer);
+		bytes.writeUInt8(bytes.readUInt8(bytes.length - 1) ^ 0xff, bytes.length - 1);
+		fs.writeFileSync(layer, bytes);
+		await assert.rejects(resolvePlatformManifests(layout, ['linux/ppc64le'], {name: 'base'}, {rememberDigests: true}), (error: unknown) => {
+			assert.ok(isUserError(error));
+			assert.match(error.message, /does not match its digest/);
+			return true;
+		});
+	} finally {
+		if (saved === undefined) {
+			delete process.env['EXOBUILD_CACHE_DIR'];
+		} else {
+			process.env['EXOBUILD_CACHE_DIR'] = saved;
+		}
+	}
+});

@@ -16,6 +16,7 @@ import {after, test} from 'node:test';
 import {execa} from 'execa';
 import {builderArchitecture, builderEngines, buildkitPin, distroInputHashFromEnv} from '../../src/builder-image/index.js';
 import {distroInputHash} from '../../src/builder-image/recipe.js';
+import {fileDigestsDir, memoisedSha256, openForHash, pruneFileDigests, sha256OfHandle, type FileHasher} from '../../src/runs/file-digests.js';
 import {extractTool, obtainTool, planTool, type PlannedTool} from '../../src/builder-image/upstream-tools.js';
 import {isUserError} from '../../src/errors.js';
 
@@ -301,4 +302,128 @@ test('exobuild builder build refuses bad tool input at once: one line, a hint, e
 
 	const store = path.join(env.EXOBUILD_CACHE_DIR, 'builder-images');
 	assert.deepEqual(fs.existsSync(store) ? fs.readdirSync(store).filter(name => name.endsWith('.tar')) : [], [], 'no builder stored');
+});
+
+test('a tool tarball\'s hash is kept in the cache by the file\'s identity: a second lookup does not read it, a touched or rewritten file is hashed again', async () => {
+	const file = tarball(path.join(root, 'memo.tar.gz'), goodEntries);
+	let reads = 0;
+	const counting: FileHasher = async (handle, size) => {
+		reads++;
+		return sha256OfHandle(handle, size);
+	};
+
+	const lookup = async (options: {racyMarginMs?: number} = {racyMarginMs: 0}): Promise<string> => {
+		const handle = await openForHash(file);
+		try {
+			return await memoisedSha256(handle, file, {hasher: counting, ...options});
+		} finally {
+			await handle.close();
+		}
+	};
+
+	const sha = (): string => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+	// Just written: racy with the default margin (2 s), so it is hashed each time and not recorded.
+	assert.equal(await lookup({}), sha());
+	assert.equal(await lookup({}), sha());
+	assert.equal(reads, 2, 'a file changed within the racy margin is hashed again');
+	assert.equal(fs.existsSync(fileDigestsDir()) ? fs.readdirSync(fileDigestsDir()).length : 0, 0, 'and not recorded');
+
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 3);
+	const records = fs.readdirSync(fileDigestsDir());
+	assert.equal(records.length, 1);
+	const record = JSON.parse(fs.readFileSync(path.join(fileDigestsDir(), records[0]!), 'utf8')) as {sha256: string; path: string; identity: Record<string, string>};
+	assert.equal(record.sha256, sha());
+	assert.equal(record.path, file);
+	assert.equal(record.identity['ino'], String(fs.statSync(file).ino));
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 3, 'the second lookup takes the record and does not read the file');
+
+	// touch: same bytes, new mtime and ctime.
+	const later = new Date(Date.now() + 60_000);
+	fs.utimesSync(file, later, later);
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 4, 'a touched file is hashed again');
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 4);
+
+	// Rewritten in place (same inode, other bytes): its identity changes and the new bytes are hashed.
+	const before = sha();
+	const inode = fs.statSync(file).ino;
+	tarball(file, [...goodEntries, {name: 'README', data: Buffer.from('rewritten')}]);
+	assert.notEqual(sha(), before);
+	assert.equal(fs.statSync(file).ino, inode, 'the same inode');
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 5, 'a rewritten file is hashed again');
+
+	// A record that does not parse is set aside (with a warning) and the file hashed again.
+	fs.writeFileSync(path.join(fileDigestsDir(), records[0]!), '{"sha256": 1}');
+	assert.equal(await lookup(), sha());
+	assert.equal(reads, 6);
+	assert.ok(fs.readdirSync(fileDigestsDir()).some(name => name.includes('.corrupt-')), 'the bad record is set aside');
+
+	// planTool uses the record: same hash as the file's.
+	assert.equal((await planTool('buildkit', {source: file})).ref.sha256, sha());
+});
+
+test('prune drops the remembered digests of files that are gone or changed, and keeps the others', async () => {
+	const remember = async (file: string): Promise<void> => {
+		const handle = await openForHash(file);
+		try {
+			await memoisedSha256(handle, file, {racyMarginMs: 0});
+		} finally {
+			await handle.close();
+		}
+	};
+
+	const recordedPaths = (): string[] => fs.readdirSync(fileDigestsDir()).filter(name => name.endsWith('.json'))
+		.map(name => (JSON.parse(fs.readFileSync(path.join(fileDigestsDir(), name), 'utf8')) as {path: string}).path);
+	const kept = tarball(path.join(root, 'prune-kept.tar.gz'), goodEntries);
+	const gone = tarball(path.join(root, 'prune-gone.tar.gz'), [...goodEntries, {name: 'gone', data: Buffer.from('x')}]);
+	const changed = tarball(path.join(root, 'prune-changed.tar.gz'), [...goodEntries, {name: 'changed', data: Buffer.from('y')}]);
+	for (const file of [kept, gone, changed]) {
+		await remember(file);
+	}
+
+	assert.deepEqual([kept, gone, changed].filter(file => recordedPaths().includes(file)), [kept, gone, changed]);
+	fs.rmSync(gone);
+	fs.appendFileSync(changed, 'more');
+	assert.ok(await pruneFileDigests() >= 2);
+	assert.deepEqual([kept, gone, changed].filter(file => recordedPaths().includes(file)), [kept], 'only the unchanged file keeps its record');
+	assert.equal(await pruneFileDigests(), 0);
+});
+
+test('a file-digests folder that is a symlink is set aside, never followed: a record planted behind it is not used', async () => {
+	const file = tarball(path.join(root, 'planted.tar.gz'), goodEntries);
+	let reads = 0;
+	const lookup = async (): Promise<string> => {
+		const handle = await openForHash(file);
+		try {
+			return await memoisedSha256(handle, file, {racyMarginMs: 0, hasher: async (opened, size) => {
+				reads++;
+				return sha256OfHandle(opened, size);
+			}});
+		} finally {
+			await handle.close();
+		}
+	};
+
+	const real = await lookup();
+	assert.equal(reads, 1);
+	// Plant a forged record (same name, same identity, another digest) in a folder the cache's file-digests/ links to.
+	const elsewhere = path.join(root, 'elsewhere');
+	fs.cpSync(fileDigestsDir(), elsewhere, {recursive: true});
+	for (const name of fs.readdirSync(elsewhere).filter(name => name.endsWith('.json'))) {
+		const record = JSON.parse(fs.readFileSync(path.join(elsewhere, name), 'utf8')) as {path: string; sha256: string};
+		if (record.path === file) {
+			fs.writeFileSync(path.join(elsewhere, name), JSON.stringify({...record, sha256: 'e'.repeat(64)}));
+		}
+	}
+
+	fs.rmSync(fileDigestsDir(), {recursive: true});
+	fs.symlinkSync(elsewhere, fileDigestsDir());
+	assert.equal(await lookup(), real, 'the planted digest is not taken');
+	assert.equal(reads, 2, 'the file is hashed');
+	assert.ok(!fs.lstatSync(fileDigestsDir()).isSymbolicLink(), 'the symlink was set aside');
+	assert.ok(fs.readdirSync(path.dirname(fileDigestsDir())).some(name => name.startsWith('file-digests.unsafe-')));
 });
