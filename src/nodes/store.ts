@@ -7,12 +7,12 @@
  * read-modify-write. Nothing is ever read or written through a symlink: a nodes.json (or an
  * exobuild folder) that is a link or not a regular file is refused with one line and a hint.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {z} from 'zod';
 import {UserError} from '../errors.js';
+import {replaceFile} from '../fs/replace-file.js';
 import {withLock} from '../runs/lock.js';
 import {parsePlatform} from '../platforms/parse.js';
 import {parseNodeAddress, parseNodeName} from './address.js';
@@ -197,21 +197,7 @@ export const writeNodes = async (document: NodesDocument, env?: NodeJS.ProcessEn
 		throw refuseFile(file, existing.isSymbolicLink() ? 'is a symbolic link (never written through)' : 'is not a regular file');
 	}
 
-	const temporary = path.join(dir, `.nodes.json.${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
-	const handle = await fs.open(temporary, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-	try {
-		try {
-			await handle.writeFile(`${JSON.stringify(valid, undefined, 2)}\n`);
-			await handle.sync();
-		} finally {
-			await handle.close();
-		}
-
-		await fs.rename(temporary, file);
-	} catch (error) {
-		await fs.rm(temporary, {force: true});
-		throw error;
-	}
+	await replaceFile(file, `${JSON.stringify(valid, undefined, 2)}\n`);
 };
 
 /** Runs read-modify-write of nodes.json under the config folder's lock. */

@@ -12,9 +12,10 @@ import os from 'node:os';
 import path from 'node:path';
 import {after, test} from 'node:test';
 import * as tar from 'tar';
-import {isUserError, type UserError} from '../../src/errors.js';
+import type {UserError} from '../../src/errors.js';
 import {blobPath, LayoutWriter, mediaTypes, mergeLayouts, producedLayout, type Descriptor} from '../../src/oci/index.js';
 import {makeVictim, type Victim} from './victim.js';
+import {refusalOf} from '../fixtures/refusal.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-merge-sec-'));
 after(() => fs.rmSync(root, {recursive: true, force: true}));
@@ -57,17 +58,7 @@ const descriptorOf = (file: string): Descriptor => {
 	return {mediaType: mediaTypes.layer, digest: `sha256:${crypto.createHash('sha256').update(content).digest('hex')}`, size: content.length};
 };
 
-const refusal = async (promise: Promise<unknown>): Promise<UserError> => {
-	try {
-		await promise;
-	} catch (error) {
-		assert.ok(isUserError(error), `expected a UserError, got ${(error as Error).stack ?? String(error)}`);
-		assert.doesNotMatch(error.message, /\n/);
-		return error;
-	}
-
-	assert.fail('expected the merge to be refused');
-};
+const refusal = async (promise: Promise<unknown>): Promise<UserError> => refusalOf(promise, 'expected the merge to be refused');
 
 const mergeInto = async (parts: readonly string[], platforms: readonly string[], link = true): Promise<{dest: string; promise: ReturnType<typeof mergeLayouts>}> => {
 	const dest = path.join(root, `merged-${++made}`);

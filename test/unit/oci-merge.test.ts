@@ -18,6 +18,7 @@ import {
 } from '../../src/oci/index.js';
 import {writeOutput} from '../../src/outputs/index.js';
 import {readExportedImage} from '../../src/pipeline/deliver-outputs.js';
+import {refusalOf} from '../fixtures/refusal.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-oci-merge-'));
 after(() => fs.rmSync(root, {recursive: true, force: true}));
@@ -117,18 +118,7 @@ const mergedIndex = (dir: string): {entry: Descriptor; index: ImageIndex} => {
 
 const sha256File = (file: string): string => `sha256:${crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex')}`;
 
-/** The error a promise rejects with (fails the test if it resolves): a one-line UserError. */
-const failureOf = async (promise: Promise<unknown>): Promise<UserError> => {
-	try {
-		await promise;
-	} catch (error) {
-		assert.ok(isUserError(error), `expected a UserError, got ${(error as Error).stack ?? String(error)}`);
-		assert.doesNotMatch(error.message, /\n/);
-		return error;
-	}
-
-	assert.fail('expected the merge to be refused');
-};
+const failureOf = async (promise: Promise<unknown>): Promise<UserError> => refusalOf(promise, 'expected the merge to be refused');
 
 const merge = async (parts: ReadonlyArray<Part | string>, platforms: readonly string[], options: Partial<MergeOptions> = {}): Promise<{dest: string; merged: Awaited<ReturnType<typeof mergeLayouts>>}> => {
 	const dest = path.join(fresh('merged'), 'oci-layout');
