@@ -87,7 +87,14 @@ export interface AgentStageInput {
 	/** The daemon's log also as events (exobuild --debug). */
 	readonly debug: boolean;
 	readonly signal?: AbortSignal;
+	/** A routed part (src/pipeline/routing.ts): the node that builds it, named in its step names (`[linux/s390x @z 2/3] RUN …`). */
+	readonly node?: string;
+	/** Added to its step ids, so the steps of parts run at the same time do not share ids. */
+	readonly stepIdOffset?: number;
 }
+
+/** `[linux/s390x 2/3] RUN …` built on node z: `[linux/s390x @z 2/3] RUN …` (`[internal] …`: `[internal @z] …`). */
+export const withNode = (name: string, node: string | undefined): string => (node === undefined ? name : name.replace(/^\[([^\] ]+)/, `[$1 @${node}`));
 
 export interface AgentStageResult {
 	readonly result: AgentEventOf<'result'>;
@@ -112,7 +119,7 @@ export const runAgentStage = async (input: AgentStageInput): Promise<AgentStageR
 			: (event.event === 'phase-end' && event.phase === 'build' ? steps.end() : []);
 		for (const {step, state} of changes) {
 			reporter.report({
-				kind: 'step', id: steps.steps.indexOf(step) + 1, name: step.name, state, cached: step.cached,
+				kind: 'step', id: steps.steps.indexOf(step) + 1 + (input.stepIdOffset ?? 0), name: withNode(step.name, input.node), state, cached: step.cached,
 				...(step.platform === undefined ? {} : {platform: step.platform}), ...(step.ms === undefined ? {} : {ms: step.ms}),
 			});
 		}
@@ -132,6 +139,6 @@ export const runAgentStage = async (input: AgentStageInput): Promise<AgentStageR
 	return {
 		result: resultOf(named, signal),
 		handlers,
-		steps: steps.steps.map(({name, platform, cached, ms}) => ({name, platform, cached, ms})),
+		steps: steps.steps.map(({name, platform, cached, ms}) => ({name: withNode(name, input.node), platform, cached, ms})),
 	};
 };
