@@ -87,14 +87,43 @@ export interface AgentStageInput {
 	/** The daemon's log also as events (exobuild --debug). */
 	readonly debug: boolean;
 	readonly signal?: AbortSignal;
-	/** A routed part (src/pipeline/routing.ts): the node that builds it, named in its step names (`[linux/s390x @z 2/3] RUN …`). */
-	readonly node?: string;
+	/** A part of a routed build (src/pipeline/routing.ts): its vertex lines name its platform and node (labelEngineLine). */
+	readonly label?: PartLabel;
 	/** Added to its step ids, so the steps of parts run at the same time do not share ids. */
 	readonly stepIdOffset?: number;
 }
 
-/** `[linux/s390x 2/3] RUN …` built on node z: `[linux/s390x @z 2/3] RUN …` (`[internal] …`: `[internal @z] …`). */
-export const withNode = (name: string, node: string | undefined): string => (node === undefined ? name : name.replace(/^\[([^\] ]+)/, `[$1 @${node}`));
+/** What a part of a routed build adds to BuildKit's vertex lines: its one platform, and the node that builds it. */
+export interface PartLabel {
+	/** The part's platform when it has one (buildctl then names none: `#5 [1/2] RUN …`). */
+	readonly platform?: string;
+	readonly node?: string;
+}
+
+/**
+ * A BuildKit vertex line of a routed part, saying where it runs: `#5 [1/2] RUN …` built on node
+ * z for linux/s390x becomes `#5 [linux/s390x @z 1/2] RUN …`, `#5 [linux/s390x 1/2] …` becomes
+ * `#5 [linux/s390x @z 1/2] …`, `#3 [internal] load …` becomes `#3 [internal @z] load …`. Other lines unchanged.
+ */
+export const labelEngineLine = (line: string, label: PartLabel): string => {
+	const vertex = /^(#\d+ \[)([^\]]+)(\] .*)$/.exec(line);
+	if (vertex === null) {
+		return line;
+	}
+
+	const [, head, where, tail] = vertex as unknown as [string, string, string, string];
+	const at = label.node === undefined ? '' : ` @${label.node}`;
+	if (where.startsWith('linux/')) {
+		const [platform, ...rest] = where.split(' ');
+		return `${head}${[`${platform}${at}`, ...rest].join(' ')}${tail}`;
+	}
+
+	if (/^\d+\/\d+$/.test(where) && label.platform !== undefined) {
+		return `${head}${label.platform}${at} ${where}${tail}`;
+	}
+
+	return `${head}${where}${at}${tail}`;
+};
 
 export interface AgentStageResult {
 	readonly result: AgentEventOf<'result'>;
@@ -106,7 +135,9 @@ export const runAgentStage = async (input: AgentStageInput): Promise<AgentStageR
 	const {reporter, signal} = input;
 	const handlers: Array<AgentEventOf<'handler'>> = [];
 	const steps = new StepTracker({engine: input.engine.engine.name});
-	const onEvent = (event: AgentEvent): void => {
+	const {label} = input;
+	const onEvent = (received: AgentEvent): void => {
+		const event: AgentEvent = label !== undefined && received.event === 'log' && received.source === 'engine' ? {...received, line: labelEngineLine(received.line, label)} : received;
 		if (event.event === 'handler') {
 			handlers.push(event);
 		} else if (event.event === 'phase-end') {
@@ -119,7 +150,7 @@ export const runAgentStage = async (input: AgentStageInput): Promise<AgentStageR
 			: (event.event === 'phase-end' && event.phase === 'build' ? steps.end() : []);
 		for (const {step, state} of changes) {
 			reporter.report({
-				kind: 'step', id: steps.steps.indexOf(step) + 1 + (input.stepIdOffset ?? 0), name: withNode(step.name, input.node), state, cached: step.cached,
+				kind: 'step', id: steps.steps.indexOf(step) + 1 + (input.stepIdOffset ?? 0), name: step.name, state, cached: step.cached,
 				...(step.platform === undefined ? {} : {platform: step.platform}), ...(step.ms === undefined ? {} : {ms: step.ms}),
 			});
 		}
@@ -139,6 +170,6 @@ export const runAgentStage = async (input: AgentStageInput): Promise<AgentStageR
 	return {
 		result: resultOf(named, signal),
 		handlers,
-		steps: steps.steps.map(({name, platform, cached, ms}) => ({name: withNode(name, input.node), platform, cached, ms})),
+		steps: steps.steps.map(({name, platform, cached, ms}) => ({name, platform, cached, ms})),
 	};
 };

@@ -41,7 +41,7 @@ import {deliverOutputs, readExportedImage} from './deliver-outputs.js';
 import type {EngineDecision} from './engine-decision.js';
 import {createHostScratch, reapHostScratch, type OwnedHostScratch} from './host-scratch.js';
 import {hostPhases, type HostPhases} from './host-phases.js';
-import {runAgentStage, type AgentStageResult} from './run-agent-stage.js';
+import {runAgentStage, type AgentStageResult, type PartLabel} from './run-agent-stage.js';
 import {checkNodes, nodeTarget, planRoutes, refuseRouted, type RoutePlan} from './routing.js';
 import {resolveInputs, stageInputs, type ResolvedInputs} from './stage-inputs.js';
 import {tearDown, tearDownRemaining} from './teardown.js';
@@ -95,6 +95,7 @@ interface PartContext {
 	/** A routed part: the node that builds it (its TLS files are mounted read-only, as the probe mounts them). */
 	readonly node?: NodeRecord;
 	readonly stepIdOffset?: number;
+	readonly label?: PartLabel;
 }
 
 /** One sandbox's work: its OCI layout is in `scratch.outDir`/oci-layout; the caller removes the scratch folder. */
@@ -124,7 +125,7 @@ const runPart = async (request: BuildRequest, inputs: ResolvedInputs, context: P
 		const agent = await runAgentStage({
 			sandbox: booted.sandbox, staged, cache, engine: context.engine, reporter, phases, env: context.deps.env ?? process.env,
 			outDir: scratch.outDir, sessionId, debug: context.deps.debug ?? false, ...(signal === undefined ? {} : {signal}),
-			...(node === undefined ? {} : {node: node.name}), ...(context.stepIdOffset === undefined ? {} : {stepIdOffset: context.stepIdOffset}),
+			...(context.label === undefined ? {} : {label: context.label}), ...(context.stepIdOffset === undefined ? {} : {stepIdOffset: context.stepIdOffset}),
 		});
 		await tearDown(booted, phases);
 		ok = true;
@@ -213,6 +214,7 @@ const buildRouted = async (request: BuildRequest, inputs: ResolvedInputs, routes
 				phases: partPhases,
 				signal: stopParts.signal,
 				stepIdOffset: index * 1000,
+				label: {...(part.platforms.length === 1 ? {platform: part.platforms[0]!.id} : {}), ...(part.node === undefined ? {} : {node: part.node.name})},
 				...(part.node === undefined ? {} : {node: part.node, engine: nodeEngine(context.engine, part.node), cache: await nodeCache(context.cache, part.node)}),
 			});
 		} catch (error) {

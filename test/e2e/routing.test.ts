@@ -21,7 +21,7 @@ import {parsePlatform} from '../../src/platforms/parse.js';
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {startRemoteBuildkitd, type RemoteBuildkitd} from '../fixtures/remote-buildkitd.js';
 import {extractUpstream, upstreamSkip} from '../fixtures/upstream.js';
-import {assertNothingLeft, exobuild, exobuildEnv, failure, fixturesDir, makeContext} from './helpers.js';
+import {assertNothingLeft, exobuild, exobuildEnv, failure, fixturesDir, leftovers, makeContext} from './helpers.js';
 
 const skip = upstreamSkip('buildkit');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-routing-'));
@@ -88,10 +88,59 @@ test('s390x goes to the node that serves it, ppc64le is built in the local sandb
 	assert.match(stderr, /\[linux\/s390x @z[ \]].*RUN uname -m/, 'the node is named in the s390x steps');
 	assert.match(stderr, /\[linux\/ppc64le[ \]].*RUN uname -m/);
 	assert.doesNotMatch(stderr, /\[linux\/ppc64le @/, 'ppc64le was not routed');
+	// The node's cache records (buildctl du --verbose: each record's Description is the step) hold
+	// this run's RUN: the node ran it (its only worker is linux/s390x; the local part never reaches it).
 	const records = await nodeRecords();
-	assert.ok(records.split('\n').some(line => line.includes(nonce) && line.includes('linux/s390x')), `the node's records hold the s390x RUN with ${nonce}:\n${records.slice(-3000)}`);
-	assert.ok(!records.includes(`[linux/ppc64le`), 'the node built no ppc64le step');
+	assert.ok(records.split('\n').some(line => line.startsWith('Description:') && line.includes(`echo ${nonce}`)), `the node's records hold the RUN with ${nonce}:\n${records.slice(-3000)}`);
 });
+
+/** Pids of the test node's processes (its namespace's, whose argv names its address) and their descendants. */
+const nodeProcesses = async (): Promise<Map<number, string>> => {
+	const ps = await execa('ps', ['-eo', 'pid=,ppid=,args=']);
+	const rows = ps.stdout.split('\n').map(line => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(line)).filter(match => match !== null).map(match => ({pid: Number(match[1]), ppid: Number(match[2]), args: match[3]!}));
+	const found = new Map(rows.filter(row => row.args.includes(node!.address)).map(row => [row.pid, row.args]));
+	for (let grew = true; grew;) {
+		grew = false;
+		for (const row of rows) {
+			if (!found.has(row.pid) && found.has(row.ppid)) {
+				found.set(row.pid, row.args);
+				grew = true;
+			}
+		}
+	}
+
+	return found;
+};
+
+/** Whether a process of the test node has `text` in its argv, waiting up to 60 s for one. */
+const nodeRuns = async (text: string): Promise<boolean> => {
+	for (let attempt = 0; attempt < 300; attempt++) {
+		if ([...(await nodeProcesses()).values()].some(args => args.includes(text))) {
+			return true;
+		}
+
+		await new Promise(resolve => setTimeout(resolve, 200));
+	}
+
+	return false;
+};
+
+/** assertNothingLeft, but for the test node's own processes (it runs on until `after`). */
+const assertNothingLeftButTheNode = async (): Promise<void> => {
+	let left: Awaited<ReturnType<typeof leftovers>> | undefined;
+	for (let attempt = 0; attempt < 50; attempt++) {
+		const all = await leftovers();
+		const ofNode = await nodeProcesses();
+		left = {...all, processes: all.processes.filter(line => !ofNode.has(Number(line.split(' ')[0])))};
+		if (left.processes.length === 0 && left.mounts.length === 0 && left.runs.length === 0) {
+			return;
+		}
+
+		await new Promise(resolve => setTimeout(resolve, 100));
+	}
+
+	assert.deepEqual(left, {processes: [], mounts: [], runs: []});
+};
 
 /** A loopback port nothing listens on. */
 const closedPort = async (): Promise<number> => new Promise(resolve => {
@@ -140,11 +189,24 @@ test('Ctrl-C while the node and the local sandbox build: exit 130, the old outpu
 	}
 
 	assert.match(seen, /@z[ \]].*RUN uname/, 'the node started its RUN');
+	assert.ok(await nodeRuns('sleep 120'), 'the node runs the RUN (seen from its processes)');
 	running.kill('SIGINT');
 	const result = await running;
 	assert.equal(result.exitCode, 130, failure(result));
 	assert.equal(fs.readFileSync(dest, 'utf8'), 'old output');
-	await assertNothingLeft();
+	await assertNothingLeftButTheNode();
+	// The node's solve was cancelled: its RUN (sleep 120, under the node's emulator) is gone soon after.
+	let sleeping: string[] = [];
+	for (let attempt = 0; attempt < 100; attempt++) {
+		sleeping = [...(await nodeProcesses()).values()].filter(args => args.includes('sleep 120'));
+		if (sleeping.length === 0) {
+			break;
+		}
+
+		await new Promise(resolve => setTimeout(resolve, 200));
+	}
+
+	assert.deepEqual(sleeping, [], 'the node runs no RUN of the cancelled build');
 });
 
 test('a node killed mid-build fails the build naming it; the old output is intact and nothing is left running', {skip}, async () => {
@@ -162,10 +224,11 @@ test('a node killed mid-build fails the build naming it; the old output is intac
 	}
 
 	assert.match(seen, /@z[ \]].*RUN uname/, 'the node started its RUN');
+	assert.ok(await nodeRuns('sleep 120'), 'the node runs the RUN (seen from its processes)');
 	await node!.kill();
 	const result = await running;
 	assert.equal(result.exitCode, 1, failure(result, 30));
 	assert.match(String(result.stderr), new RegExp(`^exobuild: .*the build on node z \\(${node!.address.replaceAll('.', '\\.')}\\) failed`, 'm'));
 	assert.equal(fs.readFileSync(dest, 'utf8'), 'old output');
-	await assertNothingLeft();
+	await assertNothingLeftButTheNode();
 });

@@ -70,9 +70,15 @@ export const parseNodeChoices = (values: readonly string[], platforms: readonly 
 			return {name, platforms: undefined};
 		}
 
-		const chosen = parsePlatforms([value.slice(equals + 1)]);
-		if (chosen.length === 0) {
+		if (value.slice(equals + 1).trim() === '') {
 			throw usage(`--node ${value}: no platform after =`, 'give --node NAME=PLATFORM[,PLATFORM], or --node NAME for the platforms it serves');
+		}
+
+		let chosen: Platform[];
+		try {
+			chosen = parsePlatforms([value.slice(equals + 1)]);
+		} catch (error) {
+			throw usage(`--node ${value}: ${(error as Error).message}`, `supported platforms: ${supportedPlatformIds().join(', ')}`);
 		}
 
 		for (const platform of chosen) {
