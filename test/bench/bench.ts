@@ -221,3 +221,4 @@ for (const [phase, ms] of Object.entries(report.phaseMedianMs)) {
 
 process.stdout.write(`CLI: start-up to first line ${report.cliSplitMedianMs.cliStart} ms, sandbox boot to agent ${report.cliSplitMedianMs.bootToAgent} ms, output written to exit ${report.cliSplitMedianMs.exit} ms\n`);
 process.stdout.write(`exobuild warm (CLI wall) ${report.exobuildWarmWallMs.median} ms\nanchor (persistent buildkitd) ${report.anchorMs.median} ms\nratio ${report.ratio} (issue 10: <= 1.5, goal 1.15)\n`);
+await (await import('./routing-bench.js')).runRoutingBench(); // issue 12: routed vs local (test/bench/routing-bench.ts)
