@@ -117,7 +117,7 @@ export const checkNodes = async (plan: RoutePlan, options: {
 	return {local: options.order.filter(platform => local.has(platform.id)), nodes: kept};
 };
 
-/** What a routed build cannot do yet (exit 2, before anything starts). */
+/** What a routed build cannot do (exit 2, before anything starts). */
 export const refuseRouted = (request: BuildRequest, engine: string, plan: RoutePlan): void => {
 	if (plan.nodes.length === 0) {
 		return;
@@ -130,9 +130,4 @@ export const refuseRouted = (request: BuildRequest, engine: string, plan: RouteP
 		});
 	}
 
-	if (request.progress === 'rawjson') {
-		throw new UserError(`--progress rawjson with nodes (${names}): the vertex ids of each node's solve are not yet made unique across nodes`, {
-			hint: 'use --progress plain (its step names say which node builds each platform)',
-		});
-	}
 };

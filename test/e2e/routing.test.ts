@@ -94,6 +94,32 @@ test('s390x goes to the node that serves it, ppc64le is built in the local sandb
 	assert.ok(records.split('\n').some(line => line.startsWith('Description:') && line.includes(`echo ${nonce}`)), `the node's records hold the RUN with ${nonce}:\n${records.slice(-3000)}`);
 });
 
+test('--progress rawjson of a routed build: the node\'s vertices have digests of their own and names saying @z', {skip}, async () => {
+	const nonce = crypto.randomBytes(8).toString('hex');
+	const dest = path.join(work, 'rawjson.oci.tar');
+	const result = await exobuild([
+		'build', '--progress', 'rawjson', '--platform', platforms, '--build-context', `busybox=oci-layout://${busybox}`,
+		'--output', `type=oci,dest=${dest}`, contextWith('rawjson', nonce),
+	], {env});
+	assert.equal(result.exitCode, 0, failure(result, 30));
+	await assertImages(dest, nonce);
+	const names = new Map<string, Set<string>>();
+	for (const line of String(result.stderr).split('\n').filter(text => text.startsWith('{'))) {
+		for (const vertex of (JSON.parse(line) as {vertexes?: Array<{digest: string; name?: string}>}).vertexes ?? []) {
+			if (vertex.name !== undefined) {
+				names.set(vertex.digest, new Set([...(names.get(vertex.digest) ?? []), vertex.name]));
+			}
+		}
+	}
+
+	// Both solves load the same Dockerfile: the same LLB vertex, which BuildKit gives the same digest in both.
+	const loads = [...names].filter(([, named]) => [...named].some(name => name.includes('load build definition')));
+	assert.equal(loads.length, 2, `two vertices, one per solve: ${JSON.stringify(loads.map(([digest, named]) => [digest, [...named]]))}`);
+	assert.deepEqual(loads.map(([, named]) => [...named].some(name => name.includes('@z'))).sort(), [false, true]);
+	assert.ok([...names.values()].some(named => [...named].some(name => name.startsWith('[linux/s390x @z') && name.includes('RUN uname'))));
+	assert.ok([...names].every(([, named]) => named.size === 1), 'each digest names one vertex');
+});
+
 /** Pids of the test node's processes (its namespace's, whose argv names its address) and their descendants. */
 const nodeProcesses = async (): Promise<Map<number, string>> => {
 	const ps = await execa('ps', ['-eo', 'pid=,ppid=,args=']);

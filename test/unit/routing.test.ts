@@ -10,7 +10,7 @@ import {planRemoteBuildKit} from '../../src/engines/buildkit/plan.js';
 import {buildctlArgv, type NodeProbe, type NodeTarget} from '../../src/nodes/probe.js';
 import type {NodeRecord, NodesDocument} from '../../src/nodes/store.js';
 import {checkNodes, nodeTarget, planRoutes, refuseRouted} from '../../src/pipeline/routing.js';
-import {labelEngineLine} from '../../src/pipeline/run-agent-stage.js';
+import {labelEngineLine, nodeVertexDigest} from '../../src/pipeline/run-agent-stage.js';
 import {layoutFor, request} from './engines-fixtures.js';
 
 const tls = {ca: '/tls/ca.pem', cert: '/tls/cert.pem', key: '/tls/key.pem'};
@@ -74,11 +74,38 @@ test('a node that does not answer fails with its name and address (E_NODE_DOWN, 
 	await assert.rejects(checkNodes(plan, {fallback: 'local', probe: async () => answered(['linux/amd64']), warn() {}, order: built.platforms}), /node z \(tcp:\/\/10\.0\.0\.1:1234\) does not build linux\/s390x \(its workers: linux\/amd64\)/);
 });
 
-test('a routed build needs BuildKit and refuses --progress rawjson (exit 2); without nodes nothing is refused', () => {
+test('a routed build needs BuildKit (exit 2); without nodes nothing is refused', () => {
 	const plan = planRoutes(request({platform: ['linux/s390x']}), nodes);
 	assert.throws(() => refuseRouted(request({platform: ['linux/s390x']}), 'buildah', plan), (error: unknown) => error instanceof UserError && error.exitCode === 2 && /nodes \(z\) build with BuildKit/.test(error.message));
-	assert.throws(() => refuseRouted(request({platform: ['linux/s390x'], progress: 'rawjson'}), 'buildkit', plan), /--progress rawjson with nodes \(z\)/);
-	refuseRouted(request({platform: ['linux/arm64'], progress: 'rawjson'}), 'buildah', planRoutes(request({platform: ['linux/arm64']}), nodes));
+	refuseRouted(request({platform: ['linux/s390x'], progress: 'rawjson'}), 'buildkit', plan);
+	refuseRouted(request({platform: ['linux/arm64']}), 'buildah', planRoutes(request({platform: ['linux/arm64']}), nodes));
+});
+
+test('rawjson of a node\'s part: its vertex digests rewritten the same way everywhere they appear, names labelled; the local part keeps its digests', () => {
+	const a = `sha256:${'a'.repeat(64)}`;
+	const b = `sha256:${'b'.repeat(64)}`;
+	const line = JSON.stringify({
+		vertexes: [{digest: a, inputs: [b], name: '[1/2] RUN uname -m'}, {digest: b, name: '[internal] load build definition from Dockerfile'}],
+		statuses: [{id: 'x', vertex: a}], logs: [{vertex: a, data: 'aGk='}], warnings: [{vertex: b}],
+	});
+	const labelled = JSON.parse(labelEngineLine(line, {platform: 'linux/s390x', node: 'z'})) as {vertexes: Array<{digest: string; inputs?: string[]; name: string}>; statuses: Array<{vertex: string}>; logs: Array<{vertex: string; data: string}>; warnings: Array<{vertex: string}>};
+	const [run, load] = labelled.vertexes;
+	assert.equal(run!.digest, nodeVertexDigest('z', a));
+	assert.match(run!.digest, /^sha256:[a-f0-9]{64}$/);
+	assert.notEqual(run!.digest, a);
+	assert.deepEqual(run!.inputs, [nodeVertexDigest('z', b)]);
+	assert.equal(load!.digest, nodeVertexDigest('z', b));
+	assert.equal(labelled.statuses[0]!.vertex, run!.digest);
+	assert.equal(labelled.logs[0]!.vertex, run!.digest);
+	assert.equal(labelled.logs[0]!.data, 'aGk=');
+	assert.equal(labelled.warnings[0]!.vertex, load!.digest);
+	assert.equal(run!.name, '[linux/s390x @z 1/2] RUN uname -m');
+	assert.equal(load!.name, '[internal @z] load build definition from Dockerfile');
+	assert.notEqual(nodeVertexDigest('z', a), nodeVertexDigest('power', a), 'two nodes: two digests');
+	const local = JSON.parse(labelEngineLine(line, {platform: 'linux/ppc64le'})) as {vertexes: Array<{digest: string; name: string}>};
+	assert.equal(local.vertexes[0]!.digest, a);
+	assert.equal(local.vertexes[0]!.name, '[linux/ppc64le 1/2] RUN uname -m');
+	assert.equal(labelEngineLine('{not json', {node: 'z'}), '{not json');
 });
 
 test('a node\'s part: no daemon, the same buildctl build against the node\'s address with its TLS files, failing with the node named', () => {
