@@ -120,6 +120,18 @@ test('--progress rawjson of a routed build: the node\'s vertices have digests of
 	assert.ok([...names].every(([, named]) => named.size === 1), 'each digest names one vertex');
 });
 
+test('--cache-to DIR with a node: the local part exports to DIR, the node\'s part to DIR/node-z, each a BuildKit cache layout', {skip}, async () => {
+	const cache = path.join(work, 'cache-out');
+	const dest = path.join(work, 'cached.oci.tar');
+	const result = await build(contextWith('cached', crypto.randomBytes(8).toString('hex')), ['--cache-to', `type=local,dest=${cache}`], dest);
+	assert.equal(result.exitCode, 0, failure(result, 30));
+	for (const dir of [cache, path.join(cache, 'node-z')]) {
+		const index = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')) as {manifests: Array<{digest: string}>};
+		assert.ok(index.manifests.length > 0, dir);
+		assert.ok(fs.statSync(path.join(dir, 'blobs', 'sha256', index.manifests[0]!.digest.slice(7))).isFile(), dir);
+	}
+});
+
 /** Pids of the test node's processes (its namespace's, whose argv names its address) and their descendants. */
 const nodeProcesses = async (): Promise<Map<number, string>> => {
 	const ps = await execa('ps', ['-eo', 'pid=,ppid=,args=']);
