@@ -28,7 +28,7 @@ import {refuseForEngine} from '../cli/build-flags/options.js';
 import type {BuildRequest} from '../request/build-request.js';
 import {buildctlArgv, probeMounts, probeNode} from '../nodes/probe.js';
 import {readNodes, type NodeRecord} from '../nodes/store.js';
-import {producedLayout} from '../oci/blobs.js';
+import {producedLayout, type LayoutSource} from '../oci/blobs.js';
 import {mergeLayouts} from '../oci/merge.js';
 import {planRemoteBuildKit} from '../engines/buildkit/plan.js';
 import {abortable, abortReason} from './abort.js';
@@ -200,6 +200,10 @@ const buildRouted = async (request: BuildRequest, inputs: ResolvedInputs, routes
 	const stopParts = new AbortController();
 	let firstError: unknown;
 	const onAbort = (): void => stopParts.abort(signal?.reason);
+	if (signal?.aborted) {
+		onAbort();
+	}
+
 	signal?.addEventListener('abort', onAbort, {once: true});
 	const partPhases = hostPhases(reporter, stopParts.signal, context.deps.now);
 	const parts = [
@@ -229,18 +233,38 @@ const buildRouted = async (request: BuildRequest, inputs: ResolvedInputs, routes
 	}
 
 	const runs = settled.flatMap(outcome => (outcome.status === 'fulfilled' ? [outcome.value] : []));
-	const merged = await createHostScratch(newSessionId());
-	const forgetMerged = addExitCleanup(merged.remove);
 	try {
 		if (runs.length < parts.length) {
 			throw signal?.aborted ? abortReason(signal) : firstError;
 		}
 
+		return await mergeAndDeliver(request, runs.map((run, index) => producedLayout(path.join(run.scratch.outDir, 'oci-layout'), parts[index]!.label)), {
+			...context, steps: runs.flatMap(run => run.agent.steps), handlers: parts[0]?.node === undefined ? runs[0]!.agent.handlers : [], routes,
+		});
+	} finally {
+		for (const run of runs) {
+			await run.scratch.remove();
+			run.forget();
+		}
+	}
+};
+
+/** The parts' layouts merged into one in a scratch folder of its own, delivered as a local build's layout is. */
+const mergeAndDeliver = async (request: BuildRequest, layouts: readonly LayoutSource[], context: Omit<PartContext, 'signal'> & {
+	readonly steps: BuildResult['steps'];
+	/** The handlers that built: the local sandbox's (a node's sandbox only registers them, its node builds). */
+	readonly handlers: BuildResult['handlers'];
+	readonly routes: RoutePlan;
+}): Promise<BuildResult> => {
+	const {deps: {driver, reporter, signal}, phases, routes} = context;
+	const merged = await createHostScratch(newSessionId());
+	const forgetMerged = addExitCleanup(merged.remove);
+	try {
 		await phases.run('merge', async () => mergeLayouts(
-			runs.map((run, index) => producedLayout(path.join(run.scratch.outDir, 'oci-layout'), parts[index]!.label)),
+			layouts,
 			path.join(merged.outDir, 'oci-layout'),
 			{platforms: request.platforms.map(platform => platform.id), annotations: request.engineOptions.annotations, ...(signal === undefined ? {} : {signal})},
-		), layout => `${layout.images.length} platforms from ${runs.length} parts`);
+		), layout => `${layout.images.length} platforms from ${layouts.length} parts`);
 		const image = await readExportedImage(merged.outDir, signal);
 		await deliverOutputs({request, image, driver, outDir: merged.outDir, phases, reporter, ...(signal === undefined ? {} : {signal})});
 		return {
@@ -250,18 +274,12 @@ const buildRouted = async (request: BuildRequest, inputs: ResolvedInputs, routes
 			output: request.output?.dest,
 			descriptor: {mediaType: image.top.mediaType, digest: image.top.digest, size: image.top.size},
 			configDigest: image.configDigest,
-			// The handlers that built: the local sandbox's (a node's sandbox only registers them, its node builds).
-			handlers: parts[0]?.node === undefined ? runs[0]!.agent.handlers : [],
-			steps: runs.flatMap(run => run.agent.steps),
+			handlers: context.handlers,
+			steps: context.steps,
 			phaseMs: phases.phaseMs,
 			nodes: routes.nodes.map(part => ({name: part.node.name, address: part.node.address, platforms: part.platforms.map(platform => platform.id)})),
 		};
 	} finally {
-		for (const run of runs) {
-			await run.scratch.remove();
-			run.forget();
-		}
-
 		await merged.remove();
 		forgetMerged();
 	}
