@@ -81,9 +81,16 @@ const assertImages = async (dest: string, nonce: string): Promise<void> => {
 test('s390x goes to the node that serves it, ppc64le is built in the local sandbox, one index; the node\'s own records show its solve', {skip}, async () => {
 	const nonce = crypto.randomBytes(8).toString('hex');
 	const dest = path.join(work, 'routed.oci.tar');
-	const result = await build(contextWith('routed', nonce), [], dest);
+	const metadata = path.join(work, 'routed.metadata.json');
+	const result = await build(contextWith('routed', nonce), ['--label', 'routed.by=exobuild', '--metadata-file', metadata], dest);
 	assert.equal(result.exitCode, 0, `${failure(result, 40)}\nnode: ${node!.log().slice(-2000)}`);
 	await assertImages(dest, nonce);
+	// The outputs of the merged index: its tag, the label on both images, the result files.
+	const archive = await inspectArchive(dest);
+	assert.deepEqual(archive.tags, ['docker.io/e2e/routed:1']);
+	assert.deepEqual(archive.images.map(image => image.config.config?.Labels?.['routed.by']), ['exobuild', 'exobuild']);
+	assert.equal(String(result.stdout).trim(), archive.topDigest);
+	assert.equal((JSON.parse(fs.readFileSync(metadata, 'utf8')) as Record<string, unknown>)['containerimage.digest'], archive.topDigest);
 	const stderr = String(result.stderr);
 	assert.match(stderr, /\[linux\/s390x @z[ \]].*RUN uname -m/, 'the node is named in the s390x steps');
 	assert.match(stderr, /\[linux\/ppc64le[ \]].*RUN uname -m/);
