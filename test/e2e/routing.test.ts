@@ -127,6 +127,26 @@ test('--progress rawjson of a routed build: the node\'s vertices have digests of
 	assert.ok([...names].every(([, named]) => named.size === 1), 'each digest names one vertex');
 });
 
+test('a secret reaches the node\'s RUN through buildctl\'s session (env=: on the part sandbox\'s tmpfs only); it is in no image and never printed', {skip}, async () => {
+	const value = `routed-secret-${crypto.randomBytes(8).toString('hex')}`;
+	const context = makeContext(path.join(work, 'secret'), {Dockerfile: 'FROM busybox\nRUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | cut -d" " -f1 > /tok.sum && uname -m > /uname.txt\n'});
+	const dest = path.join(work, 'secret.oci.tar');
+	const result = await exobuild([
+		'build', '--progress', 'plain', '--platform', platforms, '--build-context', `busybox=oci-layout://${busybox}`, '--secret', 'id=tok,env=ROUTED_TOKEN',
+		'--output', `type=oci,dest=${dest}`, context,
+	], {env: {...env, ROUTED_TOKEN: value}});
+	assert.equal(result.exitCode, 0, failure(result, 30));
+	assert.match(String(result.stderr), /@z/);
+	const archive = await inspectArchive(dest);
+	const expected = crypto.createHash('sha256').update(value).digest('hex');
+	for (const image of archive.images) {
+		assert.equal((await image.readFile('/tok.sum'))?.toString().trim(), expected, image.platform);
+		assert.equal((await image.readFile('/run/secrets/tok'))?.length ?? 0, 0, 'the secret is not in the image');
+	}
+
+	assert.ok(!String(result.all).includes(value), 'the secret is never printed');
+});
+
 test('--cache-to DIR with a node: the local part exports to DIR, the node\'s part to DIR/node-z, each a BuildKit cache layout', {skip}, async () => {
 	const cache = path.join(work, 'cache-out');
 	const dest = path.join(work, 'cached.oci.tar');
