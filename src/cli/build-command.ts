@@ -45,6 +45,8 @@ export const registerBuildCommand = (program: Command): void => {
 		.addOption(new Option('--engine <ENGINE>', 'auto | buildkit | buildah (auto: buildkit where the builder image has it)').default('auto'))
 		.addOption(new Option('--driver <DRIVER>', 'sandbox driver: linux-userns | apple-container').default(defaultDriver()))
 		.addOption(new Option('--hang-timeout <DURATION>', 'stop a step that prints nothing and uses no CPU this long, reporting a likely emulator hang (0: never)').default(defaultHangTimeout))
+		.addOption(new Option('--node <NAME[=P,P]>', 'build these platforms (default: the ones it serves) on node NAME (`exobuild node ls`), repeatable; without it each platform a node serves goes to that node').argParser(collect).default([]))
+		.addOption(new Option('--fallback <local>', 'local: build the platforms of a node that does not answer in the local sandbox (default: fail before building)'))
 		.addOption(new Option('--push', 'push the image to the registry of each --tag (credentials from the docker config)'))
 		.addOption(new Option('--load', 'import the result into the driver\'s image store under each -t name (apple-container: container image load)'))
 		.addOption(new Option('--cpus <N>', 'CPUs of the sandbox VM (apple-container; default: all, up to 8)'))

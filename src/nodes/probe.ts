@@ -11,12 +11,12 @@ import fs from 'node:fs/promises';
 import {z} from 'zod';
 import {runAgent} from '../agent/run-agent.js';
 import type {AgentEvent, AgentEventOf} from '../agent/contract.js';
-import {builderEngines, findBuilderImage} from '../builder-image/index.js';
+import {builderEngines, findBuilderImage, type BuilderImage} from '../builder-image/index.js';
 import {UserError} from '../errors.js';
 import {newSessionId} from '../pipeline/run-build.js';
 import {parsePlatform} from '../platforms/parse.js';
 import {createDriver, defaultDriver} from '../sandboxes/index.js';
-import type {Mount} from '../sandboxes/driver.js';
+import type {Mount, SandboxDriver} from '../sandboxes/driver.js';
 import type {NodeTls} from './store.js';
 
 /** Where the node's TLS files are inside the sandbox. */
@@ -121,7 +121,12 @@ export const readProbe = (workers: AgentEventOf<'query'> | undefined, info: Agen
  * Asks `node` in a throwaway sandbox; the sandbox is gone when this returns (also on abort).
  * Throws a UserError when the probe cannot run at all (no builder image with BuildKit).
  */
-export const probeNode = async (node: NodeTarget, options: {signal?: AbortSignal} = {}): Promise<NodeProbe> => {
+export const probeNode = async (node: NodeTarget, options: {
+	readonly signal?: AbortSignal | undefined;
+	/** The sandbox driver and builder image to ask from (default: this machine's driver, the current builder image). */
+	readonly driver?: SandboxDriver;
+	readonly builder?: BuilderImage;
+} = {}): Promise<NodeProbe> => {
 	// The TLS files are mounted: one that is gone (or is no longer a file) would fail the sandbox's start.
 	for (const [what, file] of Object.entries(node.tls === undefined ? {} : {'CA certificate': node.tls.ca, 'client certificate': node.tls.cert, 'client key': node.tls.key})) {
 		const stat = await fs.stat(file).catch(() => undefined);
@@ -130,7 +135,7 @@ export const probeNode = async (node: NodeTarget, options: {signal?: AbortSignal
 		}
 	}
 
-	const builder = await findBuilderImage();
+	const builder = options.builder ?? await findBuilderImage();
 	if (builder === undefined || !builderEngines(builder).includes('buildkit')) {
 		throw new UserError(`cannot ask node ${node.name} (${node.address}): ${builder === undefined ? 'there is no current builder image' : `the builder image ${builder.reference} has no buildctl`}`, {
 			hint: 'make one with BuildKit (`exobuild builder build`), or give the node\'s platforms with --platform',
@@ -138,7 +143,7 @@ export const probeNode = async (node: NodeTarget, options: {signal?: AbortSignal
 		});
 	}
 
-	const driver = createDriver(defaultDriver());
+	const driver = options.driver ?? createDriver(defaultDriver());
 	await driver.features();
 	const sandbox = await driver.start({sessionId: newSessionId(), builderImage: builder, mounts: probeMounts(node), ...(options.signal === undefined ? {} : {signal: options.signal})});
 	const events: AgentEvent[] = [];

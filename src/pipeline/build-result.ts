@@ -22,4 +22,6 @@ export interface BuildResult {
 	readonly steps: readonly BuildStep[];
 	/** Milliseconds per phase (host and agent phases; per-platform phases summed). */
 	readonly phaseMs: Readonly<Record<string, number>>;
+	/** A build routed to nodes: which node built which platforms (the rest: the local sandbox). */
+	readonly nodes?: ReadonlyArray<{readonly name: string; readonly address: string; readonly platforms: readonly string[]}>;
 }

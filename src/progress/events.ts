@@ -7,6 +7,7 @@ import type {AgentEvent} from '../agent/contract.js';
 export const buildPhases = [
 	{name: 'reap-orphans', title: 'Reap sandboxes left by killed runs', host: true},
 	{name: 'builder-image', title: 'Builder image', host: true},
+	{name: 'nodes', title: 'Ask the nodes', host: true},
 	{name: 'sandbox-start', title: 'Start sandbox', host: true},
 	{name: 'binfmt', title: 'Register and prove emulators', host: false},
 	{name: 'engine-start', title: 'Start build engine', host: false},
@@ -15,6 +16,7 @@ export const buildPhases = [
 	{name: 'build', title: 'Build', host: false},
 	{name: 'export', title: 'Export OCI layout', host: false},
 	{name: 'teardown', title: 'Tear down sandbox', host: true},
+	{name: 'merge', title: 'Merge the nodes\' results', host: true},
 	{name: 'archive', title: 'Write the output', host: true},
 	{name: 'load', title: 'Load into the image store', host: true},
 	{name: 'push', title: 'Push to the registry', host: true},

@@ -34,6 +34,19 @@ export type CacheSpec =
 	| {readonly kind: 'project'}
 	| {readonly kind: 'local'; readonly from?: string; readonly to?: string};
 
+/** `--node NAME[=P,P]`: the node NAME builds these platforms (all of its stored ones the build asks for, when none are given). */
+export interface NodeChoice {
+	readonly name: string;
+	readonly platforms: readonly Platform[] | undefined;
+}
+
+/** Where the platforms are built (src/pipeline/routing.ts). Absent: configured nodes serve their platforms, no fallback. */
+export interface RoutingRequest {
+	readonly nodes: readonly NodeChoice[];
+	/** `--fallback local`: a node that does not answer has its platforms built in the local sandbox. */
+	readonly fallback: 'none' | 'local';
+}
+
 export interface BuildRequest {
 	readonly contextDir: string;
 	readonly dockerfile: string;
@@ -64,4 +77,6 @@ export interface BuildRequest {
 	readonly push: boolean;
 	/** The sandbox VM's resources and features (apple-container; refused by linux-userns). */
 	readonly driverOptions: DriverOptions;
+	/** --node and --fallback. */
+	readonly routing?: RoutingRequest;
 }

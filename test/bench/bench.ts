@@ -384,3 +384,4 @@ process.stdout.write(`two platforms ${report.twoPlatforms.bothMedianMs} ms vs pp
 for (const run of memoryRuns) {
 	process.stdout.write(`${run.imageMb} MB layer: CLI peak RSS ${run.cliPeakMb} MB, process tree peak ${run.treePeakMb} MB, wall ${run.wallMs} ms, archive ${run.outputMb} MB\n`);
 }
+await (await import('./routing-bench.js')).runRoutingBench(); // issue 12: routed vs local (test/bench/routing-bench.ts)

@@ -40,8 +40,14 @@ export const upstreamEnv = (): Record<string, string> => {
 	return 'skip' in tarballs ? {} : {EXOBUILD_BUILDKIT: tarballs.buildkit, EXOBUILD_BINFMT: tarballs.binfmt};
 };
 
-/** The e2e tests' environment: their own cache, and the upstream BuildKit and binfmt where this setup has them. */
-export const exobuildEnv: Record<string, string> & {EXOBUILD_CACHE_DIR: string} = {EXOBUILD_CACHE_DIR: path.join(testCacheDir, 'exobuild'), CI: '1', ...upstreamEnv()};
+/**
+ * The e2e tests' environment: their own cache, their own (empty) config folder, so a developer's
+ * nodes.json never routes a test build to their nodes, and the upstream BuildKit and binfmt where
+ * this setup has them.
+ */
+export const exobuildEnv: Record<string, string> & {EXOBUILD_CACHE_DIR: string} = {
+	EXOBUILD_CACHE_DIR: path.join(testCacheDir, 'exobuild'), XDG_CONFIG_HOME: path.join(testCacheDir, 'config'), CI: '1', ...upstreamEnv(),
+};
 
 /**
  * An assertion message for a CLI run that should have succeeded: the exit code and the output's

@@ -9,13 +9,14 @@ import {engines} from '../../engines/index.js';
 import type {EngineName} from '../../engines/plan.js';
 import {UserError} from '../../errors.js';
 import {resolveFileDestination, resolveLayoutFolderDestination} from '../../outputs/destination.js';
-import {hostPlatform, parsePlatforms, supportedPlatformIds} from '../../platforms/parse.js';
+import {hostPlatform, parsePlatforms, supportedPlatformIds, type Platform} from '../../platforms/parse.js';
+import {parseNodeName} from '../../nodes/address.js';
 import {parseCache} from './cache-options.js';
 import {parseEngineOptions, type RawEngineOptions, type SshSource} from './engine-options.js';
 import {csv, usage} from './option-values.js';
 import {
 	buildContextSchema, engineNames, outputSchema, progressModes,
-	type BuildContext, type BuildRequest, type OutputSpec,
+	type BuildContext, type BuildRequest, type NodeChoice, type OutputSpec,
 } from '../../request/build-request.js';
 
 export interface RawBuildOptions extends RawEngineOptions {
@@ -42,7 +43,60 @@ export interface RawBuildOptions extends RawEngineOptions {
 	memory?: string;
 	virtualization?: boolean;
 	rosetta?: boolean;
+	node?: string[];
+	fallback?: string;
 }
+
+/** `--node NAME[=P,P]` values: names in buildx's grammar, each platform one the build asks for and given to one node only. */
+export const parseNodeChoices = (values: readonly string[], platforms: readonly Platform[]): NodeChoice[] => {
+	const taken = new Map<string, string>();
+	const names = new Set<string>();
+	return values.map(value => {
+		const equals = value.indexOf('=');
+		const rawName = equals === -1 ? value : value.slice(0, equals);
+		let name: string;
+		try {
+			name = parseNodeName(rawName);
+		} catch (error) {
+			throw usage(`--node ${value}: ${(error as Error).message}`, 'give --node NAME or --node NAME=PLATFORM[,PLATFORM] with a name from `exobuild node ls`');
+		}
+
+		if (names.has(name)) {
+			throw usage(`--node ${name} is given twice`, 'give each node once, with all its platforms: --node NAME=P1,P2');
+		}
+
+		names.add(name);
+		if (equals === -1) {
+			return {name, platforms: undefined};
+		}
+
+		if (value.slice(equals + 1).trim() === '') {
+			throw usage(`--node ${value}: no platform after =`, 'give --node NAME=PLATFORM[,PLATFORM], or --node NAME for the platforms it serves');
+		}
+
+		let chosen: Platform[];
+		try {
+			chosen = parsePlatforms([value.slice(equals + 1)]);
+		} catch (error) {
+			throw usage(`--node ${value}: ${(error as Error).message}`, `supported platforms: ${supportedPlatformIds().join(', ')}`);
+		}
+
+		for (const platform of chosen) {
+			if (!platforms.some(asked => asked.id === platform.id)) {
+				throw usage(`--node ${value}: ${platform.id} is not a platform of this build`, `add it to --platform (asked: ${platforms.map(asked => asked.id).join(', ')})`);
+			}
+
+			const other = taken.get(platform.id);
+			if (other !== undefined) {
+				throw usage(`--node: ${platform.id} is given to both ${other} and ${name}`, 'give each platform to one node');
+			}
+
+			taken.set(platform.id, name);
+		}
+
+		return {name, platforms: chosen};
+	});
+};
 
 
 const readStdin = (): string => {
@@ -532,6 +586,10 @@ export const toBuildRequest = (
 			...(raw.memory === undefined ? {} : {memory: raw.memory}),
 			...(raw.virtualization === true ? {virtualization: true} : {}),
 			...(raw.rosetta === true ? {rosetta: true} : {}),
+		},
+		routing: {
+			nodes: parseNodeChoices(raw.node ?? [], platforms),
+			fallback: raw.fallback === undefined ? 'none' : oneOf('--fallback', raw.fallback, ['local'] as const),
 		},
 	};
 	// auto is resolved against the builder image later (src/engines/index.ts chooseEngine), and refused then.

@@ -37,7 +37,11 @@ const cacheArgs = (cache: SandboxLayout['cache']): string[] => {
 	];
 };
 
-export const buildctlBuildArgs = (request: BuildRequest, layout: SandboxLayout): string[] => {
+/**
+ * `buildctl … build` for the request. `client`: buildctl and its connection flags (default: the
+ * sandbox's own buildkitd; a node's address and TLS flags for a routed part, src/nodes/probe.ts).
+ */
+export const buildctlBuildArgs = (request: BuildRequest, layout: SandboxLayout, client: readonly string[] = buildctl): string[] => {
 	const options = request.engineOptions;
 	const dockerfile = splitPath(layout.dockerfile);
 	const epoch = options.sourceDateEpoch;
@@ -48,7 +52,7 @@ export const buildctlBuildArgs = (request: BuildRequest, layout: SandboxLayout):
 		...parseAnnotations(options.annotations).map(annotation => `${buildkitAnnotationAttribute(annotation)}=${annotation.value}`),
 	].map(csvField).join(',');
 	return [
-		...buildctl, 'build', '--frontend', 'dockerfile.v0',
+		...client, 'build', '--frontend', 'dockerfile.v0',
 		'--local', `context=${layout.context}`, '--local', `dockerfile=${dockerfile.dir}`,
 		'--opt', `filename=${dockerfile.base}`, '--opt', `platform=${request.platforms.map(platform => platform.id).join(',')}`,
 		...(request.target === undefined ? [] : ['--opt', `target=${request.target}`]),
@@ -103,3 +107,24 @@ export const planBuildKit = (request: BuildRequest, layout: SandboxLayout): Engi
 	];
 	return {engine: 'buildkit', steps, tmpfs: []};
 };
+
+/**
+ * The plan of one routed part (src/pipeline/routing.ts): no daemon, no readiness or platform
+ * steps (the node was asked before the build), only buildctl's version and the same `buildctl
+ * build` as a local build, against the node: `client` is `buildctl --addr NODE [--tls…]`. The
+ * build context, secrets, SSH, named contexts and oci-layout:// bases travel through buildctl's
+ * session from this sandbox (moby/buildkit v0.32.2 session/: filesync, secrets, sshforward,
+ * content store for --oci-layout); the node writes none of them to its disk. The OCI layout is
+ * exported back through the session into the sandbox's out folder (exporter type=oci, tar=false).
+ */
+export const planRemoteBuildKit = (request: BuildRequest, layout: SandboxLayout, node: {readonly name: string; readonly address: string; readonly client: readonly string[]}): EnginePlan => ({
+	engine: 'buildkit',
+	steps: [
+		{kind: 'version', argv: ['buildctl', '--version']},
+		{
+			kind: 'run', phase: 'build', argv: buildctlBuildArgs(request, layout, node.client),
+			errorCode: 'E_BUILD_FAILED', message: `the build on node ${node.name} (${node.address}) failed (buildctl)`, watch: true,
+		},
+	],
+	tmpfs: [],
+});
