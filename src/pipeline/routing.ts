@@ -13,6 +13,7 @@ import {findNode, unknownNode, type NodeRecord, type NodesDocument} from '../nod
 import type {NodeProbe, NodeTarget} from '../nodes/probe.js';
 import type {Platform} from '../platforms/parse.js';
 import type {BuildRequest} from '../request/build-request.js';
+import {parseAnnotations} from '../oci/annotations.js';
 
 /** The platforms one node builds. */
 export interface NodePart {
@@ -131,3 +132,13 @@ export const refuseRouted = (request: BuildRequest, engine: string, plan: RouteP
 	}
 
 };
+
+/**
+ * The annotations each part's solve applies: the manifests' own. The index and its descriptors'
+ * are the merged index's (src/oci/merge.ts applies them); BuildKit refuses index annotations on a
+ * single-platform export, which a part often is ("index annotations not supported for single
+ * platform export", exporter/containerimage/writer.go, moby/buildkit v0.32.2).
+ */
+export const manifestAnnotations = (pairs: ReadonlyArray<readonly [string, string]>): Array<readonly [string, string]> =>
+	parseAnnotations(pairs).filter(annotation => annotation.type === 'manifest')
+		.map(annotation => [annotation.platform === undefined ? annotation.key : `manifest[${annotation.platform}]:${annotation.key}`, annotation.value] as const);

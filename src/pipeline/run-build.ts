@@ -42,7 +42,7 @@ import type {EngineDecision} from './engine-decision.js';
 import {createHostScratch, reapHostScratch, type OwnedHostScratch} from './host-scratch.js';
 import {hostPhases, type HostPhases} from './host-phases.js';
 import {runAgentStage, type AgentStageResult, type PartLabel} from './run-agent-stage.js';
-import {checkNodes, nodeTarget, planRoutes, refuseRouted, type RoutePlan} from './routing.js';
+import {checkNodes, manifestAnnotations, nodeTarget, planRoutes, refuseRouted, type RoutePlan} from './routing.js';
 import {resolveInputs, stageInputs, type ResolvedInputs} from './stage-inputs.js';
 import {tearDown, tearDownRemaining} from './teardown.js';
 
@@ -212,7 +212,7 @@ const buildRouted = async (request: BuildRequest, inputs: ResolvedInputs, routes
 		...routes.nodes.map(part => ({node: part.node, platforms: part.platforms, label: `node ${part.node.name} (${part.node.address})`})),
 	];
 	const settled = await Promise.allSettled(parts.map(async (part, index) => {
-		const partRequest: BuildRequest = {...request, platforms: part.platforms};
+		const partRequest: BuildRequest = {...request, platforms: part.platforms, engineOptions: {...request.engineOptions, annotations: manifestAnnotations(request.engineOptions.annotations)}};
 		try {
 			return await runPart(partRequest, inputs, {
 				...context,

@@ -82,7 +82,7 @@ test('s390x goes to the node that serves it, ppc64le is built in the local sandb
 	const nonce = crypto.randomBytes(8).toString('hex');
 	const dest = path.join(work, 'routed.oci.tar');
 	const metadata = path.join(work, 'routed.metadata.json');
-	const result = await build(contextWith('routed', nonce), ['--label', 'routed.by=exobuild', '--metadata-file', metadata], dest);
+	const result = await build(contextWith('routed', nonce), ['--label', 'routed.by=exobuild', '--annotation', 'index:org.example.routed=yes', '--annotation', 'org.example.each=manifest', '--metadata-file', metadata], dest);
 	assert.equal(result.exitCode, 0, `${failure(result, 40)}\nnode: ${node!.log().slice(-2000)}`);
 	await assertImages(dest, nonce);
 	// The outputs of the merged index: its tag, the label on both images, the result files.
@@ -90,6 +90,15 @@ test('s390x goes to the node that serves it, ppc64le is built in the local sandb
 	assert.deepEqual(archive.tags, ['docker.io/e2e/routed:1']);
 	assert.deepEqual(archive.images.map(image => image.config.config?.Labels?.['routed.by']), ['exobuild', 'exobuild']);
 	assert.equal(String(result.stdout).trim(), archive.topDigest);
+	// buildx's annotations: the index's on the merged index (each part's solve gets only the
+	// manifests' own: BuildKit refuses index annotations on a one-platform part), the manifests' on both.
+	const blob = async (digest: string): Promise<{annotations?: Record<string, string>}> =>
+		JSON.parse((await execa('tar', ['-xOf', dest, `blobs/sha256/${digest.slice('sha256:'.length)}`])).stdout) as {annotations?: Record<string, string>};
+	assert.equal((await blob(archive.topDigest)).annotations?.['org.example.routed'], 'yes');
+	for (const image of archive.images) {
+		assert.equal((await blob(image.manifestDigest)).annotations?.['org.example.each'], 'manifest', image.platform);
+	}
+
 	assert.equal((JSON.parse(fs.readFileSync(metadata, 'utf8')) as Record<string, unknown>)['containerimage.digest'], archive.topDigest);
 	const stderr = String(result.stderr);
 	assert.match(stderr, /\[linux\/s390x @z[ \]].*RUN uname -m/, 'the node is named in the s390x steps');

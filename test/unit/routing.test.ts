@@ -9,7 +9,7 @@ import {UserError} from '../../src/errors.js';
 import {planRemoteBuildKit} from '../../src/engines/buildkit/plan.js';
 import {buildctlArgv, type NodeProbe, type NodeTarget} from '../../src/nodes/probe.js';
 import type {NodeRecord, NodesDocument} from '../../src/nodes/store.js';
-import {checkNodes, nodeTarget, planRoutes, refuseRouted} from '../../src/pipeline/routing.js';
+import {checkNodes, manifestAnnotations, nodeTarget, planRoutes, refuseRouted} from '../../src/pipeline/routing.js';
 import {labelEngineLine, nodeVertexDigest} from '../../src/pipeline/run-agent-stage.js';
 import {layoutFor, request} from './engines-fixtures.js';
 
@@ -127,4 +127,10 @@ test('a routed part\'s vertex lines say its platform and node', () => {
 	assert.equal(labelEngineLine('#3 [internal] load build definition from Dockerfile', {platform: 'linux/s390x', node: 'z'}), '#3 [internal @z] load build definition from Dockerfile');
 	assert.equal(labelEngineLine('#5 [1/2] RUN x', {platform: 'linux/ppc64le'}), '#5 [linux/ppc64le 1/2] RUN x', 'the local part: its platform only');
 	assert.equal(labelEngineLine('#5 DONE 0.3s', {platform: 'linux/s390x', node: 'z'}), '#5 DONE 0.3s');
+});
+
+test('each routed part applies only the manifests\' own annotations; the index\'s and descriptors\' are left to the merge', () => {
+	assert.deepEqual(manifestAnnotations([['index:org.example.i', '1'], ['org.example.m', '2'], ['manifest[linux/s390x]:org.example.p', '3'], ['manifest,index:org.example.both', '4'], ['manifest-descriptor:org.example.d', '5']]), [
+		['org.example.m', '2'], ['manifest[linux/s390x]:org.example.p', '3'], ['org.example.both', '4'],
+	]);
 });
