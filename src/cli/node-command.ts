@@ -133,7 +133,10 @@ const probeWithSignals = async (node: NodeTarget, what: string): Promise<NodePro
 	}
 };
 
-const notAnswering = (node: NodeTarget, reason: string): UserError => new UserError(`node ${node.name} (${node.address}) does not answer: ${reason}`, {code: 'E_NODE_DOWN'});
+const notAnswering = (node: NodeTarget, reason: string): UserError => new UserError(`node ${node.name} (${node.address}) does not answer: ${reason}`, {
+	code: 'E_NODE_DOWN',
+	...(node.address.startsWith('ssh://') ? {hint: `check that \`ssh ${node.address.replace(/^(ssh:\/\/[^/]+).*$/, '$1')} buildctl debug workers\` works from this shell: the host key must be in ${node.sshKnownHosts ?? 'the known_hosts file'}, the ssh-agent must hold a key the node accepts, and buildctl must be on the node's PATH`} : {}),
+});
 
 const platformsLine = (node: NodeRecord): string => `${node.platforms.join(', ')} (${node.platformsFrom === 'node' ? 'reported by the node when it was added' : 'given with --platform'})`;
 

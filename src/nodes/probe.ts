@@ -118,8 +118,27 @@ const workersJson = z.array(z.object({
 }).passthrough()).max(64);
 const infoJson = z.object({buildkitVersion: z.object({version: z.string().max(200)}).passthrough()}).passthrough();
 
-/** The last line of a command's output, as the cause of a failure (buildctl's `error: …`). */
-const lastLine = (output: string): string => output.trim().split('\n').map(line => line.trim()).filter(Boolean).at(-1)?.slice(0, 500) ?? 'no output';
+/**
+ * ssh's own words when buildctl's connection helper failed: buildctl quotes the command and its
+ * stderr (`command [ssh …] has exited with exit status 255, … stderr=LINES"`, docker/cli
+ * connhelper/commandconn, vendored by moby/buildkit v0.32.2), where ssh's last lines say why
+ * (`Host key verification failed.`, `Permission denied (publickey).`); its banner of @ is dropped.
+ */
+export const sshCause = (line: string): string | undefined => {
+	const match = /command \[(ssh [^\]]*)\] has exited with exit status (\d+).*?stderr=(.*?)"?$/.exec(line);
+	if (match === null) {
+		return undefined;
+	}
+
+	const said = match[3]!.split(/\\r\\n|\\n|\r?\n/).map(text => text.trim()).filter(text => text !== '' && !/^@+$/.test(text) && !/^@.*@$/.test(text));
+	return `${match[1]!} exited with ${match[2]!}: ${said.slice(-2).join(' ') || 'no message'}`.slice(0, 500);
+};
+
+/** The last line of a command's output, as the cause of a failure (buildctl's `error: …`; for ssh, ssh's own last words). */
+const lastLine = (output: string): string => {
+	const line = output.trim().split('\n').map(text => text.trim()).filter(Boolean).at(-1);
+	return line === undefined ? 'no output' : (sshCause(line) ?? line.slice(0, 500));
+};
 
 const platformIdOf = (platform: {os: string; architecture: string; variant?: string | undefined}): string => {
 	const spelled = `${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ''}`;

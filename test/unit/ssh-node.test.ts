@@ -101,3 +101,11 @@ test('node add: kube-pod://, docker-container:// and podman-container:// are ref
 	assert.equal(wrong.status, 2);
 	assert.match(wrong.stderr, /--ssh-known-hosts goes with an ssh:\/\/ address/);
 });
+
+test('ssh node: a failed connection is reported with ssh\'s own last words, not its banner', async () => {
+	const {sshCause} = await import('../../src/nodes/probe.js');
+	// As buildctl v0.32.2 printed it for a known_hosts holding another key (seen in test/e2e/ssh-node.test.ts).
+	const line = String.raw`error: failed to list workers: Unavailable: connection error: desc = "error reading server preface: command [ssh -l u -p 35915 -- 127.0.0.1 buildctl dial-stdio] has exited with exit status 255, make sure the URL is valid, and Docker 18.09 or later is installed on the remote host: stderr=@@@@@@@@\r\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n@@@@@@@@\r\nIT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\r\nHost key for [127.0.0.1]:35915 has changed and you have requested strict checking.\r\nHost key verification failed.\r\n"`;
+	assert.equal(sshCause(line), 'ssh -l u -p 35915 -- 127.0.0.1 buildctl dial-stdio exited with 255: Host key for [127.0.0.1]:35915 has changed and you have requested strict checking. Host key verification failed.');
+	assert.equal(sshCause('error: failed to list workers: Unavailable: connection refused'), undefined);
+});
