@@ -41,7 +41,7 @@ FROM ${UBUNTU_IMAGE}
 # qemu-user-static: Ubuntu's emulators at /usr/bin/qemu-<arch>-static, used when binfmt is absent.
 # mount, util-linux, procps, mawk: what the agent calls (mount, setpriv, pkill, awk).
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      qemu-user-static ca-certificates mount util-linux procps mawk \
+      qemu-user-static ca-certificates mount util-linux procps mawk openssh-client \
     && rm -rf /var/lib/apt/lists/*
 # tonistiigi's binfmt next to its own static QEMU (it registers /usr/bin/qemu-<arch>), preferred
 # by the agent: newer QEMU than Ubuntu's, built with P (preserve argv[0]) support.
@@ -50,6 +50,7 @@ COPY --from=buildkit /usr/bin/buildkitd /usr/bin/buildctl /usr/bin/buildkit-runc
 COPY --from=buildkit /usr/bin/buildkit-qemu-* /usr/bin/
 COPY --from=probes /tree/ /
 COPY vm-image/buildkitd.toml /etc/buildkit/buildkitd.toml
+COPY vm-image/node-ssh.conf /etc/ssh/ssh_config.d/exobuild-node.conf
 COPY vm-image/exobuild-agent /usr/local/bin/exobuild-agent
 # The agent reports the version of the exobuild that made this image (src/agent/agent-version.ts).
 ARG EXOBUILD_VERSION

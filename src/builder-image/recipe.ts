@@ -17,8 +17,10 @@ import {toolNames, type BuilderTools} from './upstream-tools.js';
  * both buildah and BuildKit's OCI worker (buildkitd looks for `buildkit-runc`, then `runc`, on
  * PATH: moby/buildkit v0.32.2 worker/runc). The recipe also links each `qemu-ARCH-static` to
  * `/usr/bin/qemu-ARCH`, where tonistiigi/binfmt registers QEMU (its image's layout).
+ * openssh-client: buildctl reaches ssh:// nodes by running `ssh [-l USER] [-p PORT] -- HOST
+ * buildctl [--addr unix://SOCKET] dial-stdio` (moby/buildkit v0.32.2 client/connhelper/ssh/ssh.go).
  */
-export const builderPackages = ['qemu-user-static', 'buildah', 'runc', 'netavark', 'ca-certificates', 'mount', 'procps', 'mawk'] as const;
+export const builderPackages = ['qemu-user-static', 'buildah', 'runc', 'netavark', 'ca-certificates', 'mount', 'procps', 'mawk', 'openssh-client'] as const;
 
 /** Suites tried in order (a mirror mid-sync can serve a stale index under one name and a good one under another). */
 export const defaultSuites = ['trixie', 'stable'] as const;
@@ -33,6 +35,9 @@ export const agentLayerFiles = [
 	['exobuild-agent', 'usr/local/bin/exobuild-agent', 0o755],
 	// buildkitd is always started with --config (src/engines/buildkit): present even without BuildKit.
 	['buildkitd.toml', 'etc/buildkit/buildkitd.toml', 0o644],
+	// ssh's options for ssh:// nodes (src/nodes/probe.ts mounts the agent socket and known_hosts
+	// it names); Debian's and Ubuntu's /etc/ssh/ssh_config include /etc/ssh/ssh_config.d/*.conf.
+	['node-ssh.conf', 'etc/ssh/ssh_config.d/exobuild-node.conf', 0o644],
 ] as const;
 
 /** A layer-2 file as it goes into the image: the agent stamped with exobuild's version (src/agent/agent-version.ts). */

@@ -5,6 +5,7 @@
  * `rm` only read and write the records.
  */
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
 import {Option, type Command} from 'commander';
@@ -22,7 +23,47 @@ interface AddOptions {
 	tlsCert?: string;
 	tlsKey?: string;
 	tlsServerName?: string;
+	sshKnownHosts?: string;
 }
+
+/**
+ * Schemes whose connection helper runs a CLI the sandbox does not have (kubectl, docker, podman:
+ * moby/buildkit v0.32.2 client/connhelper/{kubepod,dockercontainer,podmancontainer}) and whose
+ * credentials live on the host: refused rather than stored as a node that can never answer.
+ */
+const unsupportedSchemes: ReadonlyMap<string, string> = new Map([
+	['kube-pod', 'kubectl'], ['docker-container', 'docker'], ['podman-container', 'podman'],
+]);
+
+const refuseUnsupportedScheme = (scheme: string, address: string): void => {
+	const cli = unsupportedSchemes.get(scheme);
+	if (cli !== undefined) {
+		throw new UserError(`${scheme}:// nodes are not supported: buildctl would run ${cli} inside exobuild's sandbox, which has neither ${cli} nor its credentials (${address})`, {
+			hint: 'run buildkitd there listening on TCP with mTLS and add it as tcp://HOST:PORT --tls-ca … --tls-cert … --tls-key … (docs/scale-out.md), or reach its machine with ssh://USER@HOST',
+		});
+	}
+};
+
+/** An ssh:// node's known_hosts: --ssh-known-hosts, else ~/.ssh/known_hosts; a regular file, as an absolute path. */
+const sshKnownHostsOf = async (scheme: string, options: AddOptions): Promise<string | undefined> => {
+	if (scheme !== 'ssh') {
+		if (options.sshKnownHosts !== undefined) {
+			throw new UserError(`--ssh-known-hosts goes with an ssh:// address, not ${scheme}://`, {hint: 'drop --ssh-known-hosts'});
+		}
+
+		return undefined;
+	}
+
+	const file = path.resolve(options.sshKnownHosts ?? path.join(os.homedir(), '.ssh', 'known_hosts'));
+	const stat = await fs.stat(file).catch(() => undefined);
+	if (stat === undefined || !stat.isFile()) {
+		throw new UserError(`${options.sshKnownHosts === undefined ? 'the known_hosts file' : '--ssh-known-hosts'} ${file} ${stat === undefined ? 'does not exist' : 'is not a regular file'}: ssh checks the node's host key against it`, {
+			hint: 'connect once with `ssh -p PORT USER@HOST true` and check the fingerprint it shows (that adds the key to ~/.ssh/known_hosts), or give --ssh-known-hosts FILE',
+		});
+	}
+
+	return file;
+};
 
 /** A TLS file the user named: a readable regular file (a link to one is the user's own choice), as an absolute path. */
 const tlsFile = async (flag: string, file: string): Promise<string> => {
@@ -92,13 +133,17 @@ const probeWithSignals = async (node: NodeTarget, what: string): Promise<NodePro
 	}
 };
 
-const notAnswering = (node: NodeTarget, reason: string): UserError => new UserError(`node ${node.name} (${node.address}) does not answer: ${reason}`, {code: 'E_NODE_DOWN'});
+const notAnswering = (node: NodeTarget, reason: string): UserError => new UserError(`node ${node.name} (${node.address}) does not answer: ${reason}`, {
+	code: 'E_NODE_DOWN',
+	...(node.address.startsWith('ssh://') ? {hint: `check that \`ssh ${node.address.replace(/^(ssh:\/\/[^/]+).*$/, '$1')} buildctl debug workers\` works from this shell: the host key must be in ${node.sshKnownHosts ?? 'the known_hosts file'}, the ssh-agent must hold a key the node accepts, and buildctl must be on the node's PATH`} : {}),
+});
 
 const platformsLine = (node: NodeRecord): string => `${node.platforms.join(', ')} (${node.platformsFrom === 'node' ? 'reported by the node when it was added' : 'given with --platform'})`;
 
 const inspectText = (node: NodeRecord, probe: NodeProbe): string => [
 	`Name:       ${node.name}`,
 	`Address:    ${node.address}`,
+	...(node.sshKnownHosts === undefined ? [] : [`SSH:        known_hosts ${node.sshKnownHosts}, keys from the ssh-agent at SSH_AUTH_SOCK`]),
 	...(node.tls === undefined ? [] : [`TLS:        ca ${node.tls.ca}, cert ${node.tls.cert}, key ${node.tls.key}${node.tls.serverName === undefined ? '' : `, server name ${node.tls.serverName}`}`]),
 	`Platforms:  ${platformsLine(node)}`,
 	`Added:      ${node.added}`,
@@ -114,17 +159,20 @@ export const registerNodeCommand = (program: Command): void => {
 		.command('add')
 		.description('Add a remote BuildKit node; without --platform, its platforms are the native ones its workers report')
 		.argument('<NAME>', 'a name: a letter, then letters, digits, . _ -')
-		.argument('<ADDR>', 'a buildctl address: tcp://HOST:PORT (mTLS), unix:///PATH, ssh://[USER@]HOST[:PORT], kube-pod://POD, docker-container://NAME, podman-container://NAME')
+		.argument('<ADDR>', 'a buildctl address: tcp://HOST:PORT (mTLS), unix:///PATH, ssh://[USER@]HOST[:PORT][/SOCKET] (through your ssh-agent)')
 		.addOption(new Option('--platform <P>', 'platform(s) the node builds, comma list, repeatable').argParser(collect).default([], 'the native platform of each of its workers, asked from the node'))
 		.option('--tls-ca <FILE>', 'CA certificate that signed the node\'s certificate (tcp://)')
 		.option('--tls-cert <FILE>', 'client certificate (tcp://)')
 		.option('--tls-key <FILE>', 'client key (tcp://)')
 		.option('--tls-server-name <NAME>', 'server name to check the node\'s certificate against (default: the address\'s host)')
+		.option('--ssh-known-hosts <FILE>', 'known_hosts file holding the node\'s host key (ssh://; default: ~/.ssh/known_hosts)')
 		.action(async (nameArgument: string, addressArgument: string, options: AddOptions) => {
 			const name = parseNodeName(nameArgument);
 			const address = parseNodeAddress(addressArgument);
+			refuseUnsupportedScheme(address.scheme, address.address);
 			const tls = await tlsOf(address.scheme, options);
-			const target: NodeTarget = {name, address: address.address, tls};
+			const sshKnownHosts = await sshKnownHostsOf(address.scheme, options);
+			const target: NodeTarget = {name, address: address.address, tls, sshKnownHosts};
 			if (findNode(await readNodes(), name) !== undefined) {
 				throw existing(name);
 			}
@@ -159,7 +207,7 @@ export const registerNodeCommand = (program: Command): void => {
 				}
 			}
 
-			const record: NodeRecord = {name, address: address.address, platforms, platformsFrom, ...(tls === undefined ? {} : {tls}), added: new Date().toISOString()};
+			const record: NodeRecord = {name, address: address.address, platforms, platformsFrom, ...(tls === undefined ? {} : {tls}), ...(sshKnownHosts === undefined ? {} : {sshKnownHosts}), added: new Date().toISOString()};
 			await updateNodes(document => {
 				if (findNode(document, name) !== undefined) {
 					throw existing(name);

@@ -8,6 +8,7 @@
  * cmd/buildctl/debug/{workers,info}.go (--format with a Go template: `{{json .}}`).
  */
 import fs from 'node:fs/promises';
+import process from 'node:process';
 import {z} from 'zod';
 import {runAgent} from '../agent/run-agent.js';
 import type {AgentEvent, AgentEventOf} from '../agent/contract.js';
@@ -22,6 +23,17 @@ import type {NodeTls} from './store.js';
 /** Where the node's TLS files are inside the sandbox. */
 const sandboxTls = {ca: '/exobuild/node-tls/ca.pem', cert: '/exobuild/node-tls/cert.pem', key: '/exobuild/node-tls/key.pem'} as const;
 
+/**
+ * Where an ssh:// node's known_hosts and the host's ssh-agent socket are inside the sandbox: the
+ * paths vm-image/node-ssh.conf (the builder image's /etc/ssh/ssh_config.d/exobuild-node.conf)
+ * gives ssh as UserKnownHostsFile and IdentityAgent. buildctl's connection helper runs `ssh [-l
+ * USER] [-p PORT] -- HOST buildctl [--addr unix://SOCKET] dial-stdio` (moby/buildkit v0.32.2
+ * client/connhelper/ssh/ssh.go); ssh signs with the agent, so no key is ever in the sandbox.
+ */
+export const sandboxSsh = {knownHosts: '/exobuild/node-ssh/known_hosts', agent: '/exobuild/node-ssh/agent.sock'} as const;
+
+const sshAgentHint = 'start an ssh-agent holding a key the node accepts (eval "$(ssh-agent)"; ssh-add KEY) and run exobuild from that shell (SSH_AUTH_SOCK); exobuild forwards the agent, never a key';
+
 /** Seconds buildctl waits for the connection (its --timeout), and the agent for each command. */
 export const nodeConnectSeconds = 5;
 export const nodeQuerySeconds = 15;
@@ -30,7 +42,41 @@ export interface NodeTarget {
 	readonly name: string;
 	readonly address: string;
 	readonly tls?: NodeTls | undefined;
+	/** ssh:// nodes: the known_hosts file that holds the node's host key. */
+	readonly sshKnownHosts?: string | undefined;
 }
+
+const isSsh = (node: NodeTarget): boolean => node.address.startsWith('ssh://');
+
+/** The host's ssh-agent socket (SSH_AUTH_SOCK), which an ssh:// node needs; throws a UserError (exit 2) naming what is missing. */
+export const sshAgentSocket = (node: NodeTarget, env: NodeJS.ProcessEnv): string => {
+	const socket = env['SSH_AUTH_SOCK'];
+	if (socket === undefined || socket === '' || !socket.startsWith('/')) {
+		throw new UserError(`node ${node.name} (${node.address}) is reached over ssh, but SSH_AUTH_SOCK is ${socket === undefined || socket === '' ? 'not set' : `not an absolute path (${socket})`}`, {hint: sshAgentHint});
+	}
+
+	return socket;
+};
+
+/** Checks before any sandbox that an ssh:// node's agent socket is a live socket and its known_hosts a file. */
+export const checkSshNode = async (node: NodeTarget, env: NodeJS.ProcessEnv): Promise<void> => {
+	if (!isSsh(node)) {
+		return;
+	}
+
+	const socket = sshAgentSocket(node, env);
+	const stat = await fs.stat(socket).catch(() => undefined);
+	if (stat === undefined || !stat.isSocket()) {
+		throw new UserError(`node ${node.name} (${node.address}) is reached over ssh, but SSH_AUTH_SOCK (${socket}) is ${stat === undefined ? 'gone' : 'not a socket'}: no ssh-agent runs`, {hint: sshAgentHint});
+	}
+
+	const knownHosts = await fs.stat(node.sshKnownHosts ?? '').catch(() => undefined);
+	if (node.sshKnownHosts === undefined || knownHosts === undefined || !knownHosts.isFile()) {
+		throw new UserError(`node ${node.name} (${node.address}): its known_hosts file ${node.sshKnownHosts ?? '(none recorded)'} is ${knownHosts === undefined ? 'gone' : 'not a regular file'}`, {
+			hint: `add the node again with --ssh-known-hosts FILE (a file holding the node's host key; \`ssh -p PORT USER@HOST true\` once adds it to ~/.ssh/known_hosts)`,
+		});
+	}
+};
 
 export type NodeProbe =
 	| {readonly answered: true; readonly version: string; readonly nativePlatforms: readonly string[]; readonly workerPlatforms: readonly string[]}
@@ -43,11 +89,18 @@ export const buildctlArgv = (node: NodeTarget): string[] => [
 	...(node.tls?.serverName === undefined ? [] : ['--tlsservername', node.tls.serverName]),
 ];
 
-export const probeMounts = (node: NodeTarget): Mount[] => (node.tls === undefined ? [] : [
-	{hostPath: node.tls.ca, sandboxPath: sandboxTls.ca, readOnly: true},
-	{hostPath: node.tls.cert, sandboxPath: sandboxTls.cert, readOnly: true},
-	{hostPath: node.tls.key, sandboxPath: sandboxTls.key, readOnly: true},
-]);
+/** What the node's sandbox mounts: the TLS files of a tcp:// node; the known_hosts file and the host's ssh-agent socket for an ssh:// node. */
+export const probeMounts = (node: NodeTarget, env: NodeJS.ProcessEnv = process.env): Mount[] => [
+	...(node.tls === undefined ? [] : [
+		{hostPath: node.tls.ca, sandboxPath: sandboxTls.ca, readOnly: true},
+		{hostPath: node.tls.cert, sandboxPath: sandboxTls.cert, readOnly: true},
+		{hostPath: node.tls.key, sandboxPath: sandboxTls.key, readOnly: true},
+	]),
+	...(isSsh(node) && node.sshKnownHosts !== undefined ? [
+		{hostPath: node.sshKnownHosts, sandboxPath: sandboxSsh.knownHosts, readOnly: true},
+		{hostPath: sshAgentSocket(node, env), sandboxPath: sandboxSsh.agent, readOnly: true},
+	] : []),
+];
 
 /** `exobuild-agent query …` for the two questions. */
 export const probeAgentArgs = (node: NodeTarget): string[] => {
@@ -65,8 +118,27 @@ const workersJson = z.array(z.object({
 }).passthrough()).max(64);
 const infoJson = z.object({buildkitVersion: z.object({version: z.string().max(200)}).passthrough()}).passthrough();
 
-/** The last line of a command's output, as the cause of a failure (buildctl's `error: …`). */
-const lastLine = (output: string): string => output.trim().split('\n').map(line => line.trim()).filter(Boolean).at(-1)?.slice(0, 500) ?? 'no output';
+/**
+ * ssh's own words when buildctl's connection helper failed: buildctl quotes the command and its
+ * stderr (`command [ssh …] has exited with exit status 255, … stderr=LINES"`, docker/cli
+ * connhelper/commandconn, vendored by moby/buildkit v0.32.2), where ssh's last lines say why
+ * (`Host key verification failed.`, `Permission denied (publickey).`); its banner of @ is dropped.
+ */
+export const sshCause = (line: string): string | undefined => {
+	const match = /command \[(ssh [^\]]*)\] has exited with exit status (\d+).*?stderr=(.*?)"?$/.exec(line);
+	if (match === null) {
+		return undefined;
+	}
+
+	const said = match[3]!.split(/\\r\\n|\\n|\r?\n/).map(text => text.trim()).filter(text => text !== '' && !/^@+$/.test(text) && !/^@.*@$/.test(text));
+	return `${match[1]!} exited with ${match[2]!}: ${said.slice(-2).join(' ') || 'no message'}`.slice(0, 500);
+};
+
+/** The last line of a command's output, as the cause of a failure (buildctl's `error: …`; for ssh, ssh's own last words). */
+const lastLine = (output: string): string => {
+	const line = output.trim().split('\n').map(text => text.trim()).filter(Boolean).at(-1);
+	return line === undefined ? 'no output' : (sshCause(line) ?? line.slice(0, 500));
+};
 
 const platformIdOf = (platform: {os: string; architecture: string; variant?: string | undefined}): string => {
 	const spelled = `${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ''}`;
@@ -126,7 +198,11 @@ export const probeNode = async (node: NodeTarget, options: {
 	/** The sandbox driver and builder image to ask from (default: this machine's driver, the current builder image). */
 	readonly driver?: SandboxDriver;
 	readonly builder?: BuilderImage;
+	/** Where SSH_AUTH_SOCK is read (default: process.env). */
+	readonly env?: NodeJS.ProcessEnv;
 } = {}): Promise<NodeProbe> => {
+	const env = options.env ?? process.env;
+	await checkSshNode(node, env);
 	// The TLS files are mounted: one that is gone (or is no longer a file) would fail the sandbox's start.
 	for (const [what, file] of Object.entries(node.tls === undefined ? {} : {'CA certificate': node.tls.ca, 'client certificate': node.tls.cert, 'client key': node.tls.key})) {
 		const stat = await fs.stat(file).catch(() => undefined);
@@ -145,7 +221,7 @@ export const probeNode = async (node: NodeTarget, options: {
 
 	const driver = options.driver ?? createDriver(defaultDriver());
 	await driver.features();
-	const sandbox = await driver.start({sessionId: newSessionId(), builderImage: builder, mounts: probeMounts(node), ...(options.signal === undefined ? {} : {signal: options.signal})});
+	const sandbox = await driver.start({sessionId: newSessionId(), builderImage: builder, mounts: probeMounts(node, env), ...(options.signal === undefined ? {} : {signal: options.signal})});
 	const events: AgentEvent[] = [];
 	let stderr = '';
 	try {

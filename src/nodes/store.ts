@@ -64,10 +64,16 @@ export const nodeRecordSchema = z.object({
 	/** flag: given with --platform; node: what its workers reported when it was added. */
 	platformsFrom: z.enum(['flag', 'node']),
 	tls: nodeTlsSchema.optional(),
+	/** ssh:// nodes: the known_hosts file ssh checks the node's host key against (mounted read-only). */
+	sshKnownHosts: absolutePath.optional(),
 	added: z.string().datetime(),
 }).strict().superRefine((node, context) => {
 	if (node.tls !== undefined && !node.address.startsWith('tcp://')) {
 		context.addIssue({code: z.ZodIssueCode.custom, message: 'TLS files go with a tcp:// address only', path: ['tls']});
+	}
+
+	if (node.sshKnownHosts !== undefined && !node.address.startsWith('ssh://')) {
+		context.addIssue({code: z.ZodIssueCode.custom, message: 'a known_hosts file goes with an ssh:// address only', path: ['sshKnownHosts']});
 	}
 
 	if (node.tls === undefined && node.address.startsWith('tcp://')) {

@@ -69,7 +69,9 @@ export const planRoutes = (request: BuildRequest, document: NodesDocument): Rout
 	};
 };
 
-export const nodeTarget = (node: NodeRecord): NodeTarget => ({name: node.name, address: node.address, ...(node.tls === undefined ? {} : {tls: node.tls})});
+export const nodeTarget = (node: NodeRecord): NodeTarget => ({
+	name: node.name, address: node.address, ...(node.tls === undefined ? {} : {tls: node.tls}), ...(node.sshKnownHosts === undefined ? {} : {sshKnownHosts: node.sshKnownHosts}),
+});
 
 /**
  * Asks every node of `plan` at the same time; returns the plan with the platforms of nodes that

@@ -119,7 +119,7 @@ const runPart = async (request: BuildRequest, inputs: ResolvedInputs, context: P
 		booted = await bootSandbox(driver, {
 			sessionId,
 			builderImage: context.builderImage,
-			mounts: [...buildMounts(staged.request, staged.contexts, scratch, cache, staged.secretFiles), ...(node === undefined ? [] : probeMounts(nodeTarget(node)))],
+			mounts: [...buildMounts(staged.request, staged.contexts, scratch, cache, staged.secretFiles), ...(node === undefined ? [] : probeMounts(nodeTarget(node), context.deps.env ?? process.env))],
 			volumes: buildVolumes(cache),
 			...(signal === undefined ? {} : {signal}),
 		}, phases);
@@ -297,7 +297,7 @@ const askNodes = async (request: BuildRequest, planned: RoutePlan, context: {rea
 		fallback: request.routing?.fallback ?? 'none',
 		order: request.platforms,
 		warn: message => reporter.report({kind: 'warning', message}),
-		probe: async node => probeNode(node, {driver, builder: context.builderImage, signal}),
+		probe: async node => probeNode(node, {driver, builder: context.builderImage, signal, env: context.deps.env ?? process.env}),
 	}), plan => plan.nodes.map(part => `${part.platforms.map(platform => platform.id).join(',')} @${part.node.name}`).join('; ') || 'none answered: all local');
 };
 
