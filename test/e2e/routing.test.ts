@@ -249,11 +249,13 @@ test('a node that does not answer fails the build before it starts (exit 2, its 
 	assert.equal((await exobuild(['node', 'rm', 'gone'], {env})).exitCode, 0);
 });
 
-test('Ctrl-C while the node and the local sandbox build: exit 130, the old output intact, nothing left running', {skip}, async () => {
-	const dest = path.join(work, 'cancel.oci.tar');
+/**
+ * Starts a routed build over an old output at `dest` whose RUN sleeps 120 s, and returns it once
+ * the node runs that RUN (its step line seen, the sleep among the node's processes).
+ */
+const startNodeSleeping = async (name: string, dest: string): Promise<{running: ReturnType<typeof build>}> => {
 	fs.writeFileSync(dest, 'old output');
-	const context = contextWith('cancel', crypto.randomBytes(8).toString('hex'), 'sleep 120');
-	const running = build(context, [], dest);
+	const running = build(contextWith(name, crypto.randomBytes(8).toString('hex'), 'sleep 120'), [], dest);
 	let seen = '';
 	running.stderr?.on('data', (chunk: Buffer) => {
 		seen += chunk.toString();
@@ -265,6 +267,12 @@ test('Ctrl-C while the node and the local sandbox build: exit 130, the old outpu
 
 	assert.match(seen, /@z[ \]].*RUN uname/, 'the node started its RUN');
 	assert.ok(await nodeRuns('sleep 120'), 'the node runs the RUN (seen from its processes)');
+	return {running}; // Wrapped: the subprocess is a promise, which returning it would await.
+};
+
+test('Ctrl-C while the node and the local sandbox build: exit 130, the old output intact, nothing left running', {skip}, async () => {
+	const dest = path.join(work, 'cancel.oci.tar');
+	const {running} = await startNodeSleeping('cancel', dest);
 	running.kill('SIGINT');
 	const result = await running;
 	assert.equal(result.exitCode, 130, failure(result));
@@ -286,20 +294,7 @@ test('Ctrl-C while the node and the local sandbox build: exit 130, the old outpu
 
 test('a node killed mid-build fails the build naming it; the old output is intact and nothing is left running', {skip}, async () => {
 	const dest = path.join(work, 'killed.oci.tar');
-	fs.writeFileSync(dest, 'old output');
-	const context = contextWith('killed', crypto.randomBytes(8).toString('hex'), 'sleep 120');
-	const running = build(context, [], dest);
-	let seen = '';
-	running.stderr?.on('data', (chunk: Buffer) => {
-		seen += chunk.toString();
-	});
-	const deadline = Date.now() + 120_000;
-	while (!/@z[ \]].*RUN uname/.test(seen) && Date.now() < deadline) {
-		await new Promise(resolve => setTimeout(resolve, 200));
-	}
-
-	assert.match(seen, /@z[ \]].*RUN uname/, 'the node started its RUN');
-	assert.ok(await nodeRuns('sleep 120'), 'the node runs the RUN (seen from its processes)');
+	const {running} = await startNodeSleeping('killed', dest);
 	await node!.kill();
 	const result = await running;
 	assert.equal(result.exitCode, 1, failure(result, 30));
