@@ -24,6 +24,9 @@ import {exobuild, exobuildEnv, failure, fixturesDir, repoRoot} from '../e2e/help
 import {busyboxLayout} from '../fixtures/base-images.js';
 import {makeVictim} from './victim.js';
 
+/** Some cases make device nodes, mount a tmpfs or chown: root only (as a normal user they are skipped, saying why). */
+const asRoot = process.getuid?.() === 0;
+
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'exobuild-sec-outputs-'));
 // Partials of this process are recorded in a cache of its own (runsDir() is read at each use).
 const cache = path.join(work, 'cache');
@@ -138,7 +141,7 @@ const unmount = async (dir: string): Promise<void> => {
 	mounts.splice(mounts.indexOf(dir), 1);
 };
 
-test('a character device dest (oci, docker, tar) is written through: it stays the same device, and so does /dev/null', async () => {
+test('a character device dest (oci, docker, tar) is written through: it stays the same device, and so does /dev/null', {skip: asRoot ? false : 'mknod of a character device needs root'}, async () => {
 	const victim = makeVictim();
 	const layout = await smallLayout();
 	const dev = path.join(fresh('dev'), 'null');
@@ -221,7 +224,7 @@ test('a symlink dest is followed (relative, chained, dangling): the target is wr
 	victim.remove();
 });
 
-test('a replaced file keeps its permissions and owner (buildx truncates and writes it), never a setuid bit', async () => {
+test('a replaced file keeps its permissions and owner (buildx truncates and writes it), never a setuid bit', {skip: asRoot ? false : 'giving the file another owner (chown) needs root'}, async () => {
 	const victim = makeVictim();
 	const layout = await smallLayout();
 	const folder = fresh('modes');
@@ -240,7 +243,7 @@ test('a replaced file keeps its permissions and owner (buildx truncates and writ
 	victim.remove();
 });
 
-test('a full filesystem: exit 1 naming the folder, the previous file byte for byte intact, no partial left', async () => {
+test('a full filesystem: exit 1 naming the folder, the previous file byte for byte intact, no partial left', {skip: asRoot ? false : 'mounting a tmpfs needs root'}, async () => {
 	const victim = makeVictim();
 	const oci = await bigOciLayout(2 * 1024 * 1024);
 	const rootfs = await smallLayout({'random.bin': crypto.randomBytes(2 * 1024 * 1024)});
@@ -372,7 +375,7 @@ const assertRefusedEarly = async (args: readonly string[], cause: RegExp): Promi
 	assert.ok(Date.now() - started < 20_000, 'the refusal took the time of a build');
 };
 
-test('a folder, block device or socket dest, and an unwritable folder, are refused with exit 2 before anything starts', async () => {
+test('a folder, block device or socket dest, and an unwritable folder, are refused with exit 2 before anything starts', {skip: asRoot ? false : 'mknod of a block device and a read-only tmpfs need root'}, async () => {
 	const victim = makeVictim();
 	const folder = fresh('refused');
 	const socketPath = path.join(folder, 'sock');
@@ -477,7 +480,7 @@ test('--iidfile /dev/stdout prints the image id', async () => {
 	victim.remove();
 });
 
-test('a build whose output fills its filesystem exits 1 naming the folder, the previous archive intact, no partial left', async () => {
+test('a build whose output fills its filesystem exits 1 naming the folder, the previous archive intact, no partial left', {skip: asRoot ? false : 'mounting a tmpfs needs root'}, async () => {
 	const victim = makeVictim();
 	const full = await tmpfs('1m');
 	try {
