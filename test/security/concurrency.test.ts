@@ -60,7 +60,7 @@ test('8 builds at once (6 projects, one of them twice more) with prune --max-cac
 	await pruning;
 
 	for (const [index, result] of results.entries()) {
-		assert.equal(result.exitCode, 0, `build ${index} (${builds[index]!.name}):\n${result.all}`);
+		assert.equal(result.exitCode, 0, `build ${index} (${builds[index]!.name}): ${failure(result, 25)}`);
 		assert.match(String(result.stdout).trim(), /^sha256:[a-f0-9]{64}$/);
 		const archive = await inspectArchive(builds[index]!.dest);
 		const [image] = archive.images;
