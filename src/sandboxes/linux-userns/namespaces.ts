@@ -54,7 +54,12 @@ const namespaceInit = [
 	'exit $status',
 ].join('\n');
 
-/** Pids of the processes whose pid namespace is `nsLink` (e.g. "pid:[4026532841]"). */
+/**
+ * Pids of the processes whose pid namespace is `nsLink` (e.g. "pid:[4026532841]"). The link names
+ * the namespace only by its inode number, which the kernel gives to the next namespace made once
+ * this one is freed (another build's RUN step, any container on the host): call it only while
+ * holding the namespace open (`holdPidNamespace`), so that the number stays this namespace's.
+ */
 export const processesInPidNamespace = async (nsLink: string): Promise<number[]> => {
 	const pids = (await fs.readdir('/proc')).filter(name => /^\d+$/.test(name));
 	const links = await Promise.all(pids.map(async pid => [Number(pid), await readlinkOrUndefined(`/proc/${pid}/ns/pid`)] as const));
@@ -65,10 +70,55 @@ export const processesInPidNamespace = async (nsLink: string): Promise<number[]>
 	return members.filter((_pid, index) => states[index] !== undefined && states[index] !== 'Z');
 };
 
+/** A pid namespace held open: while `handle` is open the namespace, and so its inode number, cannot be freed and reused. */
+export interface HeldPidNamespace {
+	readonly link: string;
+	release(): Promise<void>;
+}
+
+/**
+ * Opens the pid namespace of `pid` (which must not be able to exit meanwhile: the namespace's pid 1
+ * still waiting for its start). Undefined if it is gone, or if it is this process's own namespace
+ * (never to be emptied).
+ */
+export const holdPidNamespace = async (pid: number): Promise<HeldPidNamespace | undefined> => {
+	const handle = await fs.open(`/proc/${pid}/ns/pid`, 'r').catch(() => undefined);
+	if (handle === undefined) {
+		return undefined;
+	}
+
+	const [link, own] = await Promise.all([readlinkOrUndefined(`/proc/self/fd/${handle.fd}`), readlinkOrUndefined('/proc/self/ns/pid')]);
+	if (link === undefined || link === own) {
+		await handle.close();
+		return undefined;
+	}
+
+	return {link, release: async () => handle.close()};
+};
+
 const killQuietly = (pid: number): void => {
 	try {
 		process.kill(pid, 'SIGKILL');
 	} catch {}
+};
+
+/** The child unshare forks as the namespace's pid 1, polled for up to 2 s (undefined if unshare ends first). */
+const forkedInit = async (unsharePid: number): Promise<number | undefined> => {
+	for (let attempt = 0; attempt < 1000; attempt++) {
+		const children = await fs.readFile(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').catch(() => undefined);
+		if (children === undefined) {
+			return undefined;
+		}
+
+		const init = Number(children.trim().split(/\s+/)[0]);
+		if (init > 0) {
+			return init;
+		}
+
+		await sleep(2);
+	}
+
+	return undefined;
 };
 
 /**
@@ -96,8 +146,14 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 	const outputs = Promise.all([readLines(child.stdout, run.onStdoutLine), readLines(child.stderr, run.onStderrLine)]);
 
 	const pid = child.pid;
-	let nsPid: string | undefined;
+	let namespace: HeldPidNamespace | undefined;
+	// Once unshare is reaped its pid, and its children's, may be another process's: never signalled then.
+	const exited = (): boolean => child.exitCode !== null || child.signalCode !== null;
 	const killAll = async (): Promise<void> => {
+		if (exited()) {
+			return;
+		}
+
 		const init = await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
 		for (const initPid of init.trim().split(/\s+/).filter(Boolean).map(Number)) {
 			killQuietly(initPid);
@@ -120,16 +176,18 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 
 		// Wait for unshare(2), then write the maps as the parent namespace's root.
 		for (;;) {
-			const userNs = await readlinkOrUndefined(`/proc/${pid}/ns/user`);
+			const userNs = exited() ? undefined : await readlinkOrUndefined(`/proc/${pid}/ns/user`);
 			if (userNs === undefined) {
 				break; // it died; its exit status tells why
 			}
 
 			if (userNs !== ownUserNs) {
 				await writeIdMaps(pid, idMap);
-				const init = (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim().split(/\s+/)[0];
-				if (init) {
-					nsPid = await readlinkOrUndefined(`/proc/${init}/ns/pid`);
+				// pid 1 (forked by unshare just after unshare(2)) waits for "go": its namespace is held
+				// open now, so that the sweep below can never take another namespace for this one.
+				const init = await forkedInit(pid);
+				if (init !== undefined) {
+					namespace = await holdPidNamespace(init);
 				}
 
 				// Written, not ended: pid 1 takes end-of-file on fd 3 as "exobuild is gone".
@@ -151,18 +209,22 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 	} finally {
 		run.signal?.removeEventListener('abort', onAbort);
 		await killAll();
-		if (nsPid !== undefined) {
-			for (let attempt = 0; attempt < 500; attempt++) {
-				const left = await processesInPidNamespace(nsPid);
-				if (left.length === 0) {
-					break;
-				}
+		if (namespace !== undefined) {
+			try {
+				for (let attempt = 0; attempt < 500; attempt++) {
+					const left = await processesInPidNamespace(namespace.link);
+					if (left.length === 0) {
+						break;
+					}
 
-				for (const leftPid of left) {
-					killQuietly(leftPid);
-				}
+					for (const leftPid of left) {
+						killQuietly(leftPid);
+					}
 
-				await sleep(10);
+					await sleep(10);
+				}
+			} finally {
+				await namespace.release();
 			}
 		}
 	}
