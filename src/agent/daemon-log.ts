@@ -42,7 +42,8 @@ export const keepDaemonLog = async (outDir: string, sessionId: string, env?: Nod
 		await fs.mkdir(dir, {recursive: true, mode: 0o700});
 		const kept = path.join(dir, `${sessionId.replaceAll(/[^A-Za-z0-9._-]/g, '_')}-${daemonLogName}`);
 		await fs.writeFile(kept, buffer.subarray(0, bytesRead), {mode: 0o600, flag: 'w'});
-		await pruneDaemonLogs(dir);
+		// Trimming the folder is housekeeping: builds ending at once remove each other's oldest logs, never fail for it.
+		await pruneDaemonLogs(dir).catch(() => undefined);
 		return kept;
 	} finally {
 		await handle.close();
@@ -52,7 +53,9 @@ export const keepDaemonLog = async (outDir: string, sessionId: string, env?: Nod
 
 const pruneDaemonLogs = async (dir: string): Promise<void> => {
 	const names = (await fs.readdir(dir)).filter(name => name.endsWith(`-${daemonLogName}`));
-	const dated = await Promise.all(names.map(async name => ({name, mtime: (await fs.lstat(path.join(dir, name))).mtimeMs})));
+	// A log another build removed since readdir is simply not there any more.
+	const dated = (await Promise.all(names.map(async name => ({name, mtime: (await fs.lstat(path.join(dir, name)).catch(() => undefined))?.mtimeMs}))))
+		.filter((entry): entry is {name: string; mtime: number} => entry.mtime !== undefined);
 	dated.sort((a, b) => b.mtime - a.mtime);
 	await Promise.all(dated.slice(keptDaemonLogs).map(async ({name}) => fs.rm(path.join(dir, name), {force: true})));
 };

@@ -104,3 +104,18 @@ test('keepDaemonLog moves the daemon log into the logs folder, refuses a symlink
 
 	assert.equal(withKeptDaemonLog(`buildkitd did not become ready: no answer within 60000 ms (its log: ${daemonLogPath})`, kept), `buildkitd did not become ready: no answer within 60000 ms (its log: ${kept})`);
 });
+
+test('keepDaemonLog: builds ending at once trim the logs folder together and none fails for it', async () => {
+	const env = {EXOBUILD_CACHE_DIR: path.join(root, 'cache-many')};
+	// More than are kept, so every call trims while the others write and trim (eight builds at once found this: ENOENT from lstat).
+	const outs = Array.from({length: 40}, (_, index) => {
+		const out = path.join(root, `out-many-${index}`);
+		fs.mkdirSync(out);
+		fs.writeFileSync(path.join(out, 'engine-daemon.log'), `log ${index}\n`);
+		return out;
+	});
+	const kept = await Promise.all(outs.map(async (out, index) => keepDaemonLog(out, `many-${index}`, env)));
+	assert.equal(kept.filter(file => file !== undefined).length, 40);
+	const left = fs.readdirSync(path.join(root, 'cache-many', 'logs')).filter(name => name.endsWith('-engine-daemon.log'));
+	assert.ok(left.length > 0 && left.length <= 40, `${left.length} logs left`);
+});
