@@ -102,17 +102,22 @@ const killQuietly = (pid: number): void => {
 	} catch {}
 };
 
+/** The child processes of a (single-threaded) process; undefined when it is gone. */
+const childPids = async (pid: number): Promise<number[] | undefined> => {
+	const children = await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => undefined);
+	return children?.trim().split(/\s+/).filter(Boolean).map(Number);
+};
+
 /** The child unshare forks as the namespace's pid 1, polled for up to 2 s (undefined if unshare ends first). */
 const forkedInit = async (unsharePid: number): Promise<number | undefined> => {
 	for (let attempt = 0; attempt < 1000; attempt++) {
-		const children = await fs.readFile(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').catch(() => undefined);
+		const children = await childPids(unsharePid);
 		if (children === undefined) {
 			return undefined;
 		}
 
-		const init = Number(children.trim().split(/\s+/)[0]);
-		if (init > 0) {
-			return init;
+		if (children.length > 0) {
+			return children[0];
 		}
 
 		await sleep(2);
@@ -154,14 +159,15 @@ export const runInNamespaces = async (argv: readonly string[], run: NamespacedRu
 			return;
 		}
 
-		const init = await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
-		for (const initPid of init.trim().split(/\s+/).filter(Boolean).map(Number)) {
+		if (pid === undefined) {
+			return;
+		}
+
+		for (const initPid of await childPids(pid) ?? []) {
 			killQuietly(initPid);
 		}
 
-		if (pid !== undefined) {
-			killQuietly(pid);
-		}
+		killQuietly(pid);
 	};
 
 	const onAbort = (): void => {
